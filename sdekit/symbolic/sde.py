@@ -1,0 +1,406 @@
+r"""The :class:`SDE` base class: a forward SDE declared symbolically.
+
+.. math::
+    dx = f(x, t)\,dt + g(x, t)\,dW_t, \qquad t \in [0, T],
+
+acting elementwise (diagonal noise) on every coordinate of a tensor of shape
+``(batch, *event_shape)``. Subclasses declare numeric parameters as class
+attributes and return sympy expressions from :meth:`SDE.drift` and
+:meth:`SDE.diffusion`; everything else is derived (see ``sdekit.symbolic.derive``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import numbers
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import sympy as sp
+
+from ..errors import NotAffineError, SDEDeclarationError
+from . import derive
+from ._symbols import t as T_SYM
+from ._symbols import x as X_SYM
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .._dynamics import ProbabilityFlowODE, ReverseSDE
+    from .._marginal import Discretization, GaussianMarginal, GaussianPrior
+    from ..compile import CompiledExpr
+
+__all__ = ["SDE"]
+
+_RESERVED = frozenset({"T", "default_eps"})
+_SYMBOLIC_CACHE: dict[tuple[type, tuple[tuple[str, int], ...]], dict[str, Any]] = {}
+
+
+def _is_numeric(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Real):
+        return math.isfinite(float(value))
+    if isinstance(value, sp.Basic):
+        return bool(value.is_number) and value.is_real is not False and sp.N(value).is_finite is True
+    return False
+
+
+def _is_data_attribute(value: Any) -> bool:
+    return not (
+        callable(value) or isinstance(value, (property, staticmethod, classmethod, functools.cached_property))
+    )
+
+
+def _declared_parameters(cls: type) -> dict[str, Any]:
+    """Public data class attributes of ``cls`` (below :class:`SDE`), nearest class first."""
+    found: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if klass is SDE or klass is object:
+            continue
+        for name, value in vars(klass).items():
+            if name.startswith("_") or name in _RESERVED or name in found or not _is_data_attribute(value):
+                continue
+            found[name] = value
+    return found
+
+
+def _sign(value: Any) -> int:
+    v = float(sp.N(value)) if isinstance(value, sp.Basic) else float(value)
+    return (v > 0) - (v < 0)
+
+
+def _symbol(name: str, sign: int) -> sp.Symbol:
+    if sign > 0:
+        return sp.Symbol(name, positive=True)
+    if sign < 0:
+        return sp.Symbol(name, negative=True)
+    return sp.Symbol(name, real=True)
+
+
+class SDE:
+    r"""A forward SDE :math:`dx = f(x, t)\,dt + g(x, t)\,dW` declared symbolically.
+
+    Declare parameters as class attributes with numeric defaults (override them per
+    instance with keywords), the horizon ``T`` (default 1) and the two methods
+    ``drift(self, x, t)`` and ``diffusion(self, x, t)`` returning sympy expressions.
+    Inside these methods ``self.<param>`` is a sympy symbol; on the instance it is
+    the numeric value. Attributes whose name starts with ``_`` are not parameters.
+
+    Example::
+
+        class TimeVaryingOU(sdekit.SDE):
+            theta = 1.0
+            sigma = 0.5
+
+            def drift(self, x, t):
+                return -self.theta * (1 + t) * x
+
+            def diffusion(self, x, t):
+                return self.sigma * sp.sqrt(1 + t)
+
+        sde = TimeVaryingOU(theta=2.0)
+        sde.marginal.alpha_expr        # exp(-theta*t*(t + 2)/2)
+
+    Derived members (never written per SDE): :attr:`f`, :attr:`g`, :attr:`is_affine`,
+    :attr:`noise_type`, :attr:`drift_fn`, :attr:`diffusion_fn`, :attr:`marginal`,
+    :attr:`prior`, :meth:`reverse`, :meth:`probability_flow`, :meth:`fokker_planck`,
+    :meth:`discretize`, :meth:`latex`.
+
+    Raises:
+        SDEDeclarationError: at construction, for a missing method, a result that is
+            not a sympy expression, unknown free symbols, a diffusion identically zero,
+            an unknown keyword, a non-numeric parameter or ``T <= 0``.
+    """
+
+    T: ClassVar[float] = 1.0
+    """Horizon: the SDE runs on [0, T]."""
+
+    default_eps: ClassVar[float] = 1e-3
+    """Default smallest time for sampling and likelihoods (the SDE is not run down to 0)."""
+
+    def __init__(self, **overrides: Any) -> None:
+        cls = type(self)
+        for method in ("drift", "diffusion"):
+            if getattr(cls, method) is getattr(SDE, method):
+                raise SDEDeclarationError(
+                    f"{cls.__name__} does not define {method}(self, x, t); declare it and return a "
+                    f"sympy expression in x, t and the parameters"
+                )
+        declared = _declared_parameters(cls)
+        values: dict[str, Any] = {}
+        for name, value in declared.items():
+            if not _is_numeric(value):
+                raise SDEDeclarationError(
+                    f"{cls.__name__}.{name} = {value!r} is not a finite real number; parameters are public class "
+                    f"attributes with numeric defaults (rename it to _{name} if it is not a parameter)"
+                )
+            values[name] = value
+        horizon = overrides.pop("T", cls.T)
+        for name, value in overrides.items():
+            if name not in values:
+                close = ", ".join(sorted(values)) or "none"
+                raise SDEDeclarationError(
+                    f"{cls.__name__} got an unknown keyword {name!r}; its parameters are: {close} (and T)"
+                )
+            if not _is_numeric(value):
+                raise SDEDeclarationError(
+                    f"parameter {name}={value!r} of {cls.__name__} is not a finite real number; pass a float, "
+                    f"an int or an exact sympy number such as sympy.sqrt(2)"
+                )
+            values[name] = value
+        for name in ("x", "t"):
+            if name in values:
+                raise SDEDeclarationError(f"{cls.__name__} declares a parameter named {name!r}; x and t are reserved")
+        if not _is_numeric(horizon) or float(horizon) <= 0:
+            raise SDEDeclarationError(f"{cls.__name__}: the horizon T must be a positive number, got T={horizon!r}")
+        self.T = float(horizon)
+        self._values = values
+        for name, value in values.items():
+            setattr(self, name, value)
+        signs = tuple((name, _sign(v)) for name, v in values.items())
+        self._symbols = {name: _symbol(name, sign) for name, sign in signs}
+        self._cache_key = (cls, signs)
+        sym = self._symbolic()
+        self.f: sp.Expr = sym["f"]
+        self.g: sp.Expr = sym["g"]
+
+    # ----------------------------------------------------------------- declaration
+    def drift(self, x: sp.Symbol, t: sp.Symbol) -> sp.Expr:
+        """Drift f(x, t) as a sympy expression (override in subclasses)."""
+        raise NotImplementedError
+
+    def diffusion(self, x: sp.Symbol, t: sp.Symbol) -> sp.Expr:
+        """Diffusion g(x, t) as a sympy expression (override in subclasses)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_expressions(
+        cls, drift: str | sp.Expr, diffusion: str | sp.Expr, *, T: float = 1.0, name: str = "CustomSDE", **params: Any
+    ) -> SDE:
+        """Declare an SDE in one line from two expressions in ``x``, ``t`` and the named parameters.
+
+        Example: ``SDE.from_expressions("-theta*x", "sigma", theta=1.0, sigma=0.5, T=1.0)``.
+        """
+        local = {"x": X_SYM, "t": T_SYM, **{p: sp.Symbol(p) for p in params}}
+
+        def parse(text: str | sp.Expr, what: str) -> sp.Expr:
+            try:
+                return sp.sympify(text, locals=local) if isinstance(text, str) else text
+            except (sp.SympifyError, SyntaxError, TypeError) as err:
+                raise SDEDeclarationError(f"cannot parse the {what} {text!r} as a sympy expression: {err}") from err
+
+        f_expr, g_expr = parse(drift, "drift"), parse(diffusion, "diffusion")
+        attrs: dict[str, Any] = dict(params)
+        attrs["T"] = T
+        attrs["__doc__"] = f"dx = ({f_expr}) dt + ({g_expr}) dW"
+        attrs["drift"] = lambda self, x, t: f_expr
+        attrs["diffusion"] = lambda self, x, t: g_expr
+        return type(name, (cls,), attrs)()
+
+    def _symbolic(self) -> dict[str, Any]:
+        cached = _SYMBOLIC_CACHE.get(self._cache_key)
+        if cached is None:
+            cached = {"f": self._evaluate("drift"), "g": self._evaluate("diffusion")}
+            if sp.simplify(cached["g"]) == 0:
+                raise SDEDeclarationError(
+                    f"{type(self).__name__}.diffusion is identically zero: that is an ODE, not an SDE; "
+                    f"return a non-zero expression"
+                )
+            _SYMBOLIC_CACHE[self._cache_key] = cached
+        return cached
+
+    def _evaluate(self, method: str) -> sp.Expr:
+        view = copy.copy(self)
+        for name, symbol in self._symbols.items():
+            setattr(view, name, symbol)
+        cls = type(self).__name__
+        try:
+            result = getattr(type(self), method)(view, X_SYM, T_SYM)
+        except AttributeError as err:
+            raise SDEDeclarationError(
+                f"{cls}.{method} failed with {err}; declare every parameter it uses as a class attribute "
+                f"with a numeric default"
+            ) from err
+        except Exception as err:
+            raise SDEDeclarationError(
+                f"{cls}.{method}(x, t) raised {type(err).__name__}: {err}. It receives sympy symbols and must "
+                f"return a sympy expression (use sympy functions such as sympy.exp, not math or torch)"
+            ) from err
+        try:
+            expr = sp.sympify(result, strict=True)
+        except (sp.SympifyError, TypeError) as err:
+            raise SDEDeclarationError(
+                f"{cls}.{method} returned {result!r} of type {type(result).__name__}, which is not a sympy "
+                f"expression; build it from x, t, self.<parameters> and sympy functions"
+            ) from err
+        if not isinstance(expr, sp.Expr):
+            raise SDEDeclarationError(f"{cls}.{method} returned {result!r}, not a scalar sympy expression")
+        # Accept symbols made by the user with the right names but other assumptions.
+        rename = {}
+        for symbol in expr.free_symbols:
+            if symbol.name == "x" and symbol != X_SYM:
+                rename[symbol] = X_SYM
+            elif symbol.name == "t" and symbol != T_SYM:
+                rename[symbol] = T_SYM
+            elif symbol.name in self._symbols and symbol != self._symbols[symbol.name]:
+                rename[symbol] = self._symbols[symbol.name]
+        expr = expr.xreplace(rename)
+        unknown = expr.free_symbols - {X_SYM, T_SYM} - set(self._symbols.values())
+        if unknown:
+            names = ", ".join(sorted(str(u) for u in unknown))
+            raise SDEDeclarationError(
+                f"{cls}.{method} = {expr} uses unknown symbol(s) {names}; only x, t and the declared "
+                f"parameters ({', '.join(self._symbols) or 'none'}) may appear: declare {names} as a class "
+                f"attribute with a numeric default"
+            )
+        if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+            raise SDEDeclarationError(f"{cls}.{method} = {expr} is not finite")
+        return expr
+
+    # ----------------------------------------------------------------- basic derived
+    @property
+    def params(self) -> dict[str, Any]:
+        """Parameter values by name (as given: floats, ints or exact sympy numbers)."""
+        return dict(self._values)
+
+    @property
+    def symbols(self) -> dict[str, sp.Symbol]:
+        """Parameter symbols by name, as they appear in :attr:`f`, :attr:`g` and derived expressions."""
+        return dict(self._symbols)
+
+    def subs(self, expr: sp.Expr) -> sp.Expr:
+        """Substitute this instance's parameter values into a symbolic expression."""
+        return sp.sympify(expr).subs({self._symbols[n]: sp.sympify(v) for n, v in self._values.items()})
+
+    @functools.cached_property
+    def _affine(self) -> derive.AffineParts:
+        cached = _SYMBOLIC_CACHE[self._cache_key]
+        if "affine" not in cached:
+            cached["affine"] = derive.affine_parts(self.f, self.g)
+        return cached["affine"]
+
+    @property
+    def is_affine(self) -> bool:
+        """True when f is affine in x and g does not depend on x (Gaussian kernels exist)."""
+        return self._affine.reason is None
+
+    @functools.cached_property
+    def noise_type(self) -> str:
+        """``"additive"`` when g does not depend on x, else ``"diagonal"``."""
+        return "additive" if sp.simplify(sp.diff(self.g, X_SYM)) == 0 else "diagonal"
+
+    @functools.cached_property
+    def dg2_dx(self) -> sp.Expr:
+        r"""Symbolic :math:`\partial_x g(x, t)^2` (zero for additive noise)."""
+        return sp.simplify(sp.diff(self.g**2, X_SYM))
+
+    @functools.cached_property
+    def drift_fn(self) -> CompiledExpr:
+        """Compiled f: ``drift_fn(x, t)`` returns a tensor of ``x.shape``; t scalar or (batch,)."""
+        from ..compile import compile_expr
+
+        return compile_expr(self.subs(self.f), X_SYM, T_SYM)
+
+    @functools.cached_property
+    def diffusion_fn(self) -> CompiledExpr:
+        """Compiled g: ``diffusion_fn(x, t)`` returns a tensor of ``x.shape``; t scalar or (batch,)."""
+        from ..compile import compile_expr
+
+        return compile_expr(self.subs(self.g), X_SYM, T_SYM)
+
+    @functools.cached_property
+    def dg2_dx_fn(self) -> CompiledExpr:
+        r"""Compiled :math:`\partial_x g^2` (the divergence term of the reverse SDE)."""
+        from ..compile import compile_expr
+
+        return compile_expr(self.subs(self.dg2_dx), X_SYM, T_SYM)
+
+    # ----------------------------------------------------------------- Gaussian kernel
+    def _marginal_exprs(self) -> derive.MarginalExprs:
+        if not self.is_affine:
+            raise NotAffineError(
+                f"{type(self).__name__} has no Gaussian marginal: {self._affine.reason}. Marginals, priors, "
+                f"discretizations and exponential integrators need f = a(t) x + b(t) and g = g(t)"
+            )
+        cached = _SYMBOLIC_CACHE[self._cache_key]
+        if "marginal" not in cached:
+            cached["marginal"] = derive.derive_marginal(self._affine, self.g)
+        return cached["marginal"]
+
+    @functools.cached_property
+    def marginal(self) -> GaussianMarginal:
+        r"""Gaussian kernel :math:`p(x_t \mid x_0) = N(\alpha(t) x_0 + m(t), \sigma(t)^2 I)`.
+
+        Closed form where sympy integrates the moment ODEs, accurate cached numeric
+        quadrature otherwise. Raises :class:`~sdekit.errors.NotAffineError` for a
+        non-affine SDE.
+        """
+        from .._marginal import GaussianMarginal
+
+        return GaussianMarginal(self, self._marginal_exprs())
+
+    @property
+    def prior(self) -> GaussianPrior:
+        r"""The Gaussian :math:`N(m(T), \sigma(T)^2 I)` used as the distribution of :math:`x_T`.
+
+        Exact when the data are a point mass at 0; otherwise an approximation of
+        :math:`p_T` (error shrinks with :math:`\alpha(T)`).
+        """
+        return self.marginal.prior
+
+    def discretize(self, n: int, **kwargs: Any) -> Discretization:
+        """Exact per-step Gaussian transitions on a grid of ``n`` steps (see
+        :meth:`GaussianMarginal.discretize`)."""
+        return self.marginal.discretize(n, **kwargs)
+
+    # ----------------------------------------------------------------- reverse time
+    def reverse(self, score: Any) -> ReverseSDE:
+        r"""Anderson's reverse-time SDE for a score :math:`s(x, t) \approx \nabla_x \log p_t(x)`.
+
+        .. math:: dx = [f - \partial_x(g^2) - g^2 s]\,dt + g\,d\bar W, \quad dt < 0.
+
+        ``score`` is a callable ``score(x, t)`` (t of shape (batch,)) or a sympy
+        expression in x and t (then ``.f`` and ``.g`` of the result are symbolic too).
+        """
+        from .._dynamics import ReverseSDE
+
+        return ReverseSDE(self, score)
+
+    def probability_flow(self, score: Any) -> ProbabilityFlowODE:
+        r"""The probability-flow ODE :math:`dx/dt = f - \tfrac12 \partial_x(g^2) - \tfrac12 g^2 s`."""
+        from .._dynamics import ProbabilityFlowODE
+
+        return ProbabilityFlowODE(self, score)
+
+    def fokker_planck(self, p: sp.Expr) -> sp.Expr:
+        r"""Fokker–Planck residual :math:`\partial_t p + \partial_x(f p) - \tfrac12\partial_x^2(g^2 p)`.
+
+        ``p`` is a sympy expression in :data:`sdekit.x`, :data:`sdekit.t` (and parameter
+        symbols); the residual is zero iff p solves the forward equation. Not simplified.
+        """
+        return derive.fokker_planck(sp.sympify(p), self.f, self.g)
+
+    # ----------------------------------------------------------------- display
+    def latex(self) -> str:
+        """LaTeX of the declared SDE and of what is derived from it."""
+        L = sp.latex
+        lines = [rf"dx = \left({L(self.f)}\right) dt + \left({L(self.g)}\right) dW_t,\quad t\in[0, {L(self.T)}]"]
+        if self.is_affine:
+            m = self.marginal
+            lines.append(rf"\alpha(t) = {L(m.alpha_expr)}")
+            if m.offset_expr != 0:
+                lines.append(rf"m(t) = {L(m.offset_expr)}")
+            lines.append(rf"\sigma(t)^2 = {L(m.sigma2_expr)}")
+        s_ = sp.Symbol(r"s_\theta")
+        lines.append(rf"\text{{reverse: }} dx = \left({L(derive.reverse_drift(self.f, self.g, s_))}\right) dt"
+                     rf" + \left({L(self.g)}\right) d\bar W_t")
+        lines.append(rf"\text{{PF-ODE: }} \frac{{dx}}{{dt}} = {L(derive.probability_flow_drift(self.f, self.g, s_))}")
+        return "\\begin{aligned}" + r" \\ ".join(lines) + "\\end{aligned}"
+
+    def _repr_latex_(self) -> str:
+        return "$$" + self.latex() + "$$"
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self._values.items())
+        sep = ", " if args else ""
+        return f"{type(self).__name__}({args}{sep}T={self.T:g})"
