@@ -1,0 +1,6 @@
+"""Solver registry and solvers: torchsde (reverse SDE), torchdiffeq (PF-ODE), native samplers."""
+
+from ._base import SamplingProblem, Solver, SolveStats
+from ._registry import available, get, register, resolve
+
+__all__ = ["Solver", "SamplingProblem", "SolveStats", "available", "get", "register", "resolve"]

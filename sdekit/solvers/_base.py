@@ -1,0 +1,104 @@
+r"""Solver base class and the problem every solver receives.
+
+A solver integrates from ``t_start`` (usually T) down to ``t_end`` (usually eps)
+either the reverse-time SDE or the probability-flow ODE of ``problem.sde`` with the
+score ``problem.score``. Capabilities are class attributes, read by the registry,
+by :func:`sdekit.sample`'s input check and by the docs.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from ..errors import SolverError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..symbolic.sde import SDE
+
+__all__ = ["Solver", "SamplingProblem", "SolveStats"]
+
+
+@dataclasses.dataclass
+class SamplingProblem:
+    """What a solver needs. ``score(x, t)`` takes t of shape (batch,) and counts NFE itself.
+
+    ``progress(n)`` advances a progress bar by n steps (a no-op when progress is off).
+    ``options`` holds solver-specific keywords (``corrector``, ``snr``, ``method`` ...).
+    """
+
+    sde: SDE
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    x_T: torch.Tensor
+    t_start: float
+    t_end: float
+    steps: int | None
+    rtol: float
+    atol: float
+    generator: torch.Generator | None
+    progress: Callable[[int], None]
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class SolveStats:
+    """Step counts a solver reports (NFE is counted by the score wrapper)."""
+
+    steps: int = 0
+    accepted: int = 0
+    rejected: int = 0
+
+
+class Solver(abc.ABC):
+    """Base class of every registered solver.
+
+    Subclasses set the class attributes below and implement :meth:`_solve`. The public
+    :meth:`solve` checks the SDE against the declared capabilities first.
+    """
+
+    name: ClassVar[str]
+    """Registry name (``sdekit.sample(..., solver=name)``)."""
+    kind: ClassVar[str]
+    """``"sde"`` (integrates the reverse SDE) or ``"ode"`` (the probability-flow ODE)."""
+    strong_order: ClassVar[float | None] = None
+    """Strong order for diagonal noise (None for ODE / not applicable)."""
+    strong_order_additive: ClassVar[float | None] = None
+    """Strong order for additive noise, when higher than :attr:`strong_order`."""
+    weak_order: ClassVar[float | None] = None
+    """Weak order (ODE solvers: the global order of the method)."""
+    adaptive: ClassVar[bool] = False
+    """Whether ``steps=None`` runs an adaptive step-size controller with rtol/atol."""
+    noise_types: ClassVar[tuple[str, ...]] = ("additive", "diagonal")
+    """Noise types of the forward SDE this solver handles."""
+    requires_affine: ClassVar[bool] = False
+    """Whether the solver needs the Gaussian marginal (affine SDE)."""
+    default_steps: ClassVar[int | None] = None
+    """Steps used when ``steps=None`` and the solver is not adaptive (the documented recommendation)."""
+    description: ClassVar[str] = ""
+    """One line for ``sdekit.solvers.available()`` and the docs."""
+
+    def check(self, sde: SDE) -> None:
+        """Raise :class:`~sdekit.errors.SolverError` if this solver cannot handle ``sde``."""
+        if sde.noise_type not in self.noise_types:
+            raise SolverError(
+                f"solver {self.name!r} does not support {sde.noise_type} noise (supports: "
+                f"{', '.join(self.noise_types)}); choose another solver, e.g. 'euler'"
+            )
+        if self.requires_affine and not sde.is_affine:
+            raise SolverError(
+                f"solver {self.name!r} needs the Gaussian marginal of an affine SDE, but {sde!r} is not affine; "
+                f"use 'euler', 'srk' or 'ode'"
+            )
+
+    def solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
+        """Integrate from ``problem.t_start`` to ``problem.t_end``; returns (x, stats)."""
+        self.check(problem.sde)
+        return self._solve(problem)
+
+    @abc.abstractmethod
+    def _solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
+        """Solver-specific integration (inputs already validated)."""
