@@ -7,6 +7,7 @@ Fokker–Planck operator and discretizations, and compiles them to batched torch
 
 from . import errors
 from ._dynamics import ProbabilityFlowODE, ReverseSDE
+from ._likelihood import LikelihoodInfo, bits_per_dim, dequantize, logp
 from ._marginal import Discretization, GaussianKernel, GaussianMarginal, GaussianPrior
 from .compile import compile_expr, compile_time_fn
 from .symbolic import SDE, t, x
@@ -39,6 +40,10 @@ __all__ = [
     "Discretization",
     "ReverseSDE",
     "ProbabilityFlowODE",
+    "logp",
+    "bits_per_dim",
+    "dequantize",
+    "LikelihoodInfo",
     "compile_expr",
     "compile_time_fn",
     "errors",

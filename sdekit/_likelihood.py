@@ -1,0 +1,512 @@
+r"""Exact likelihood through the probability-flow ODE, and bits per dimension.
+
+The probability-flow (PF) ODE :math:`\dot x = \tilde f(x, t) = f - \tfrac12\partial_x g^2 - \tfrac12 g^2 s_\theta`
+moves samples so that :math:`x_t \sim p_t` for every t. Along one of its trajectories the
+instantaneous change of variables (Chen et al. 2018) gives
+
+.. math::
+    \frac{d}{dt}\log p_t(x_t) = -\nabla\!\cdot\tilde f(x_t, t)
+    \quad\Longrightarrow\quad
+    \log p_\epsilon(x) = \log p_T(z) + \int_\epsilon^T \nabla\!\cdot\tilde f(x_t, t)\,dt,
+
+where :math:`x_\epsilon = x` and :math:`z = x_T`. :func:`logp` integrates the augmented state
+:math:`(x_t, \Delta_t)` with :math:`\dot\Delta = \nabla\cdot\tilde f` *forward* in time from
+:math:`\epsilon` to :math:`T` with torchdiffeq, then returns :math:`\log p_T(z) + \Delta_T`.
+
+The divergence is the trace of the Jacobian of the full drift (model, :math:`f` and, for a
+state-dependent diffusion, :math:`-\tfrac12\partial_x g^2`), taken by autograd:
+
+* ``"exact"``: :math:`\operatorname{tr} J = \sum_i e_i^\top J e_i`, all d vector-Jacobian
+  products batched in one vmapped backward pass (chunked to bound memory);
+* ``"hutchinson"``: :math:`\operatorname{tr} J \approx \frac1n\sum_k v_k^\top J v_k` with
+  :math:`E[v v^\top] = I` (Rademacher or Gaussian probes), one backward pass per probe;
+  the probes are drawn once per call and held fixed along the trajectory, so the ODE
+  stays smooth and the result is an unbiased estimate of :math:`\log p_\epsilon(x)`
+  (up to solver error);
+* ``"auto"``: exact when the event dimension is at most :data:`EXACT_TRACE_MAX_DIM`.
+
+See ``docs/likelihood.md`` for the derivation, the sign conventions, the prior and the
+bits-per-dimension offset.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .errors import ModelOutputError, NotAffineError, SolverDivergedError, SolverError, UnknownSolverError
+from .parameterization import check_parameterization, score_fn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .symbolic.sde import SDE
+
+__all__ = [
+    "DEFAULT_LIKELIHOOD_EPS",
+    "EXACT_TRACE_MAX_DIM",
+    "LikelihoodInfo",
+    "bits_per_dim",
+    "dequantize",
+    "logp",
+]
+
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+DEFAULT_LIKELIHOOD_EPS: float = 1e-5
+r"""Default :math:`\epsilon` of :func:`logp`: the density returned is that of :math:`x_\epsilon`.
+
+Likelihoods are reported at :math:`\epsilon = 10^{-5}` (Song et al. 2021), smaller than the
+sampling default ``sde.default_eps`` (1e-3): :math:`p_\epsilon` should be as close to the data
+density as the model allows, while sampling only needs the end point to look like data."""
+
+EXACT_TRACE_MAX_DIM: int = 256
+"""``trace="auto"`` takes the exact trace for event dimensions up to this value, Hutchinson above.
+
+The exact trace costs one batched backward pass of d vector-Jacobian products per drift
+evaluation (about d times the work of one Hutchinson probe)."""
+
+_FIXED_GRID = frozenset(
+    {"euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams"}
+)
+_TRACES = ("auto", "exact", "hutchinson")
+_PROBES = ("rademacher", "gaussian")
+_MAX_BATCHED_ELEMENTS = 2**24  # cap on (coordinates per chunk) x batch x d for the exact trace
+_LOG2 = math.log(2.0)
+
+
+@dataclass
+class LikelihoodInfo:
+    r"""What :func:`logp` reports with ``return_info=True``.
+
+    Attributes:
+        nfe: drift evaluations (each one model call plus its divergence), including the
+            one-off input check.
+        prior_logp: :math:`\log p_T(z)`, shape (batch,).
+        delta_logp: :math:`\int_\epsilon^T \nabla\cdot\tilde f\,dt`, shape (batch,); the result is
+            ``prior_logp + delta_logp``.
+        z: the latent :math:`x_T`, shaped like x.
+        solver: torchdiffeq method used.
+        trace: ``"exact"`` or ``"hutchinson"`` (``"auto"`` resolved).
+        n_probes: Hutchinson probes per sample (0 for the exact trace).
+        eps: lower time :math:`\epsilon`.
+        T: upper time.
+        seconds: wall time of the call.
+    """
+
+    nfe: int
+    prior_logp: torch.Tensor
+    delta_logp: torch.Tensor
+    z: torch.Tensor
+    solver: str
+    trace: str
+    n_probes: int
+    eps: float
+    T: float
+    seconds: float
+
+
+# --------------------------------------------------------------------------- traces
+def _exact_trace(out: torch.Tensor, x: torch.Tensor, create_graph: bool, state: dict[str, Any]) -> torch.Tensor:
+    r""":math:`\operatorname{tr}\,\partial\,\mathrm{out}/\partial x` per sample, assuming samples do not interact.
+
+    Row i of every sample's Jacobian comes from one vector-Jacobian product with the
+    one-hot cotangent :math:`e_i` in all samples at once; chunks of such products run as one
+    vmapped backward pass (``is_grads_batched``), falling back to a loop over coordinates for
+    models whose operations have no batching rule.
+    """
+    batch = x.shape[0]
+    d = x[0].numel()
+    total = out.new_zeros(batch)
+    chunk = max(1, min(d, _MAX_BATCHED_ELEMENTS // max(1, batch * d)))
+    for start in range(0, d, chunk):
+        idx = torch.arange(start, min(start + chunk, d), device=x.device)
+        k = idx.numel()
+        rows = torch.arange(k, device=x.device)
+        cot = out.new_zeros(k, batch, d)
+        cot[rows, :, idx] = 1
+        if state.get("batched", True):
+            try:
+                (jac,) = torch.autograd.grad(
+                    out,
+                    x,
+                    cot.reshape(k, *out.shape),
+                    retain_graph=True,
+                    create_graph=create_graph,
+                    is_grads_batched=True,
+                )
+            except RuntimeError:
+                state["batched"] = False
+        if not state.get("batched", True):
+            jac = torch.stack(
+                [
+                    torch.autograd.grad(
+                        out, x, cot[j].reshape(out.shape), retain_graph=True, create_graph=create_graph
+                    )[0]
+                    for j in range(k)
+                ]
+            )
+        total = total + jac.reshape(k, batch, d)[rows, :, idx].sum(0)
+    return total
+
+
+def _hutchinson_trace(out: torch.Tensor, x: torch.Tensor, probes: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    r""":math:`\frac1n\sum_k v_k^\top J v_k` per sample with fixed probes of shape (n, *x.shape)."""
+    n = probes.shape[0]
+    if n == 1:
+        (vjp,) = torch.autograd.grad(out, x, probes[0], retain_graph=True, create_graph=create_graph)
+        return (vjp * probes[0]).reshape(x.shape[0], -1).sum(1)
+    (vjp,) = torch.autograd.grad(out, x, probes, retain_graph=True, create_graph=create_graph, is_grads_batched=True)
+    return (vjp * probes).reshape(n, x.shape[0], -1).sum(2).mean(0)
+
+
+def _draw_probes(kind: str, n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    shape = (n, *like.shape)
+    if kind == "gaussian":
+        return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+    bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
+    return (2 * bits - 1).to(like.dtype)
+
+
+# --------------------------------------------------------------------------- checks
+def _resolve_solver(solver: str) -> str:
+    from torchdiffeq._impl.odeint import SOLVERS
+
+    if not isinstance(solver, str):
+        raise TypeError(f"solver must be a torchdiffeq method name such as 'dopri5', got {type(solver).__name__}")
+    name = solver
+    if name == "ode":
+        name = "dopri5"
+    elif name.startswith("ode:"):
+        name = name[4:]
+    if name not in SOLVERS or name == "scipy_solver":
+        known = sorted(m for m in SOLVERS if m != "scipy_solver")
+        close = difflib.get_close_matches(name, known + [f"ode:{m}" for m in known], n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownSolverError(
+            f"logp integrates an ODE with torchdiffeq; {solver!r} is not one of its methods.{hint} "
+            f"Available: {', '.join(known)} (also written 'ode:<method>'; 'ode' means dopri5)"
+        )
+    return name
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _needs_graph(x: torch.Tensor, out: torch.Tensor, create_graph: bool | None) -> bool:
+    if create_graph is not None:
+        return bool(create_graph) and torch.is_grad_enabled()
+    return torch.is_grad_enabled() and (x.requires_grad or out.requires_grad)
+
+
+# --------------------------------------------------------------------------- logp
+def logp(
+    model: Model,
+    sde: SDE,
+    x: torch.Tensor,
+    *,
+    solver: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    trace: str = "auto",
+    n_probes: int = 1,
+    probe: str = "rademacher",
+    eps: float | None = None,
+    parameterization: str = "score",
+    prior: Any = None,
+    generator: torch.Generator | None = None,
+    steps: int | None = None,
+    options: dict[str, Any] | None = None,
+    create_graph: bool | None = None,
+    return_info: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, LikelihoodInfo]:
+    r"""Log-density (nats) of ``x`` under the model's time-:math:`\epsilon` marginal, by the PF-ODE.
+
+    .. math::
+        \log p_\epsilon(x) = \log p_T(z) + \int_\epsilon^T \nabla\!\cdot\tilde f(x_t, t)\,dt,\qquad
+        \dot x_t = \tilde f(x_t, t),\; x_\epsilon = x,\; z = x_T,
+
+    with :math:`\tilde f = f - \tfrac12\partial_x g^2 - \tfrac12 g^2 s_\theta` the probability-flow drift.
+
+    Args:
+        model: ``model(x, t) -> tensor like x`` (t of shape (batch,)), predicting
+            ``parameterization``. Samples must not interact (no batch statistics): the
+            divergence is taken per sample.
+        sde: the forward SDE.
+        x: data of shape (batch, *event_shape), any floating dtype.
+        solver: torchdiffeq method (``"dopri5"``, ``"ode:dopri5"``, ``"ode"``, ``"dopri8"``, ...).
+            Fixed-grid methods (``"rk4"``, ``"euler"``, ...) need ``steps``.
+        rtol, atol: tolerances of adaptive methods, applied to both x and the log-density.
+        trace: ``"exact"``, ``"hutchinson"`` or ``"auto"`` (exact for event dimension
+            <= :data:`EXACT_TRACE_MAX_DIM` = 256).
+        n_probes: Hutchinson probes per sample (the estimate averages them).
+        probe: ``"rademacher"`` (lowest variance for a given Jacobian) or ``"gaussian"``.
+        eps: lower time; default :data:`DEFAULT_LIKELIHOOD_EPS` = 1e-5.
+        parameterization: what the model predicts (``"score"``, ``"eps"``, ``"x0"``, ``"v"``,
+            ``"denoiser"``).
+        prior: anything with ``log_prob(z) -> (batch,)`` used for :math:`\log p_T`; default
+            ``sde.prior`` = :math:`N(m(T), \sigma(T)^2 I)`, which is only approximately
+            :math:`p_T` (exact comparisons pass the exact :math:`p_T`, e.g. an oracle's ``.at(sde.T)``).
+        generator: random generator for the Hutchinson probes.
+        steps: number of uniform steps for fixed-grid methods.
+        options: extra torchdiffeq ``options`` (e.g. ``{"max_num_steps": 10000}``).
+        create_graph: keep the autograd graph through the solve so that the result can be
+            differentiated (w.r.t. model parameters, x or SDE-independent inputs). Default
+            ``None``: yes when grad mode is on and either ``x`` or the model output requires
+            grad (detected with one model call), so ``logp(...).mean().backward()`` trains by
+            maximum likelihood; wrap evaluation in ``torch.no_grad()`` (or pass ``False``) to
+            save memory. Without a graph nothing of the solve stays alive.
+        return_info: also return a :class:`LikelihoodInfo`.
+
+    Returns:
+        Log-density of shape (batch,) in nats (x's dtype), and the info if requested.
+
+    Raises:
+        ValueError: bad tolerance, eps, trace, probe, n_probes, steps or parameterization.
+        UnknownSolverError: ``solver`` is not a torchdiffeq method.
+        NotAffineError: no ``prior`` given (or a non-score parameterization) for a non-affine SDE.
+        ModelOutputError: the model output has the wrong shape or is not finite.
+        SolverDivergedError: the state became non-finite during the solve.
+        SolverError: torchdiffeq failed (e.g. step size underflow).
+
+    Example::
+
+        lp = sdekit.logp(model, sdekit.VPSDE(), x)
+        lp, info = sdekit.logp(model, sde, x, trace="hutchinson", n_probes=4, return_info=True)
+        bpd = sdekit.bits_per_dim(lp, x, data_range="[-1,1]")
+    """
+    from torchdiffeq import odeint
+
+    from .symbolic.sde import SDE as _SDE
+
+    started = time.perf_counter()
+    # ---------------------------------------------------------------- input check (once)
+    if not callable(model):
+        raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
+    if not isinstance(sde, _SDE):
+        raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(
+            f"x must be a floating-point tensor of shape (batch, *event_shape), got "
+            f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}"
+        )
+    if x.ndim < 1 or x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(
+            f"x must have shape (batch, *event_shape) with batch >= 1 and no empty dimension, got {tuple(x.shape)}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or infinite values")
+    method = _resolve_solver(solver)
+    rtol, atol = _check_positive("rtol", rtol), _check_positive("atol", atol)
+    T = float(sde.T)
+    eps = DEFAULT_LIKELIHOOD_EPS if eps is None else eps
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < T:
+        raise ValueError(f"eps must be a number with 0 < eps < T = {T:g}, got {eps!r}")
+    eps = float(eps)
+    if trace not in _TRACES:
+        raise ValueError(f"trace must be one of {', '.join(_TRACES)}, got {trace!r}")
+    if probe not in _PROBES:
+        raise ValueError(f"probe must be one of {', '.join(_PROBES)}, got {probe!r}")
+    if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
+        raise ValueError(f"n_probes must be a positive integer, got {n_probes!r}")
+    check_parameterization(parameterization)
+    if not sde.is_affine and (prior is None or parameterization != "score"):
+        what = "a prior (pass prior=)" if prior is None else f"the {parameterization!r} parameterization"
+        raise NotAffineError(
+            f"{type(sde).__name__} is not affine, so it has no Gaussian marginal for {what}; pass prior= with "
+            f"log_prob(z) and a score model"
+        )
+    if prior is None:
+        prior = sde.prior
+    if not callable(getattr(prior, "log_prob", None)):
+        raise TypeError(f"prior must have a log_prob(z) method, got {type(prior).__name__}")
+    opts = dict(options or {})
+    if method in _FIXED_GRID:
+        if steps is None and "step_size" not in opts and "grid_constructor" not in opts:
+            raise ValueError(f"solver {method!r} takes fixed steps: pass steps=<number of steps> (or options=)")
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"steps must be a positive integer, got {steps!r}")
+            opts["step_size"] = (T - eps) / steps
+    else:
+        if steps is not None:
+            raise ValueError(f"steps= is for fixed-grid solvers; {method!r} is adaptive (use rtol/atol)")
+        # torchdiffeq's adaptive solvers otherwise step past T and interpolate back (evaluating
+        # the model at t > T and adding the dense-output error); step_t makes the last step end on T.
+        opts.setdefault("step_t", torch.tensor([T], dtype=torch.float64))
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+
+    dim = x[0].numel()
+    trace_kind = trace if trace != "auto" else ("exact" if dim <= EXACT_TRACE_MAX_DIM else "hutchinson")
+
+    # one model call: output check, and whether the caller wants a graph through the model
+    t_eps = torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device)
+    with torch.enable_grad():
+        out0 = model(x.detach(), t_eps)
+    if not isinstance(out0, torch.Tensor) or out0.shape != x.shape:
+        got = tuple(out0.shape) if isinstance(out0, torch.Tensor) else type(out0).__name__
+        raise ModelOutputError(f"model(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+    if out0.dtype != x.dtype:
+        raise ModelOutputError(f"model returned dtype {out0.dtype} for x of dtype {x.dtype}; keep the dtype of x")
+    if not bool(torch.isfinite(out0).all()):
+        raise ModelOutputError(f"model returned non-finite values at t = eps = {eps:g}; check the model near t = 0")
+    graph = _needs_graph(x, out0, create_graph)
+    del out0
+
+    drift = sde.probability_flow(score_fn(model, sde, parameterization)).drift
+    probes = _draw_probes(probe, n_probes, x, generator) if trace_kind == "hutchinson" else None
+    trace_state: dict[str, Any] = {}
+    nfe = [1]
+
+    def func(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x_t = state[0]
+        with torch.enable_grad():
+            xin = x_t if (graph and x_t.requires_grad) else x_t.detach().requires_grad_(True)
+            out = drift(xin, t)
+            if probes is None:
+                div = _exact_trace(out, xin, graph, trace_state)
+            else:
+                div = _hutchinson_trace(out, xin, probes, graph)
+        nfe[0] += 1
+        if not graph:
+            out, div = out.detach(), div.detach()
+        if not bool(torch.isfinite(out).all() & torch.isfinite(div).all()):
+            raise SolverDivergedError(
+                f"the probability-flow drift or its divergence became non-finite at t = {float(t):.6g} "
+                f"(evaluation {nfe[0]}); check the model, or lower eps/rtol/atol",
+                t=float(t),
+                step=nfe[0],
+            )
+        return out, div
+
+    times = torch.tensor([eps, T], dtype=x.dtype, device=x.device)
+    x_start = x if graph else x.detach()
+    state0 = (x_start, x.new_zeros(x.shape[0]))
+    with torch.set_grad_enabled(graph):
+        try:
+            xs, deltas = odeint(func, state0, times, rtol=rtol, atol=atol, method=method, options=opts or None)
+        except AssertionError as err:  # torchdiffeq signals step-size underflow with assert
+            raise SolverError(
+                f"torchdiffeq {method} failed while integrating the probability-flow ODE from eps = {eps:g} to "
+                f"T = {T:g}: {err}. Try looser rtol/atol, a larger eps or another solver"
+            ) from err
+    z, delta = xs[-1], deltas[-1]
+    prior_lp = prior.log_prob(z)
+    if not isinstance(prior_lp, torch.Tensor) or prior_lp.shape != (x.shape[0],):
+        raise ModelOutputError(
+            f"prior.log_prob(z) must return a tensor of shape (batch,) = ({x.shape[0]},), got "
+            f"{tuple(prior_lp.shape) if isinstance(prior_lp, torch.Tensor) else type(prior_lp).__name__}"
+        )
+    result = prior_lp.to(x.dtype) + delta
+    if not return_info:
+        return result
+    info = LikelihoodInfo(
+        nfe=nfe[0],
+        prior_logp=prior_lp,
+        delta_logp=delta,
+        z=z,
+        solver=method,
+        trace=trace_kind,
+        n_probes=n_probes if trace_kind == "hutchinson" else 0,
+        eps=eps,
+        T=T,
+        seconds=time.perf_counter() - started,
+    )
+    return result, info
+
+
+# --------------------------------------------------------------------------- bits per dim
+def _data_range(data_range: str | tuple[float, float]) -> tuple[float, float]:
+    named = {"[0,1]": (0.0, 1.0), "[-1,1]": (-1.0, 1.0)}
+    if isinstance(data_range, str):
+        key = data_range.replace(" ", "")
+        if key not in named:
+            raise ValueError(f"data_range must be '[0,1]', '[-1,1]' or a (low, high) pair, got {data_range!r}")
+        return named[key]
+    try:
+        low, high = (float(v) for v in data_range)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"data_range must be '[0,1]', '[-1,1]' or a (low, high) pair, got {data_range!r}") from err
+    if not (math.isfinite(low) and math.isfinite(high) and high > low):
+        raise ValueError(f"data_range (low, high) needs finite low < high, got {data_range!r}")
+    return low, high
+
+
+def _check_bits(n_bits: int) -> int:
+    if isinstance(n_bits, bool) or not isinstance(n_bits, int) or n_bits < 1:
+        raise ValueError(f"n_bits must be a positive integer, got {n_bits!r}")
+    return n_bits
+
+
+def bits_per_dim(
+    logp: torch.Tensor,
+    x: torch.Tensor | int,
+    *,
+    data_range: str | tuple[float, float] = "[-1,1]",
+    n_bits: int = 8,
+) -> torch.Tensor:
+    r"""Bits per dimension of discrete :math:`n`-bit data from the log-density of its dequantized, scaled version.
+
+    The data are integers :math:`k \in \{0, \dots, K-1\}^D`, :math:`K = 2^{n}`, dequantized and
+    scaled as :math:`x = a\,(k + u)/K + b` with :math:`u \sim U[0, 1)^D` and ``data_range`` =
+    :math:`[b, a + b]` (``"[0,1]"``: a = 1; ``"[-1,1]"``: a = 2; see :func:`dequantize`). A density
+    :math:`p` on x induces the discrete model :math:`P(k) = \int_{[0,1)^D} p(x(u))\,(a/K)^D\,du`, and
+    by Jensen :math:`-\log_2 P(k) \le -\log_2 p(x) + D \log_2(K/a)`. Per dimension:
+
+    .. math::
+        \mathrm{bpd} = -\frac{\log p(x)}{D \ln 2} + n - \log_2 a,
+
+    i.e. :math:`+8` bits for 8-bit data in [0, 1] and :math:`+7` in [-1, 1]. Averaged over x this
+    upper-bounds the model's discrete code length; a density that is uniform inside every
+    cell attains it (``docs/likelihood.md`` derives it in full).
+
+    Args:
+        logp: log-density in nats of the dequantized scaled data, shape (batch,) (e.g. from :func:`logp`).
+        x: the data (its event size D = ``x[0].numel()``) or D itself.
+        data_range: ``"[-1,1]"`` (default), ``"[0,1]"`` or a ``(low, high)`` pair.
+        n_bits: bits per value of the original data (8 for images).
+
+    Returns:
+        Bits per dimension, shaped like ``logp``.
+    """
+    if not isinstance(logp, torch.Tensor):
+        raise TypeError(f"logp must be a tensor of log-densities in nats, got {type(logp).__name__}")
+    if isinstance(x, torch.Tensor):
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"x must have shape (batch, *event_shape), got {tuple(x.shape)}")
+        dim = x[0].numel()
+    elif isinstance(x, int) and not isinstance(x, bool) and x >= 1:
+        dim = x
+    else:
+        raise TypeError(f"x must be the data tensor or its number of dimensions (a positive int), got {x!r}")
+    low, high = _data_range(data_range)
+    n_bits = _check_bits(n_bits)
+    offset = n_bits - math.log2(high - low)
+    return -logp / (dim * _LOG2) + offset
+
+
+def dequantize(
+    k: torch.Tensor,
+    *,
+    data_range: str | tuple[float, float] = "[-1,1]",
+    n_bits: int = 8,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    r"""Uniform dequantization :math:`x = a\,(k + u)/2^{n} + b`, :math:`u \sim U[0,1)`, of integer data ``k``.
+
+    ``data_range`` = :math:`[b, a + b]`; the convention matches :func:`bits_per_dim`.
+    """
+    low, high = _data_range(data_range)
+    n_bits = _check_bits(n_bits)
+    dtype = dtype or torch.get_default_dtype()
+    u = torch.rand(k.shape, generator=generator, dtype=dtype, device=k.device)
+    return (high - low) * (k.to(dtype) + u) / 2**n_bits + low
