@@ -1,0 +1,383 @@
+"""Tests of sdekit.logp / bits_per_dim against exact densities (float64).
+
+Oracles are written here from the Gaussian marginal of each affine SDE: isotropic
+Gaussian-mixture data sum_k w_k N(mu_k, s_k^2 I) diffuse to
+sum_k w_k N(alpha mu_k + m, (alpha^2 s_k^2 + sigma^2) I), whose score and log-density are
+closed forms. Every comparison passes the oracle's exact p_T as prior= (sde.prior is only
+approximately p_T; see TESTING.md), so what is left is solver error only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import sdekit
+from sdekit.errors import ModelOutputError, NotAffineError, UnknownSolverError
+
+DT = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These tensors are tiny: intra-op threads only add spin-wait on the 2 shared cores
+    # (measured: softmax of a (16, 3) tensor took 8 ms with 2 busy threads, 3 us with 1).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- oracles
+class Mixture:
+    """Exact law of x_t when x_0 ~ sum_k w_k N(mu_k, s_k^2 I) and the SDE is affine.
+
+    ``means`` has shape (K, *event_shape); ``stds`` and ``weights`` shape (K,).
+    """
+
+    def __init__(self, sde, means, stds, weights=None):
+        self.sde = sde
+        self.means = torch.as_tensor(means, dtype=DT)
+        self.stds = torch.as_tensor(stds, dtype=DT)
+        k = self.means.shape[0]
+        w = torch.full((k,), 1.0 / k, dtype=DT) if weights is None else torch.as_tensor(weights, dtype=DT)
+        self.logw = torch.log(w / w.sum())
+
+    def _components(self, x, t):
+        t = torch.as_tensor(t, dtype=DT).expand(x.shape[0])
+        marg = self.sde.marginal
+        alpha, m, sig2 = marg.alpha(t), marg.offset(t), marg.sigma2(t)
+        b = x.shape[0]
+        xf = x.reshape(b, 1, -1)  # (B, 1, d)
+        mean = alpha[:, None, None] * self.means.reshape(1, self.means.shape[0], -1) + m[:, None, None]
+        var = alpha[:, None] ** 2 * self.stds[None, :] ** 2 + sig2[:, None]  # (B, K)
+        d = xf.shape[-1]
+        diff = xf - mean  # (B, K, d)
+        logc = self.logw - 0.5 * (diff**2).sum(-1) / var - 0.5 * d * torch.log(2 * math.pi * var)
+        return diff, var, logc
+
+    def log_prob(self, x, t):
+        return torch.logsumexp(self._components(x, t)[2], dim=1)
+
+    def score(self, x, t):
+        diff, var, logc = self._components(x, t)
+        r = torch.softmax(logc, dim=1)
+        return (-(r / var)[..., None] * diff).sum(1).reshape(x.shape)
+
+    def at(self, t):
+        outer = self
+
+        class Marginal:
+            def log_prob(self, x):
+                return outer.log_prob(x, t)
+
+        return Marginal()
+
+
+def custom_affine():
+    return sdekit.SDE.from_expressions("-theta*(1+t)*x", "sigma*sqrt(1+t)", theta=1.0, sigma=0.5)
+
+
+SDES = {
+    "vp": lambda: sdekit.VPSDE(),
+    "ve": lambda: sdekit.VESDE(),
+    "custom": custom_affine,
+}
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- exactness
+@pytest.mark.parametrize("name", list(SDES))
+def test_gaussian_data_matches_exact_density(name):
+    # Solver error only (exact score, exact p_T): at rtol = atol = 1e-7 dopri5's global error
+    # on log p is ~1e-6 (measured), so 1e-4 nats has two decades of margin.
+    sde = SDES[name]()
+    oracle = Mixture(sde, [[0.5, -1.0, 0.3]], [0.7])
+    eps = 1e-5
+    x = torch.randn(4, 3, generator=gen(0), dtype=DT) * 0.8 + 0.2
+    lp, info = sdekit.logp(
+        oracle.score, sde, x, rtol=1e-7, atol=1e-7, eps=eps, prior=oracle.at(sde.T), return_info=True
+    )
+    truth = oracle.log_prob(x, eps)
+    assert lp.shape == (4,) and lp.dtype == DT
+    assert torch.allclose(lp, truth, rtol=0, atol=1e-4), (lp - truth).abs().max()
+    assert info.trace == "exact" and info.solver == "dopri5" and info.nfe > 10
+    assert torch.allclose(lp, info.prior_logp + info.delta_logp, rtol=0, atol=1e-12)
+
+
+def test_event_shape_and_x0_parameterization():
+    # Image-like event shape (2, 3): the density of 6 iid coordinates; x0-parameterized model.
+    sde = sdekit.VPSDE()
+    mean = torch.tensor([[[0.2, -0.4, 0.1], [0.0, 0.5, -0.3]]], dtype=DT)
+    oracle = Mixture(sde, mean, [0.6])
+    x = torch.randn(3, 2, 3, generator=gen(1), dtype=DT) * 0.6
+
+    def x0_model(xt, t):  # exact denoiser from the exact score (Tweedie)
+        return sdekit.parameterization.from_score(oracle.score(xt, t), xt, t, sde, "x0")
+
+    lp = sdekit.logp(x0_model, sde, x, parameterization="x0", rtol=1e-7, atol=1e-7, prior=oracle.at(sde.T))
+    assert lp.shape == (3,)
+    assert torch.allclose(lp, oracle.log_prob(x, 1e-5), rtol=0, atol=1e-4)
+
+
+def test_mixture_2d_default_tolerances():
+    # rtol = atol = 1e-5 (defaults): global dopri5 error measured ~1e-4 nats on this mixture.
+    sde = sdekit.VPSDE()
+    oracle = Mixture(sde, [[-2.0, 0.0], [2.0, 1.0], [0.0, -2.0]], [0.4, 0.6, 0.5], [0.3, 0.5, 0.2])
+    x = torch.randn(16, 2, generator=gen(2), dtype=DT) * 1.5
+    lp = sdekit.logp(oracle.score, sde, x, prior=oracle.at(sde.T))
+    err = (lp - oracle.log_prob(x, 1e-5)).abs().max()
+    assert err < 1e-3, err
+
+
+def test_with_analytic_oracle_if_available():
+    analytic = pytest.importorskip("sdekit.analytic")
+    sde = sdekit.VPSDE()
+    gm = analytic.GaussianMixture(
+        torch.tensor([[-1.5, 0.5], [1.0, -1.0]], dtype=DT), torch.tensor([0.5, 0.3], dtype=DT)
+    )
+    diffused = gm.diffuse(sde)
+    x = torch.randn(8, 2, generator=gen(3), dtype=DT)
+    lp = sdekit.logp(diffused, sde, x, prior=diffused.at(sde.T))
+    assert (lp - diffused.at(1e-5).log_prob(x)).abs().max() < 1e-3
+
+
+def test_state_dependent_diffusion_lognormal():
+    # Geometric Brownian motion dx = mu x dt + s x dW keeps a log-normal law exactly:
+    # log x_t ~ N(m0 + (mu - s^2/2) t, v0 + s^2 t). Its PF drift contains -1/2 d(g^2)/dx = -s^2 x,
+    # whose divergence logp must include.
+    mu, s, m0, v0 = 0.3, 0.6, 0.1, 0.2
+    sde = sdekit.SDE.from_expressions("mu*x", "s*x", mu=mu, s=s)
+    assert sde.noise_type == "diagonal"
+
+    def moments(t):
+        return m0 + (mu - s**2 / 2) * t, v0 + s**2 * t
+
+    def log_prob(x, t):
+        m, v = moments(t)
+        y = torch.log(x)
+        return (-y - 0.5 * (y - m) ** 2 / v - 0.5 * math.log(2 * math.pi * v)).sum(1)
+
+    def score(x, t):
+        m, v = moments(t.reshape(-1, 1))
+        return -1 / x - (torch.log(x) - m) / (v * x)
+
+    class Prior:
+        def log_prob(self, z):
+            return log_prob(z, sde.T)
+
+    x = torch.exp(m0 + math.sqrt(v0) * torch.randn(5, 2, generator=gen(4), dtype=DT))
+    lp = sdekit.logp(score, sde, x, rtol=1e-7, atol=1e-7, eps=1e-3, prior=Prior())
+    assert torch.allclose(lp, log_prob(x, 1e-3), rtol=0, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- Hutchinson
+@pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
+def test_hutchinson_is_unbiased(probe):
+    # 200 copies of two points in one batch: every row gets its own probe draw (drawn once per
+    # call), so the rows are 200 independent Hutchinson estimates along the same trajectory.
+    # Their mean must be within 3 standard errors of the exact-trace result, plus the solver
+    # tolerance (the shared adaptive steps differ slightly between the two solves): 1e-4.
+    sde = sdekit.VPSDE()
+    oracle = Mixture(sde, [[-1.0, -1.0], [1.0, 1.5]], [0.5, 0.35])
+    points = torch.tensor([[0.3, -0.2], [1.2, 0.8]], dtype=DT)
+    x = points.repeat_interleave(200, dim=0)
+    kw = {"prior": oracle.at(sde.T), "rtol": 1e-6, "atol": 1e-6}
+    exact = sdekit.logp(oracle.score, sde, points, trace="exact", **kw)
+    est = sdekit.logp(oracle.score, sde, x, trace="hutchinson", probe=probe, generator=gen(5), **kw).reshape(2, 200)
+    se = est.std(dim=1) / math.sqrt(200)
+    assert (se > 1e-4).all()  # the mixture's Jacobian is not diagonal: the estimator has variance
+    assert ((est.mean(1) - exact).abs() < 3 * se + 1e-4).all(), (est.mean(1) - exact, se)
+    # several probes per sample average: the spread shrinks like 1 / sqrt(n_probes)
+    est4 = sdekit.logp(oracle.score, sde, x[:200], trace="hutchinson", n_probes=4, probe=probe, generator=gen(6), **kw)
+    ratio = est4.std() / est[0].std()
+    assert 0.3 < ratio < 0.75, ratio
+    again = sdekit.logp(oracle.score, sde, x[:5], trace="hutchinson", probe=probe, generator=gen(5), **kw)
+    assert torch.equal(
+        again, sdekit.logp(oracle.score, sde, x[:5], trace="hutchinson", probe=probe, generator=gen(5), **kw)
+    )
+
+
+def test_auto_trace_choice():
+    sde = sdekit.VPSDE()
+    small = Mixture(sde, torch.zeros(1, 256, dtype=DT), [1.0])
+    big = Mixture(sde, torch.zeros(1, 257, dtype=DT), [1.0])
+    x_small, x_big = torch.zeros(2, 256, dtype=DT), torch.zeros(2, 257, dtype=DT)
+    assert sdekit.logp(small.score, sde, x_small, rtol=1e-3, atol=1e-3, return_info=True)[1].trace == "exact"
+    info = sdekit.logp(big.score, sde, x_big, rtol=1e-3, atol=1e-3, return_info=True)[1]
+    assert info.trace == "hutchinson" and info.n_probes == 1
+
+
+# --------------------------------------------------------------------------- gradients
+class LearnedGaussian(torch.nn.Module):
+    """Exact score of diffused N(mu, s^2 I) with learnable mu and log s."""
+
+    def __init__(self, sde, mu, s):
+        super().__init__()
+        self.sde = sde
+        self.mu = torch.nn.Parameter(torch.as_tensor(mu, dtype=DT))
+        self.log_s = torch.nn.Parameter(torch.tensor(math.log(s), dtype=DT))
+
+    def var(self, t):
+        return self.sde.marginal.alpha(t) ** 2 * torch.exp(2 * self.log_s) + self.sde.marginal.sigma2(t)
+
+    def mean(self, t):
+        return self.sde.marginal.alpha(t)[:, None] * self.mu + self.sde.marginal.offset(t)[:, None]
+
+    def forward(self, x, t):
+        return -(x - self.mean(t)) / self.var(t)[:, None]
+
+    def log_prob(self, x, t):
+        t = torch.as_tensor(t, dtype=DT).expand(x.shape[0])
+        v = self.var(t)[:, None]
+        return (-0.5 * (x - self.mean(t)) ** 2 / v - 0.5 * torch.log(2 * math.pi * v)).sum(1)
+
+
+def test_gradient_wrt_parameters_matches_finite_difference():
+    # Central differences with h = 1e-4 at rtol = atol = 1e-9: truncation ~h^2 = 1e-8 and
+    # solver noise ~1e-9 / h = 1e-5, so 1e-4 relative agreement is the honest tolerance.
+    sde = sdekit.VPSDE()
+    model = LearnedGaussian(sde, [0.3, -0.5], 0.8)
+
+    class Prior:
+        def log_prob(self, z):
+            return model.log_prob(z, sde.T)
+
+    x = torch.randn(3, 2, generator=gen(7), dtype=DT)
+    kw = {"rtol": 1e-9, "atol": 1e-9, "prior": Prior()}
+    lp = sdekit.logp(model, sde, x, **kw)
+    assert lp.requires_grad  # parameters require grad and grad mode is on: a graph is kept
+    grads = torch.autograd.grad(lp.sum(), [model.mu, model.log_s])
+
+    h = 1e-4
+    with torch.no_grad():
+        for param, grad in zip([model.mu, model.log_s], grads, strict=True):
+            flat, gflat = param.view(-1), grad.reshape(-1)
+            for i in range(flat.numel()):
+                old = flat[i].item()
+                flat[i] = old + h
+                up = sdekit.logp(model, sde, x, **kw).sum()
+                flat[i] = old - h
+                down = sdekit.logp(model, sde, x, **kw).sum()
+                flat[i] = old
+                fd = (up - down) / (2 * h)
+                assert abs(fd - gflat[i]) < 1e-4 * max(1.0, abs(fd)), (fd, gflat[i])
+    # and both agree with the exact gradient of the exact log-density (solver tolerance)
+    exact = torch.autograd.grad(model.log_prob(x, 1e-5).sum(), [model.mu, model.log_s])
+    for g, e in zip(grads, exact, strict=True):
+        assert torch.allclose(g, e, rtol=0, atol=1e-5)
+
+
+def test_gradient_wrt_x_is_the_score():
+    # d log p_eps(x) / dx is the exact score at t = eps (solver tolerance 1e-7 -> 1e-4 margin).
+    sde = custom_affine()
+    oracle = Mixture(sde, [[0.5, -0.5]], [0.6])
+    x = torch.randn(3, 2, generator=gen(8), dtype=DT).requires_grad_()
+    lp = sdekit.logp(oracle.score, sde, x, rtol=1e-8, atol=1e-8, prior=oracle.at(sde.T))
+    (g,) = torch.autograd.grad(lp.sum(), x)
+    assert torch.allclose(g, oracle.score(x.detach(), torch.full((3,), 1e-5, dtype=DT)), rtol=0, atol=1e-4)
+
+
+def test_no_graph_kept_unless_needed():
+    sde = sdekit.VPSDE()
+    oracle = Mixture(sde, [[0.0, 0.0]], [1.0])
+    x = torch.randn(4, 2, generator=gen(9), dtype=DT)
+    lp, info = sdekit.logp(oracle.score, sde, x, rtol=1e-3, atol=1e-3, return_info=True)
+    assert not lp.requires_grad and not info.z.requires_grad
+    model = LearnedGaussian(sde, [0.0, 0.0], 1.0)
+    with torch.no_grad():
+        assert not sdekit.logp(model, sde, x, rtol=1e-3, atol=1e-3).requires_grad
+    assert not sdekit.logp(model, sde, x, rtol=1e-3, atol=1e-3, create_graph=False).requires_grad
+
+
+# --------------------------------------------------------------------------- options and errors
+def test_solver_names_and_fixed_grid():
+    sde = sdekit.VPSDE()
+    oracle = Mixture(sde, [[0.2, 0.1]], [0.5])
+    x = torch.randn(4, 2, generator=gen(10), dtype=DT)
+    kw = {"prior": oracle.at(sde.T)}
+    a = sdekit.logp(oracle.score, sde, x, solver="dopri5", **kw)
+    assert torch.equal(a, sdekit.logp(oracle.score, sde, x, solver="ode:dopri5", **kw))
+    assert torch.equal(a, sdekit.logp(oracle.score, sde, x, solver="ode", **kw))
+    rk4, info = sdekit.logp(oracle.score, sde, x, solver="rk4", steps=200, return_info=True, **kw)
+    assert info.nfe == 1 + 4 * 200
+    assert torch.allclose(rk4, oracle.log_prob(x, 1e-5), rtol=0, atol=1e-3)
+
+
+def test_input_errors():
+    sde = sdekit.VPSDE()
+    oracle = Mixture(sde, [[0.0, 0.0]], [1.0])
+    x = torch.zeros(2, 2, dtype=DT)
+    with pytest.raises(UnknownSolverError, match="dopri5"):
+        sdekit.logp(oracle.score, sde, x, solver="dopri")
+    with pytest.raises(ValueError, match="eps"):
+        sdekit.logp(oracle.score, sde, x, eps=2.0)
+    with pytest.raises(ValueError, match="trace"):
+        sdekit.logp(oracle.score, sde, x, trace="exactly")
+    with pytest.raises(ValueError, match="probe"):
+        sdekit.logp(oracle.score, sde, x, probe="normal")
+    with pytest.raises(ValueError, match="n_probes"):
+        sdekit.logp(oracle.score, sde, x, n_probes=0)
+    with pytest.raises(ValueError, match="steps"):
+        sdekit.logp(oracle.score, sde, x, solver="rk4")
+    with pytest.raises(ValueError, match="rtol"):
+        sdekit.logp(oracle.score, sde, x, rtol=-1.0)
+    with pytest.raises(ValueError, match="parameterization"):
+        sdekit.logp(oracle.score, sde, x, parameterization="noise")
+    with pytest.raises(ModelOutputError, match="shaped like x"):
+        sdekit.logp(lambda x, t: x[:, :1], sde, x)
+    with pytest.raises(ModelOutputError, match="non-finite"):
+        sdekit.logp(lambda x, t: x / 0.0, sde, x)
+    gbm = sdekit.SDE.from_expressions("x", "x")
+    with pytest.raises(NotAffineError, match="prior="):
+        sdekit.logp(oracle.score, gbm, x)
+
+
+# --------------------------------------------------------------------------- bits per dim
+@pytest.mark.parametrize("data_range", ["[0,1]", "[-1,1]", (-3.0, 5.0)])
+def test_bits_per_dim_of_exact_discrete_model(data_range):
+    # Discrete 8-bit data k with known probabilities pi, dequantized and scaled to data_range:
+    # the exact density of x is pi_k * K / a inside cell k (a = width of the range), so the
+    # bits/dim must equal -sum_i log2 pi_{k_i} / D for every sample: exact, up to round-off.
+    torch.manual_seed(0)
+    n_bits, d = 8, 5
+    levels = 2**n_bits
+    pi = torch.softmax(torch.randn(levels, dtype=DT) * 2, 0)
+    k = torch.multinomial(pi, 400 * d, replacement=True, generator=gen(11)).reshape(400, d)
+    x = sdekit.dequantize(k, data_range=data_range, n_bits=n_bits, generator=gen(12), dtype=DT)
+    low, high = (0.0, 1.0) if data_range == "[0,1]" else (-1.0, 1.0) if data_range == "[-1,1]" else data_range
+    width = high - low
+    assert x.min() >= low and x.max() < high
+    cell = torch.floor((x - low) / width * levels).long()
+    assert torch.equal(cell, k)
+    logp = torch.log(pi[cell] * levels / width).sum(1)
+    bpd = sdekit.bits_per_dim(logp, x, data_range=data_range, n_bits=n_bits)
+    expected = -torch.log2(pi[k]).sum(1) / d
+    assert torch.allclose(bpd, expected, rtol=0, atol=1e-12)
+    # averaged over the data: the entropy of pi in bits (Monte Carlo, 5 standard errors)
+    entropy = -(pi * torch.log2(pi)).sum()
+    assert abs(bpd.mean() - entropy) < 5 * bpd.std() / math.sqrt(400)
+
+
+def test_bits_per_dim_uniform_levels_and_offsets():
+    # Uniform over all 256 levels of [0,1] or [-1,1]: the exact density is 1 and 1/2^D, and the
+    # answer is 8 bits/dim in both cases: only the offsets 8 and 7 make that true.
+    x01 = torch.rand(10, 3, 4, 4, dtype=DT)
+    d = 48
+    assert torch.allclose(
+        sdekit.bits_per_dim(torch.zeros(10, dtype=DT), x01, data_range="[0,1]"), torch.full((10,), 8.0, dtype=DT)
+    )
+    lp = torch.full((10,), -d * math.log(2.0), dtype=DT)
+    assert torch.allclose(sdekit.bits_per_dim(lp, x01 * 2 - 1, data_range="[-1,1]"), torch.full((10,), 8.0, dtype=DT))
+    assert torch.allclose(sdekit.bits_per_dim(lp, d, data_range="[-1,1]"), torch.full((10,), 8.0, dtype=DT))
+    # 4-bit data uniform over its 16 levels: 4 bits/dim
+    assert torch.allclose(
+        sdekit.bits_per_dim(torch.zeros(2, dtype=DT), 7, data_range="[0,1]", n_bits=4), torch.full((2,), 4.0, dtype=DT)
+    )
+    with pytest.raises(ValueError, match="data_range"):
+        sdekit.bits_per_dim(lp, x01, data_range="[0,255]")
