@@ -17,7 +17,8 @@ The divergence is the trace of the Jacobian of the full drift (model, :math:`f` 
 state-dependent diffusion, :math:`-\tfrac12\partial_x g^2`), taken by autograd:
 
 * ``"exact"``: :math:`\operatorname{tr} J = \sum_i e_i^\top J e_i`, all d vector-Jacobian
-  products batched in one vmapped backward pass (chunked to bound memory);
+  products from one forward and one backward pass over the batch replicated d times
+  (chunked to bound memory);
 * ``"hutchinson"``: :math:`\operatorname{tr} J \approx \frac1n\sum_k v_k^\top J v_k` with
   :math:`E[v v^\top] = I` (Rademacher or Gaussian probes), one backward pass per probe;
   the probes are drawn once per call and held fixed along the trajectory, so the ODE
@@ -111,47 +112,36 @@ class LikelihoodInfo:
 
 
 # --------------------------------------------------------------------------- traces
-def _exact_trace(out: torch.Tensor, x: torch.Tensor, create_graph: bool, state: dict[str, Any]) -> torch.Tensor:
-    r""":math:`\operatorname{tr}\,\partial\,\mathrm{out}/\partial x` per sample, assuming samples do not interact.
+def _drift_and_exact_trace(
+    drift: Callable[[torch.Tensor, Any], torch.Tensor], x: torch.Tensor, t: Any, create_graph: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Drift and :math:`\operatorname{tr}\,\partial\,\mathrm{drift}/\partial x` per sample (samples must not interact).
 
-    Row i of every sample's Jacobian comes from one vector-Jacobian product with the
-    one-hot cotangent :math:`e_i` in all samples at once; chunks of such products run as one
-    vmapped backward pass (``is_grads_batched``), falling back to a loop over coordinates for
-    models whose operations have no batching rule.
+    The batch is replicated k times (k coordinates per chunk); copy j of every sample gets the
+    one-hot cotangent :math:`e_{i_j}`, so one forward and one backward pass over k x batch rows
+    give k diagonal Jacobian entries for every sample. This needs nothing from the model beyond
+    per-sample independence (no vmap batching rules), and for small d it is a single pass of a
+    slightly larger batch. Chunks keep k x batch x d below :data:`_MAX_BATCHED_ELEMENTS`.
     """
     batch = x.shape[0]
     d = x[0].numel()
-    total = out.new_zeros(batch)
     chunk = max(1, min(d, _MAX_BATCHED_ELEMENTS // max(1, batch * d)))
+    total = x.new_zeros(batch)
+    out0: torch.Tensor | None = None
     for start in range(0, d, chunk):
-        idx = torch.arange(start, min(start + chunk, d), device=x.device)
-        k = idx.numel()
+        k = min(chunk, d - start)
+        idx = torch.arange(start, start + k, device=x.device)
         rows = torch.arange(k, device=x.device)
+        xr = x.unsqueeze(0).expand(k, *x.shape).reshape(k * batch, *x.shape[1:])
+        out = drift(xr, t)
         cot = out.new_zeros(k, batch, d)
         cot[rows, :, idx] = 1
-        if state.get("batched", True):
-            try:
-                (jac,) = torch.autograd.grad(
-                    out,
-                    x,
-                    cot.reshape(k, *out.shape),
-                    retain_graph=True,
-                    create_graph=create_graph,
-                    is_grads_batched=True,
-                )
-            except RuntimeError:
-                state["batched"] = False
-        if not state.get("batched", True):
-            jac = torch.stack(
-                [
-                    torch.autograd.grad(
-                        out, x, cot[j].reshape(out.shape), retain_graph=True, create_graph=create_graph
-                    )[0]
-                    for j in range(k)
-                ]
-            )
+        (jac,) = torch.autograd.grad(out, xr, cot.reshape(out.shape), create_graph=create_graph, retain_graph=True)
         total = total + jac.reshape(k, batch, d)[rows, :, idx].sum(0)
-    return total
+        if out0 is None:
+            out0 = out.reshape(k, *x.shape)[0]
+    assert out0 is not None
+    return out0, total
 
 
 def _hutchinson_trace(out: torch.Tensor, x: torch.Tensor, probes: torch.Tensor, create_graph: bool) -> torch.Tensor:
@@ -377,17 +367,16 @@ def logp(
 
     drift = sde.probability_flow(score_fn(model, sde, parameterization)).drift
     probes = _draw_probes(probe, n_probes, x, generator) if trace_kind == "hutchinson" else None
-    trace_state: dict[str, Any] = {}
     nfe = [1]
 
     def func(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x_t = state[0]
         with torch.enable_grad():
             xin = x_t if (graph and x_t.requires_grad) else x_t.detach().requires_grad_(True)
-            out = drift(xin, t)
             if probes is None:
-                div = _exact_trace(out, xin, graph, trace_state)
+                out, div = _drift_and_exact_trace(drift, xin, t, graph)
             else:
+                out = drift(xin, t)
                 div = _hutchinson_trace(out, xin, probes, graph)
         nfe[0] += 1
         if not graph:
