@@ -259,7 +259,10 @@ def logp(
             :math:`p_T` (exact comparisons pass the exact :math:`p_T`, e.g. an oracle's ``.at(sde.T)``).
         generator: random generator for the Hutchinson probes.
         steps: number of uniform steps for fixed-grid methods.
-        options: extra torchdiffeq ``options`` (e.g. ``{"max_num_steps": 10000}``).
+        options: extra torchdiffeq ``options`` (e.g. ``{"max_num_steps": 10000}``). Adaptive
+            methods default to ``step_t=[T]`` (the last step ends on T: no model call past T, no
+            interpolation error) and a per-sample error norm (rtol/atol hold for every sample,
+            not on average over the batch).
         create_graph: keep the autograd graph through the solve so that the result can be
             differentiated (w.r.t. model parameters, x or SDE-independent inputs). Default
             ``None``: yes when grad mode is on and either ``x`` or the model output requires
