@@ -246,7 +246,8 @@ def logp(
         x: data of shape (batch, *event_shape), any floating dtype.
         solver: torchdiffeq method (``"dopri5"``, ``"ode:dopri5"``, ``"ode"``, ``"dopri8"``, ...).
             Fixed-grid methods (``"rk4"``, ``"euler"``, ...) need ``steps``.
-        rtol, atol: tolerances of adaptive methods, applied to both x and the log-density.
+        rtol: relative tolerance of adaptive methods, applied to both x and the log-density.
+        atol: absolute tolerance of adaptive methods.
         trace: ``"exact"``, ``"hutchinson"`` or ``"auto"`` (exact for event dimension
             <= :data:`EXACT_TRACE_MAX_DIM` = 256).
         n_probes: Hutchinson probes per sample (the estimate averages them).

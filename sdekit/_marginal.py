@@ -23,6 +23,7 @@ import sympy as sp
 import torch
 
 from .compile import CompiledTimeFn, compile_time_fn
+from .errors import SdekitError
 from .symbolic._symbols import s as S_SYM
 from .symbolic._symbols import t as T_SYM
 from .symbolic._symbols import x as X_SYM
@@ -162,9 +163,7 @@ class _QuadratureTable:
         idx = pos.detach().floor().clamp(0, self.n - 1).long()
         u = (pos - idx).unsqueeze(-1)
         y0, y1, d0, d1 = y[idx], y[idx + 1], dy[idx] * self.h, dy[idx + 1] * self.h
-        return (
-            (1 + 2 * u) * (1 - u) ** 2 * y0 + u * (1 - u) ** 2 * d0 + u**2 * (3 - 2 * u) * y1 + u**2 * (u - 1) * d1
-        )
+        return (1 + 2 * u) * (1 - u) ** 2 * y0 + u * (1 - u) ** 2 * d0 + u**2 * (3 - 2 * u) * y1 + u**2 * (u - 1) * d1
 
 
 class GaussianMarginal:
@@ -174,7 +173,8 @@ class GaussianMarginal:
         alpha_expr, offset_expr, sigma2_expr, sigma_expr: sympy expressions in
             :data:`sdekit.t` and the parameter symbols (``sde.subs`` inserts values);
             they contain unevaluated integrals when ``closed`` is False.
-        closed: whether sympy found closed forms (otherwise numbers come from quadrature).
+        closed: whether numbers come from compiled closed forms (otherwise from quadrature: sympy
+            found no closed form, or it uses a function torch lacks such as erfi).
     """
 
     def __init__(self, sde: SDE, exprs: MarginalExprs):
@@ -185,13 +185,16 @@ class GaussianMarginal:
         self.sigma2_expr = exprs.sigma2
         self.sigma_expr = sp.sqrt(exprs.sigma2)
         self.T = sde.T
+        self._table = None
         if exprs.closed:
-            self._alpha = compile_time_fn(sde.subs(exprs.alpha), T_SYM)
-            self._log_alpha = compile_time_fn(sp.expand_log(sde.subs(sp.log(exprs.alpha)), force=True), T_SYM)
-            self._offset = compile_time_fn(sde.subs(exprs.offset), T_SYM)
-            self._sigma2 = compile_time_fn(sde.subs(exprs.sigma2), T_SYM)
-            self._table = None
-        else:
+            try:
+                self._alpha = compile_time_fn(sde.subs(exprs.alpha), T_SYM)
+                self._log_alpha = compile_time_fn(sp.expand_log(sde.subs(sp.log(exprs.alpha)), force=True), T_SYM)
+                self._offset = compile_time_fn(sde.subs(exprs.offset), T_SYM)
+                self._sigma2 = compile_time_fn(sde.subs(exprs.sigma2), T_SYM)
+            except SdekitError:  # closed form uses a function torch lacks (e.g. erfi): use quadrature
+                self.closed = False
+        if not self.closed:
             self._table = _QuadratureTable(
                 compile_time_fn(sde.subs(exprs.a), T_SYM),
                 compile_time_fn(sde.subs(exprs.b), T_SYM),
@@ -292,8 +295,10 @@ class GaussianMarginal:
     def transition_expr(self) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
         r"""Symbolic (scale, shift, variance) of the kernel from time :data:`s` to time ``t``."""
         r = self.alpha_expr / self.alpha_expr.subs(T_SYM, S_SYM)
-        return r, self.offset_expr - r * self.offset_expr.subs(T_SYM, S_SYM), (
-            self.sigma2_expr - r**2 * self.sigma2_expr.subs(T_SYM, S_SYM)
+        return (
+            r,
+            self.offset_expr - r * self.offset_expr.subs(T_SYM, S_SYM),
+            (self.sigma2_expr - r**2 * self.sigma2_expr.subs(T_SYM, S_SYM)),
         )
 
     def discretize(

@@ -268,7 +268,7 @@ def _build(expr: sp.Basic, symbols: Sequence[sp.Symbol], namespace: type) -> Cal
     body = expr_to_source(expr, dict(zip(symbols, argnames)))
     src = f"def _compiled({', '.join(argnames)}):\n    return {body}\n"
     scope: dict[str, Any] = {"_ns": namespace}
-    exec(compile(src, f"<sdekit:{expr}>", "exec"), scope)  # noqa: S102 - generated from sympy
+    exec(compile(src, f"<sdekit:{expr}>", "exec"), scope)
     fn = scope["_compiled"]
     fn.__sdekit_source__ = src
     return fn
@@ -343,7 +343,9 @@ class CompiledTimeFn:
         self.expr = sp.sympify(expr)
         unexpected = self.expr.free_symbols - {t}
         if unexpected:
-            raise SdekitError(f"cannot compile {self.expr} as a function of t: free symbols {sorted(map(str, unexpected))}")
+            raise SdekitError(
+                f"cannot compile {self.expr} as a function of t: free symbols {sorted(map(str, unexpected))}"
+            )
         self.constant = None if self.expr.free_symbols else float(expr_to_source(self.expr, {}).strip("()"))
         self._fn = None if self.constant is not None else _build(self.expr, [t], _TorchNS)
         self._np = None

@@ -113,8 +113,24 @@ def derive_marginal(parts: AffineParts, g: sp.Expr) -> MarginalExprs:
 
 
 def _tidy(e: sp.Expr) -> sp.Expr:
-    """Cheap simplification (powsimp + factor_terms): keeps expm1-friendly forms."""
-    return sp.factor_terms(sp.powsimp(sp.expand(e), combine="exp"))
+    """Numerically friendly form: exponentials combined, and polynomials in one exponential factored.
+
+    For example the sub-VP variance ``e^{-2B} - 2 e^{-B} + 1`` becomes ``(e^{-B} - 1)^2``, which
+    the compiler evaluates with ``expm1`` (no cancellation at small t).
+    """
+    e = sp.powsimp(sp.expand(e), combine="exp")
+    exponents = sorted({sp.expand(a.args[0]) for a in e.atoms(sp.exp)}, key=sp.count_ops)
+    if len(exponents) >= 2:
+        base = exponents[0]
+        ratios = [sp.simplify(k / base) for k in exponents]
+        if all(r.is_Rational for r in ratios):
+            step = sp.Rational(1, sp.ilcm(*[r.q for r in ratios]))
+            w = sp.Dummy("w", positive=True)
+            poly = e.xreplace({sp.exp(k): w ** (r / step) for k, r in zip(exponents, ratios)})
+            if not poly.has(sp.exp):
+                factored = sp.factor(poly, w)
+                return sp.factor_terms(factored.xreplace({w: sp.exp(base * step)}))
+    return sp.factor_terms(e)
 
 
 def fokker_planck(p: sp.Expr, f: sp.Expr, g: sp.Expr) -> sp.Expr:

@@ -46,9 +46,7 @@ def _is_numeric(value: Any) -> bool:
 
 
 def _is_data_attribute(value: Any) -> bool:
-    return not (
-        callable(value) or isinstance(value, (property, staticmethod, classmethod, functools.cached_property))
-    )
+    return not (callable(value) or isinstance(value, (property, staticmethod, classmethod, functools.cached_property)))
 
 
 def _declared_parameters(cls: type) -> dict[str, Any]:
@@ -392,8 +390,10 @@ class SDE:
                 lines.append(rf"m(t) = {L(m.offset_expr)}")
             lines.append(rf"\sigma(t)^2 = {L(m.sigma2_expr)}")
         s_ = sp.Symbol(r"s_\theta")
-        lines.append(rf"\text{{reverse: }} dx = \left({L(derive.reverse_drift(self.f, self.g, s_))}\right) dt"
-                     rf" + \left({L(self.g)}\right) d\bar W_t")
+        lines.append(
+            rf"\text{{reverse: }} dx = \left({L(derive.reverse_drift(self.f, self.g, s_))}\right) dt"
+            rf" + \left({L(self.g)}\right) d\bar W_t"
+        )
         lines.append(rf"\text{{PF-ODE: }} \frac{{dx}}{{dt}} = {L(derive.probability_flow_drift(self.f, self.g, s_))}")
         return "\\begin{aligned}" + r" \\ ".join(lines) + "\\end{aligned}"
 
