@@ -5,7 +5,7 @@ derives the Gaussian kernels, prior, reverse-time SDE, probability-flow ODE,
 Fokker–Planck operator and discretizations, and compiles them to batched torch code.
 """
 
-from . import errors
+from . import analytic, errors
 from ._dynamics import ProbabilityFlowODE, ReverseSDE
 from ._likelihood import LikelihoodInfo, bits_per_dim, dequantize, logp
 from ._marginal import Discretization, GaussianKernel, GaussianMarginal, GaussianPrior
@@ -47,5 +47,6 @@ __all__ = [
     "compile_expr",
     "compile_time_fn",
     "errors",
+    "analytic",
     "__version__",
 ]
