@@ -5,8 +5,9 @@ derives the Gaussian kernels, prior, reverse-time SDE, probability-flow ODE,
 Fokker–Planck operator and discretizations, and compiles them to batched torch code.
 """
 
-from . import analytic, errors
+from . import analytic, errors, losses
 from ._dynamics import ProbabilityFlowODE, ReverseSDE
+from ._langevin import annealed_langevin, langevin
 from ._likelihood import LikelihoodInfo, bits_per_dim, dequantize, logp
 from ._marginal import Discretization, GaussianKernel, GaussianMarginal, GaussianPrior
 from .compile import compile_expr, compile_time_fn
@@ -48,5 +49,8 @@ __all__ = [
     "compile_time_fn",
     "errors",
     "analytic",
+    "losses",
+    "langevin",
+    "annealed_langevin",
     "__version__",
 ]
