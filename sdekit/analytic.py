@@ -48,7 +48,9 @@ Params = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None", torch.Tensor]
 
 def _as_f64(value: Any, name: str) -> torch.Tensor:
     try:
-        out = torch.as_tensor(value).detach().to(dtype=_F64, device="cpu").clone()
+        # Python numbers and lists go straight to float64 (torch.as_tensor would round them to float32)
+        src = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=_F64)
+        out = src.detach().to(dtype=_F64, device="cpu").clone()
     except (TypeError, ValueError, RuntimeError) as err:
         raise TypeError(f"{name} must be a tensor or a nested sequence of numbers, got {type(value).__name__}") from err
     if not torch.isfinite(out).all():
@@ -284,7 +286,7 @@ class GaussianMixture:
         if device is None:
             device = generator.device if generator is not None else torch.device("cpu")
         device = torch.device(device)
-        mu, lam, basis, logw = self._params(dtype, device)
+        mu, lam, basis, _ = self._params(dtype, device)
         if self.n_components == 1:
             comp = torch.zeros(n, dtype=torch.long, device=device)
         else:
