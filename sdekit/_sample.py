@@ -1,0 +1,333 @@
+r"""``sdekit.sample``: draw samples by integrating the reverse SDE or the probability-flow ODE.
+
+Starting from :math:`x_T \sim` ``sde.prior`` (or a given ``x_T``), a registered solver
+(:mod:`sdekit.solvers`) integrates from :math:`T` down to :math:`\epsilon` either
+
+.. math::
+    dx = \big[f - \partial_x(g^2) - g^2 s_\theta\big]\,dt + g\,d\bar W_t
+    \quad\text{(reverse SDE, ``kind="sde"``)}
+    \qquad\text{or}\qquad
+    \frac{dx}{dt} = f - \tfrac12\partial_x(g^2) - \tfrac12 g^2 s_\theta
+    \quad\text{(PF-ODE, ``kind="ode"``)},
+
+with :math:`s_\theta` the model's score. For affine SDEs a final Tweedie step
+(``denoise=True``) returns the posterior mean of :math:`x_0` given :math:`x_\epsilon`,
+
+.. math::
+    \hat x_0 = \frac{x_\epsilon - m(\epsilon) + \sigma(\epsilon)^2\, s_\theta(x_\epsilon, \epsilon)}{\alpha(\epsilon)} .
+
+See ``docs/sampling.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from . import solvers as _solvers
+from .errors import ModelOutputError, SolverDivergedError, SolverError
+from .parameterization import check_parameterization, score_fn
+from .solvers import SamplingProblem
+
+# Register the solver families (each module registers its solvers on import).
+from .solvers import _torchdiffeq as _torchdiffeq
+from .solvers import _torchsde as _torchsde
+
+for _mod in ("_native", "_exponential"):  # native samplers, when present
+    try:
+        importlib.import_module(f"sdekit.solvers.{_mod}")
+    except ModuleNotFoundError as _err:
+        if _err.name != f"sdekit.solvers.{_mod}":
+            raise
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .symbolic.sde import SDE
+
+__all__ = ["sample", "SampleInfo"]
+
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SampleInfo:
+    """What :func:`sample` reports with ``return_info=True``.
+
+    Attributes:
+        nfe: model evaluations (including the one-off output check and the denoising step).
+        steps: steps taken (accepted steps for adaptive solvers).
+        accepted: accepted steps.
+        rejected: rejected steps (adaptive solvers; 0 otherwise).
+        solver: canonical registry name of the solver used.
+        seconds: wall time of the call.
+    """
+
+    nfe: int
+    steps: int
+    accepted: int
+    rejected: int
+    solver: str
+    seconds: float
+
+
+class _CountingScore:
+    """``score(x, t)`` that counts model evaluations (a Python int: no host synchronisation)."""
+
+    __slots__ = ("fn", "nfe")
+
+    def __init__(self, fn: Model):
+        self.fn = fn
+        self.nfe = 0
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        return self.fn(x, t)
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int | None, desc: str):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="step")
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if (
+        not isinstance(shape, (tuple, list))
+        or len(shape) < 1
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+    ):
+        raise ValueError(f"shape must be a tuple of positive ints (batch, *event_shape), got {shape!r}")
+    return tuple(shape)
+
+
+def _check_tolerance(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def sample(
+    model: Model,
+    sde: SDE,
+    shape: tuple[int, ...],
+    solver: str = "srk",
+    steps: int | None = None,
+    rtol: float = 1e-3,
+    atol: float = 1e-3,
+    eps: float | None = None,
+    x_T: torch.Tensor | None = None,
+    parameterization: str = "score",
+    corrector: str | None = None,
+    snr: float = 0.16,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
+    return_info: bool = False,
+    **options: Any,
+) -> torch.Tensor | tuple[torch.Tensor, SampleInfo]:
+    r"""Sample from the model by integrating from :math:`T` to :math:`\epsilon` (reverse SDE or PF-ODE).
+
+    .. math::
+        x_T \sim \texttt{sde.prior},\qquad
+        dx = \big[f - \partial_x(g^2) - g^2 s_\theta\big]dt + g\,d\bar W_t
+        \ \text{ or }\ \dot x = f - \tfrac12\partial_x(g^2) - \tfrac12 g^2 s_\theta,
+
+    then (``denoise=True``, affine SDEs) Tweedie's
+    :math:`\hat x_0 = (x_\epsilon - m + \sigma^2 s_\theta(x_\epsilon, \epsilon))/\alpha` at :math:`t = \epsilon`.
+
+    Args:
+        model: ``model(x, t) -> tensor like x`` with t of shape (batch,), predicting ``parameterization``.
+        sde: the forward SDE.
+        shape: ``(batch, *event_shape)`` of the samples.
+        solver: registry name (``sdekit.solvers.available()``): torchsde ``"euler"``, ``"milstein"``,
+            ``"srk"`` (default), ``"heun"``, ``"midpoint"``, ``"reversible_heun"``; torchdiffeq ``"ode"``,
+            ``"ode:<method>"`` / ``"dopri5"``, ``"rk4"``, ...; native ``"pc"``, ``"ancestral"``, ``"ald"``,
+            ``"exp1"``–``"exp3"``.
+        steps: number of uniform steps; ``None`` runs adaptive solvers with ``rtol``/``atol`` and
+            fixed-grid ones with their ``default_steps``.
+        rtol, atol: tolerances of adaptive runs.
+        eps: smallest time, ``0 < eps < T`` (default ``sde.default_eps``).
+        x_T: starting point of shape ``shape`` (default: a draw from ``sde.prior``).
+        parameterization: ``"score"``, ``"eps"``, ``"x0"``, ``"v"`` or ``"denoiser"``.
+        corrector, snr: Langevin corrector of predictor-corrector samplers (passed to solvers that
+            take them, e.g. ``"pc"``; others reject them).
+        denoise: final Tweedie denoising step at eps (affine SDEs only; +1 NFE).
+        generator: ``torch.Generator`` for the prior and the noise: the same seed gives the same samples.
+        device: device of the samples (default: ``x_T``'s, else the CPU).
+        dtype: ``torch.float32`` (default: ``x_T``'s, else ``torch.get_default_dtype()``) or ``torch.float64``.
+        progress: show a tqdm progress bar.
+        return_info: also return a :class:`SampleInfo`.
+        **options: solver-specific options (see each solver's docstring and ``docs/sampling.md``).
+
+    Returns:
+        Samples of ``shape``, and the info if ``return_info``.
+
+    Raises:
+        UnknownSolverError: ``solver`` is not registered (the message suggests close names).
+        SolverError: the solver cannot handle this SDE or option.
+        ModelOutputError: the model output has the wrong shape/dtype or is non-finite (checked once).
+        SolverDivergedError: the state became non-finite (the message names the time and step).
+        ValueError, TypeError: any other invalid argument.
+
+    Example::
+
+        x = sdekit.sample(model, sdekit.VPSDE(), (1000, 2), solver="euler", steps=500)
+        x, info = sdekit.sample(model, sde, (64, 3, 32, 32), solver="ode", return_info=True)
+    """
+    from .symbolic.sde import SDE as _SDE
+
+    started = time.perf_counter()
+    # ------------------------------------------------------------------ input check (once)
+    if not callable(model):
+        raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
+    if not isinstance(sde, _SDE):
+        raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
+    shape = _check_shape(shape)
+    if not isinstance(solver, str):
+        raise TypeError(f"solver must be a registry name such as 'srk', got {type(solver).__name__}")
+    name = _solvers.resolve(solver)
+    impl = _solvers.get(name)
+    impl.check(sde)
+    check_parameterization(parameterization)
+    if parameterization != "score" and not sde.is_affine:
+        raise SolverError(
+            f"the {parameterization!r} parameterization needs the Gaussian marginal of an affine SDE; "
+            f"{type(sde).__name__} is not affine, so pass a score model (parameterization='score')"
+        )
+    T = float(sde.T)
+    eps = sde.default_eps if eps is None else eps
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < T:
+        raise ValueError(f"eps must be a number with 0 < eps < T = {T:g}, got {eps!r}")
+    eps = float(eps)
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive integer or None (adaptive / solver default), got {steps!r}")
+    rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
+    if steps is None and not impl.adaptive and impl.default_steps is None:
+        raise ValueError(f"solver {name!r} takes fixed steps: pass steps=<number of steps>")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
+    if x_T is not None:
+        if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
+            raise TypeError("x_T must be a floating-point tensor of the given shape")
+        if tuple(x_T.shape) != shape:
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
+        if dtype is not None and x_T.dtype != dtype:
+            raise ValueError(f"x_T has dtype {x_T.dtype} but dtype={dtype}; convert x_T or drop dtype=")
+        if device is not None and x_T.device != torch.device(device):
+            raise ValueError(f"x_T is on {x_T.device} but device={device}; move x_T or drop device=")
+        if not bool(torch.isfinite(x_T).all()):
+            raise ValueError("x_T contains NaN or infinite values")
+        dtype, device = x_T.dtype, x_T.device
+    dtype = dtype or torch.get_default_dtype()
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if denoise and not sde.is_affine:
+        raise SolverError(
+            f"denoise=True needs the Gaussian marginal of an affine SDE; {type(sde).__name__} is not affine: "
+            f"pass denoise=False"
+        )
+    opts = dict(options)
+    if corrector is not None:
+        opts["corrector"] = corrector
+    if corrector is not None or snr != 0.16:
+        opts["snr"] = snr
+
+    with torch.no_grad():
+        if x_T is None:
+            x_T = sde.prior.sample(shape, generator=generator, device=device, dtype=dtype)
+        score = _CountingScore(score_fn(_CheckedModel(model), sde, parameterization))
+        total = steps if steps is not None else (None if impl.adaptive else impl.default_steps)
+        bar = _Progress(progress, total, f"sdekit.sample[{name}]")
+        problem = SamplingProblem(
+            sde=sde,
+            score=score,
+            x_T=x_T,
+            t_start=T,
+            t_end=eps,
+            steps=steps,
+            rtol=rtol,
+            atol=atol,
+            generator=generator,
+            progress=bar,
+            options=opts,
+        )
+        try:
+            x, stats = impl.solve(problem)
+        finally:
+            bar.close()
+        if denoise:
+            t_eps = torch.full((shape[0],), eps, dtype=x.dtype, device=x.device)
+            k = sde.marginal.at(t_eps, x)
+            x = (x - k.offset + k.sigma**2 * score(x, t_eps)) / k.alpha
+        if not bool(torch.isfinite(x).all()):
+            raise SolverDivergedError(
+                f"{name}: the samples are non-finite at t = eps = {eps:g}"
+                + (" after the denoising step" if denoise else "")
+                + "; check the model near t = eps or raise eps",
+                t=eps,
+                step=stats.steps,
+            )
+    if not return_info:
+        return x
+    info = SampleInfo(
+        nfe=score.nfe,
+        steps=stats.steps,
+        accepted=stats.accepted,
+        rejected=stats.rejected,
+        solver=name,
+        seconds=time.perf_counter() - started,
+    )
+    return x, info
+
+
+class _CheckedModel:
+    """Calls the model; checks its first output (shape, dtype, finiteness: one host synchronisation)."""
+
+    __slots__ = ("checked", "model")
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.checked = False
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.model(x, t)
+        if not self.checked:
+            _check_output(out, x, t)
+            self.checked = True
+        return out
+
+
+def _check_output(out: Any, x: torch.Tensor, t: torch.Tensor) -> None:
+    """A model output must be a finite tensor shaped like x, with x's dtype."""
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelOutputError(f"model(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+    if out.dtype != x.dtype:
+        raise ModelOutputError(f"model returned dtype {out.dtype} for x of dtype {x.dtype}; keep the dtype of x")
+    if not bool(torch.isfinite(out).all()):
+        raise ModelOutputError(
+            f"model returned non-finite values at t = {float(t.reshape(-1)[0]):.6g} (its first call); check the model"
+        )

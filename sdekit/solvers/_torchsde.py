@@ -1,0 +1,464 @@
+r"""torchsde solvers on the reverse SDE: ``euler``, ``milstein``, ``srk``, ``heun``, ``midpoint``, ``reversible_heun``.
+
+The reverse SDE (Anderson) of :math:`dx = f\,dt + g\,dW` runs backwards in time,
+
+.. math:: dx = \big[f - \partial_x(g^2) - g^2 s_\theta\big]\,dt + g\,d\bar W_t,\qquad dt < 0 .
+
+torchsde integrates forward in time only, so the solvers work in :math:`s = t_{\rm start} - t`
+(:math:`t_{\rm start} = T` by default), which increases from 0 to
+:math:`S = t_{\rm start} - t_{\rm end}`. With :math:`t = t_{\rm start} - s`,
+
+.. math::
+    dx = \underbrace{-\big[f - \partial_x(g^2) - g^2 s_\theta\big](x, t)}_{F(x, s)}\,ds
+         + \underbrace{g(x, t)}_{G(x, s)}\,dB_s ,
+
+an Itô SDE in s (:math:`B_s = \bar W_{t_{\rm start}} - \bar W_{t_{\rm start} - s}` is a
+standard Brownian motion; the sign of the noise does not matter). The state is flattened to
+``(batch, d)`` for torchsde and viewed back as ``(batch, *event_shape)`` for the model.
+
+* ``heun``, ``midpoint`` and ``reversible_heun`` are Stratonovich methods in torchsde. For
+  a state-dependent (diagonal) diffusion they receive the Stratonovich drift
+  :math:`F - \tfrac12 G\,\partial_x G = F - \tfrac14\partial_x(g^2)`, so they solve the same
+  (Itô) reverse SDE; for additive noise both drifts coincide.
+* ``srk`` (Rößler 2010) uses its additive-noise scheme SRA1 (strong order 1.5) when
+  :math:`g` does not depend on x and SRID2 otherwise. torchsde's "additive" noise type
+  wants a full ``(batch, d, m)`` diffusion matrix; sdekit instead hands torchsde a
+  diffusion-vector product ``g_prod(s, y, v) = g * v`` (all SRA1 and additive Milstein
+  use), so the cost stays O(d).
+* For affine SDEs (:math:`f = a(t)x + b(t)`, :math:`g = g(t)`, which includes VP, sub-VP,
+  VE, EDM) the coefficients are evaluated as Python floats and the drift is one fused
+  ``g^2 s - a x - b``: no per-step tensors beyond the model call, no host synchronisation.
+
+``steps=None`` runs torchsde's adaptive step-doubling controller with ``rtol``/``atol`` and a
+:class:`torchsde.BrownianInterval` seeded from the sampler's generator; ``steps=n`` takes n
+uniform steps in s with the light :class:`~sdekit.solvers._brownian.FixedStepBrownian`.
+
+Options (``sdekit.sample(..., **options)``): ``bm`` (a torchsde Brownian motion of shape
+``(batch, d)`` on ``[0, S]`` in s-time, e.g. a seeded ``BrownianInterval`` to drive several
+step counts with one path), ``check_every`` (fixed steps between finiteness checks, 32),
+``dt0`` (first adaptive step in s, default S/100), ``dt_min`` (1e-5) and ``max_steps``
+(adaptive attempts before giving up, 100000).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import sympy as sp
+import torch
+from torchsde import BrownianInterval
+from torchsde._core import base_sde as _ts_base
+from torchsde._core import methods as _ts_methods
+
+from ..errors import SolverDivergedError, SolverError
+from ..symbolic._symbols import t as T_SYM
+from ..symbolic._symbols import x as X_SYM
+from ._base import SamplingProblem, Solver, SolveStats
+from ._brownian import FixedStepBrownian
+from ._registry import register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..symbolic.sde import SDE
+
+__all__ = ["TorchsdeSolver", "ReverseSDEInS", "Euler", "Milstein", "SRK", "Heun", "Midpoint", "ReversibleHeun"]
+
+Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+FloatFn = Callable[[float], float]
+
+
+@functools.lru_cache(maxsize=128)
+def _float_coefficients(f: sp.Expr, g: sp.Expr) -> tuple[FloatFn, FloatFn, FloatFn] | None:
+    """``(a, b, g)`` as float functions of t for an affine SDE ``f = a x + b``, ``g = g(t)``; else None."""
+    if X_SYM in g.free_symbols:
+        return None
+    a = sp.diff(f, X_SYM)
+    if X_SYM in a.free_symbols:
+        return None
+    b = sp.simplify(f - a * X_SYM)
+    if X_SYM in b.free_symbols:  # pragma: no cover - defensive
+        return None
+    try:
+        fns = tuple(sp.lambdify(T_SYM, e, modules="math") for e in (a, b, g))
+        for fn in fns:  # probe: must return a finite real float
+            value = fn(0.5)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                return None
+    except Exception:
+        return None
+    return fns  # type: ignore[return-value]
+
+
+class ReverseSDEInS:
+    r"""The reverse SDE in :math:`s = t_{\rm start} - t`, on flattened ``(batch, d)`` states, as torchsde wants it.
+
+    ``f(s, y)`` is the drift :math:`F` (Itô, or Stratonovich-corrected when
+    ``sde_type="stratonovich"``), ``g(s, y)`` the elementwise diffusion, ``g_prod(s, y, v)``
+    :math:`G \odot v`. ``noise_type`` is what torchsde is told (``"additive"`` only for the
+    methods with a cheaper additive scheme, ``srk`` and ``milstein``).
+
+    Args:
+        sde: the forward SDE.
+        score: ``score(x, t)`` with t of shape (batch,).
+        t_start: forward time at s = 0.
+        event_shape: shape of one sample.
+        noise_type, sde_type: torchsde's attributes.
+        check_finite: raise :class:`~sdekit.errors.SolverDivergedError` as soon as a state
+            passed to the drift is non-finite (one host synchronisation per call: adaptive runs).
+    """
+
+    def __init__(
+        self,
+        sde: SDE,
+        score: Score,
+        t_start: float,
+        event_shape: tuple[int, ...],
+        noise_type: str,
+        sde_type: str,
+        check_finite: bool = False,
+    ) -> None:
+        self.noise_type = noise_type
+        self.sde_type = sde_type
+        self._sde = sde
+        self._score = score
+        self._t_start = float(t_start)
+        self._event_shape = tuple(event_shape)
+        self._check_finite = check_finite
+        self._coeffs = _float_coefficients(sde.subs(sde.f), sde.subs(sde.g)) if sde.is_affine else None
+        self._reverse = sde.reverse(score)
+        self._stratonovich_correction = sde_type == "stratonovich" and sde.noise_type != "additive"
+        self.calls = 0
+        self._last: tuple[Any, torch.Tensor | None, torch.Tensor | None] = (None, None, None)
+
+    # -- helpers
+    def _x(self, y: torch.Tensor) -> torch.Tensor:
+        return y.view(y.shape[0], *self._event_shape)
+
+    def _time(self, s: Any, y: torch.Tensor) -> float:
+        t = self._t_start - float(s)
+        if self._check_finite and not bool(torch.isfinite(y).all()):
+            raise SolverDivergedError(
+                f"the reverse-SDE state became non-finite before t = {t:.6g} (drift evaluation {self.calls}); "
+                f"check the model, take more steps or lower rtol/atol, or raise eps",
+                t=t,
+                step=self.calls,
+            )
+        return t
+
+    # -- torchsde interface
+    def f(self, s: Any, y: torch.Tensor) -> torch.Tensor:
+        """Drift in s: :math:`-[f - \\partial_x g^2 - g^2 s_\\theta](x, t_{\\rm start} - s)` (+ Stratonovich term).
+
+        The last result is memoised on (s, the identity of y): torchsde's ``srk`` re-evaluates the
+        drift of earlier stages at identical arguments (3 calls per SRA1 step, 6 per SRID2 step),
+        which this brings down to 2 and 3 model evaluations.
+        """
+        last_s, last_y, last_out = self._last
+        if y is last_y and float(s) == last_s:
+            return last_out  # type: ignore[return-value]
+        out = self._f(s, y)
+        self._last = (float(s), y, out)
+        return out
+
+    def _f(self, s: Any, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        t = self._time(s, y)
+        x = self._x(y)
+        t_batch = torch.full((y.shape[0],), t, dtype=y.dtype, device=y.device)
+        if self._coeffs is not None:
+            a_fn, b_fn, g_fn = self._coeffs
+            g = g_fn(t)
+            out = torch.add(self._score(x, t_batch).reshape(y.shape) * (g * g), y, alpha=-a_fn(t))
+            b = b_fn(t)
+            return out.sub_(b) if b != 0 else out
+        out = -self._reverse.drift(x, t_batch)
+        if self._stratonovich_correction:
+            out = out - 0.25 * self._sde.dg2_dx_fn(x, t_batch)
+        return out.reshape(y.shape)
+
+    def g(self, s: Any, y: torch.Tensor) -> torch.Tensor:
+        """Elementwise diffusion :math:`g(x, t_{\\rm start} - s)`, shape ``(batch, d)``."""
+        t = self._t_start - float(s)
+        if self._coeffs is not None:
+            return torch.full_like(y, self._coeffs[2](t))
+        return self._sde.diffusion_fn(self._x(y), t).reshape(y.shape)
+
+    def g_prod(self, s: Any, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """:math:`g \\odot v` (O(d) for every noise type)."""
+        t = self._t_start - float(s)
+        if self._coeffs is not None:
+            return v * self._coeffs[2](t)
+        return self._sde.diffusion_fn(self._x(y), t).reshape(y.shape) * v
+
+    def f_and_g(self, s: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Drift and diffusion at (s, y)."""
+        return self.f(s, y), self.g(s, y)
+
+    def f_and_g_prod(self, s: Any, y: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Drift and :math:`g \\odot v` at (s, y)."""
+        return self.f(s, y), self.g_prod(s, y, v)
+
+
+class TorchsdeSolver(Solver):
+    """Base of the torchsde-backed solvers (see the module docstring)."""
+
+    kind = "sde"
+    adaptive = True
+    noise_types = ("additive", "diagonal")
+    method: ClassVar[str]
+    """torchsde method name."""
+    sde_type: ClassVar[str] = "ito"
+    """torchsde SDE type the method integrates."""
+    additive_scheme: ClassVar[bool] = False
+    """Whether torchsde has a cheaper/higher-order scheme for its ``"additive"`` noise type."""
+    levy_area: ClassVar[bool] = False
+    """Whether the method needs the space-time Lévy area (``return_U``)."""
+    recommended_steps: ClassVar[int | None] = None
+    """Fixed step count at which the 20,000-sample sliced-KS test passes under VP and VE (``docs/sampling.md``)."""
+    options_defaults: ClassVar[dict[str, Any]] = {
+        "bm": None,
+        "check_every": 32,
+        "dt0": None,
+        "dt_min": 1e-5,
+        "max_steps": 100_000,
+    }
+
+    def _options(self, problem: SamplingProblem) -> dict[str, Any]:
+        unknown = set(problem.options) - set(self.options_defaults)
+        if unknown:
+            raise SolverError(
+                f"solver {self.name!r} got unknown option(s) {', '.join(sorted(map(repr, unknown)))}; it accepts "
+                f"{', '.join(sorted(self.options_defaults))}"
+            )
+        return {**self.options_defaults, **problem.options}
+
+    def _solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
+        opts = self._options(problem)
+        sde = problem.sde
+        x_T = problem.x_T
+        batch = x_T.shape[0]
+        y0 = x_T.reshape(batch, -1)
+        span = float(problem.t_start) - float(problem.t_end)
+        noise_type = "additive" if (self.additive_scheme and sde.noise_type == "additive") else "diagonal"
+        adaptive = problem.steps is None
+        rsde = ReverseSDEInS(
+            sde, problem.score, problem.t_start, tuple(x_T.shape[1:]), noise_type, self.sde_type, adaptive
+        )
+        bm = opts["bm"]
+        if bm is not None:
+            if tuple(bm.shape) != tuple(y0.shape):
+                raise SolverError(f"option bm must have shape (batch, d) = {tuple(y0.shape)}, got {tuple(bm.shape)}")
+        elif adaptive:
+            bm = BrownianInterval(
+                t0=0.0,
+                t1=span,
+                size=tuple(y0.shape),
+                dtype=y0.dtype,
+                device=y0.device,
+                entropy=_entropy(problem.generator),
+                levy_area_approximation="space-time" if self.levy_area else "none",
+            )
+        else:
+            bm = FixedStepBrownian(tuple(y0.shape), y0.dtype, y0.device, problem.generator, levy_area=self.levy_area)
+        solver_cls = _ts_methods.select(method=self.method, sde_type=self.sde_type)
+        dt0 = opts["dt0"] if opts["dt0"] is not None else (span / 100 if adaptive else span / problem.steps)
+        try:
+            solver = solver_cls(
+                sde=_ts_base.ForwardSDE(rsde),
+                bm=bm,
+                dt=dt0,
+                adaptive=adaptive,
+                rtol=problem.rtol,
+                atol=problem.atol,
+                dt_min=float(opts["dt_min"]),
+                options={},
+            )
+        except ValueError as err:  # torchsde's own capability checks
+            raise SolverError(f"torchsde cannot run {self.name!r} on {sde!r}: {err}") from err
+        if adaptive:
+            y, stats = self._adaptive(solver, rsde, y0, span, problem, opts)
+        else:
+            y, stats = self._fixed(solver, y0, span, problem, opts)
+        return y.reshape(x_T.shape), stats
+
+    def _fixed(
+        self, solver: Any, y0: torch.Tensor, span: float, problem: SamplingProblem, opts: dict[str, Any]
+    ) -> tuple[torch.Tensor, SolveStats]:
+        n = int(problem.steps)
+        check_every = max(1, int(opts["check_every"]))
+        # Python-float times (no tensor arithmetic per step) except where torchsde calls dt.sqrt().
+        tensor_times = self.method == "srk" and solver.sde.noise_type != "additive"
+        grid: list[Any] = [span * i / n for i in range(n + 1)]
+        if tensor_times:
+            grid = list(torch.tensor(grid, dtype=torch.float64).unbind(0))
+        y = y0
+        extra = solver.init_extra_solver_state(grid[0], y0)
+        last_ok = 0
+        for i in range(n):
+            y, extra = solver.step(grid[i], grid[i + 1], y, extra)
+            problem.progress(1)
+            if (i + 1) % check_every == 0 or i + 1 == n:
+                if not bool(torch.isfinite(y).all()):
+                    t_lo = problem.t_start - float(grid[last_ok])
+                    t_hi = problem.t_start - float(grid[i + 1])
+                    raise SolverDivergedError(
+                        f"{self.name}: the state became non-finite between step {last_ok + 1} (t = {t_lo:.6g}) and "
+                        f"step {i + 1} (t = {t_hi:.6g}) of {n}; take more steps, check the model, or raise eps "
+                        f"(check_every=1 pins the step)",
+                        t=t_hi,
+                        step=i + 1,
+                    )
+                last_ok = i + 1
+        return y, SolveStats(steps=n, accepted=n, rejected=0)
+
+    def _adaptive(
+        self,
+        solver: Any,
+        rsde: ReverseSDEInS,
+        y0: torch.Tensor,
+        span: float,
+        problem: SamplingProblem,
+        opts: dict[str, Any],
+    ) -> tuple[torch.Tensor, SolveStats]:
+        if self.method == "euler" and problem.sde.noise_type != "additive":
+            warnings.warn(
+                "adaptive Euler–Maruyama is not guaranteed to converge for state-dependent noise "
+                "(torchsde); pass steps= or use solver='milstein' or 'srk'",
+                stacklevel=4,
+            )
+        counts = {"calls": 0, "attempts": 0, "accepted": 0, "last_t0": None}
+        max_steps = int(opts["max_steps"])
+        step = solver.step
+
+        def counted_step(t0: Any, t1: Any, y: torch.Tensor, extra: Any) -> Any:
+            # torchsde's step doubling: every attempt = one full step + two half steps.
+            if counts["calls"] % 3 == 0:
+                counts["attempts"] += 1
+                start = float(t0)
+                if start != counts["last_t0"]:
+                    counts["accepted"] += 1
+                    counts["last_t0"] = start
+                    problem.progress(1)
+                if counts["attempts"] > max_steps:
+                    raise SolverError(
+                        f"{self.name}: more than max_steps={max_steps} adaptive steps (reached t = "
+                        f"{problem.t_start - start:.6g}); loosen rtol/atol, raise dt_min or pass steps="
+                    )
+            counts["calls"] += 1
+            return step(t0, t1, y, extra)
+
+        solver.step = counted_step
+        ts = torch.tensor([0.0, span], dtype=torch.float64)
+        extra = solver.init_extra_solver_state(ts[0], y0)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Hitting minimum allowed step size")
+            ys, _ = solver.integrate(y0, ts, extra)
+        y = ys[-1]
+        if not bool(torch.isfinite(y).all()):
+            raise SolverDivergedError(
+                f"{self.name}: the state became non-finite (t = {problem.t_end:.6g})", t=problem.t_end, step=None
+            )
+        accepted = counts["accepted"]
+        return y, SolveStats(steps=accepted, accepted=accepted, rejected=counts["attempts"] - accepted)
+
+
+def _entropy(generator: torch.Generator | None) -> int:
+    """A BrownianInterval seed drawn from ``generator`` (or torch's global generator)."""
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device).item())
+
+
+@register
+class Euler(TorchsdeSolver):
+    r"""Euler–Maruyama on the reverse SDE: :math:`y_{n+1} = y_n + F h + G\,\Delta B`."""
+
+    name = "euler"
+    method = "euler"
+    recommended_steps = 100
+    strong_order = 0.5
+    strong_order_additive = 1.0
+    weak_order = 1.0
+    additive_scheme = True
+    description = "Euler–Maruyama on the reverse SDE (torchsde); 1 NFE/step"
+
+
+@register
+class Milstein(TorchsdeSolver):
+    r"""Itô Milstein: Euler–Maruyama + :math:`\tfrac12 G\,\partial_x G\,(\Delta B^2 - h)` (autograd)."""
+
+    name = "milstein"
+    method = "milstein"
+    recommended_steps = 100
+    strong_order = 1.0
+    strong_order_additive = 1.0
+    weak_order = 1.0
+    additive_scheme = True
+    description = "Milstein on the reverse SDE (torchsde); 1 NFE/step (+1 diffusion JVP for diagonal noise)"
+
+
+@register
+class SRK(TorchsdeSolver):
+    r"""Rößler's stochastic Runge–Kutta: SRA1 (additive noise, 2 NFE/step) or SRID2 (diagonal, 3 NFE/step)."""
+
+    name = "srk"
+    method = "srk"
+    recommended_steps = 50
+    strong_order = 1.0
+    strong_order_additive = 1.5
+    weak_order = 1.5
+    additive_scheme = True
+    levy_area = True
+    description = "stochastic Runge–Kutta (Rößler 2010, torchsde); strong order 1.5 for additive noise; 2-3 NFE/step"
+
+
+@register
+class Heun(TorchsdeSolver):
+    r"""Stochastic Heun (Stratonovich; the Itô-to-Stratonovich drift correction is applied)."""
+
+    name = "heun"
+    method = "heun"
+    recommended_steps = 50
+    sde_type = "stratonovich"
+    strong_order = 1.0
+    strong_order_additive = 1.0
+    weak_order = 1.0
+    description = "stochastic Heun (Stratonovich form of the reverse SDE, torchsde); 2 NFE/step"
+
+
+@register
+class Midpoint(TorchsdeSolver):
+    r"""Stochastic midpoint (Stratonovich; the Itô-to-Stratonovich drift correction is applied)."""
+
+    name = "midpoint"
+    method = "midpoint"
+    recommended_steps = 50
+    sde_type = "stratonovich"
+    strong_order = 1.0
+    strong_order_additive = 1.0
+    weak_order = 1.0
+    description = "stochastic midpoint (Stratonovich form of the reverse SDE, torchsde); 2 NFE/step"
+
+
+@register
+class ReversibleHeun(TorchsdeSolver):
+    r"""Reversible Heun (Kidger et al. 2021; Stratonovich, drift correction applied); 1 NFE/step.
+
+    Not recommended for sampling: the method is time-reversible, so its parasitic mode
+    :math:`z - y` is never damped and grows like :math:`\exp\int\lambda\,ds` under the
+    strongly contractive reverse drift (:math:`\lambda \approx g^2/\sigma^2`, about
+    :math:`e^{10}` over VP or VE). Measured: samples still fail the sliced-KS test at 2000
+    steps (VP) and at every step count (VE). It is kept for non-contractive problems.
+    """
+
+    name = "reversible_heun"
+    method = "reversible_heun"
+    sde_type = "stratonovich"
+    strong_order = 0.5
+    strong_order_additive = 1.0
+    weak_order = 1.0
+    description = (
+        "reversible Heun (Stratonovich, torchsde); 1 NFE/step; unstable on contractive reverse SDEs (VP/VE): avoid"
+    )
