@@ -10,6 +10,7 @@ from ._dynamics import ProbabilityFlowODE, ReverseSDE
 from ._langevin import annealed_langevin, langevin
 from ._likelihood import LikelihoodInfo, bits_per_dim, dequantize, logp
 from ._marginal import Discretization, GaussianKernel, GaussianMarginal, GaussianPrior
+from ._sample import SampleInfo, sample
 from .compile import compile_expr, compile_time_fn
 from .symbolic import SDE, t, x
 from .symbolic.zoo import (
@@ -45,6 +46,8 @@ __all__ = [
     "bits_per_dim",
     "dequantize",
     "LikelihoodInfo",
+    "sample",
+    "SampleInfo",
     "compile_expr",
     "compile_time_fn",
     "errors",
