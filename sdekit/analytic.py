@@ -43,7 +43,7 @@ __all__ = ["Gaussian", "GaussianMixture", "DiffusedGaussianMixture"]
 _LOG_2PI = math.log(2 * math.pi)
 _F64 = torch.float64
 
-Params = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None", torch.Tensor]
+_Params = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None", torch.Tensor]
 
 
 def _as_f64(value: Any, name: str) -> torch.Tensor:
@@ -194,7 +194,7 @@ class GaussianMixture:
         """Shape of one sample."""
         self.dim: int = mu.shape[1]
         """d = prod(event_shape)."""
-        self._cache: dict[tuple[torch.dtype, torch.device], Params] = {}
+        self._cache: dict[tuple[torch.dtype, torch.device], _Params] = {}
 
     @classmethod
     def _from_parts(
@@ -205,7 +205,7 @@ class GaussianMixture:
         return obj
 
     # ----------------------------------------------------------------- parameters
-    def _params(self, dtype: torch.dtype, device: torch.device) -> Params:
+    def _params(self, dtype: torch.dtype, device: torch.device) -> _Params:
         key = (dtype, torch.device(device))
         if key not in self._cache:
             basis = None if self._basis is None else self._basis.to(dtype=dtype, device=device)
