@@ -7,6 +7,7 @@ closed forms are compared at float64 round-off (1e-10 relative).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -234,7 +235,7 @@ def test_ism_and_dsm_differ_by_a_model_independent_constant():
         diffs[name] = d - i
         assert abs(z_score(diffs[name] - const)) < 5, name
     names = list(diffs)
-    for a, b in zip(names, names[1:]):
+    for a, b in itertools.pairwise(names):
         assert abs(z_score(diffs[a] - diffs[b])) < 5, (a, b)
 
 
@@ -338,7 +339,7 @@ def _train_and_gap(steps: int, n_test: int, seed: int = 0) -> tuple[tuple[float,
 
 def test_training_an_mlp_with_dsm_lowers_the_heldout_logp_gap():
     """Fast variant (300 steps, width 64, 200 held-out points): the mean gap log p_eps(exact) - logp(model)
-    drops by more than 5x and by more than 5 standard errors (measured ~9.4 -> ~0.5 nats)."""
+    drops by more than 5x and by more than 5 standard errors (measured 9.02 +- 0.09 -> 0.68 +- 0.09 nats)."""
     (b, b_se), (a, a_se) = _train_and_gap(steps=300, n_test=200)
     assert a < b / 5
     assert b - a > 5 * math.hypot(b_se, a_se)
