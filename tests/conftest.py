@@ -3,13 +3,11 @@
 import os
 
 import torch
-from hypothesis import HealthCheck, settings
 
-settings.register_profile(
-    "ci", derandomize=True, deadline=None, max_examples=30, suppress_health_check=[HealthCheck.too_slow]
-)
-settings.register_profile("dev", deadline=None, max_examples=50, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+from sdekit.testing import load_profile
+
+# Profiles "ci" (derandomised, bounded) and "dev" are defined in one place: sdekit.testing.register_profiles.
+load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # One torch thread per xdist worker: the workers already use every core.
