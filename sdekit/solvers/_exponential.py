@@ -127,14 +127,20 @@ class ExponentialIntegrator(GridSolver):
             orders[0] = 2  # singlestep 2S warm-up: local error O(h^3) keeps the global order 3
         if opts["lower_order_final"] and n < 15:
             orders = [min(o, n - i) for i, o in enumerate(orders)]
-        weights: list[list[float]] = []
-        for i, k in enumerate(orders):
-            hi = h[i : i + 1]
-            if i == 0 and self.order == 3 and k == 2:
-                nodes = [torch.zeros_like(hi), hi / 2]  # singlestep 2S warm-up (midpoint in lambda)
-            else:
-                nodes = [lam[i - j : i - j + 1] - lam[i : i + 1] for j in range(k)]
-            weights.append([float(w) for w in lagrange_weights(hi, nodes)])
+        # Lagrange weights for every step and order at once (vectorised; placeholders where unused).
+        idx = torch.arange(n)
+        a = lam[(idx - 1).clamp_min(0)] - lam[idx]  # node of x0_{i-1} relative to lambda_i
+        b = lam[(idx - 2).clamp_min(0)] - lam[idx]  # node of x0_{i-2}
+        a = torch.where(idx >= 1, a, h / 2)  # step 0: the 2S midpoint node (+h/2)
+        b = torch.where(idx >= 2, b, -h)  # unused placeholder, keeps the formulas finite
+        zero = torch.zeros_like(h)
+        table = {
+            1: lagrange_weights(h, [zero]),
+            2: lagrange_weights(h, [zero, a]),
+            3: lagrange_weights(h, [zero, a, b]),
+        }
+        table = {k: torch.stack(w, dim=1).tolist() for k, w in table.items()}
+        weights = [table[k][i] for i, k in enumerate(orders)]
         ctx.coef = {
             "ratio": (sigma[1:] / sigma[:-1]).tolist(),
             "alpha": alpha.tolist(),
@@ -211,6 +217,6 @@ class Exp3(ExponentialIntegrator):
     name = "exp3"
     order = 3
     weak_order = 3.0
-    default_steps = 30
+    default_steps = 40
     description = "exponential integrator, order 3 (DPM-Solver++(3M)) on the PF-ODE; any affine SDE"
     nfe_per_step = "1 (+1 in the first step)"

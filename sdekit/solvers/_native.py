@@ -259,9 +259,14 @@ class PredictorCorrector(GridSolver):
     weak_order = 1.0
     noise_types = ("additive", "diagonal")
     requires_affine = False
-    default_steps = 500
+    default_steps = 200
     description = "reverse-diffusion (Euler–Maruyama) predictor + Langevin corrector (Song et al. 2021); any SDE"
-    options_defaults: ClassVar[dict[str, Any]] = {"corrector": "langevin", "snr": 0.16, "n_corrector_steps": 1}
+    options_defaults: ClassVar[dict[str, Any]] = {
+        "corrector": "langevin",
+        "snr": 0.16,
+        "n_corrector_steps": 1,
+        "snr_norm": "batch",
+    }
     nfe_per_step = "1 + n_corrector_steps"
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> None:
@@ -273,15 +278,21 @@ class PredictorCorrector(GridSolver):
             raise SolverError("pc: n_corrector_steps must be >= 0 and snr > 0")
         ctx.state["n_corr"] = nc
         ctx.state["snr"] = float(opts["snr"])
+        if opts["snr_norm"] not in ("batch", "sample"):
+            raise SolverError(f"pc: snr_norm must be 'batch' or 'sample', got {opts['snr_norm']!r}")
+        ctx.state["per_sample"] = opts["snr_norm"] == "sample"
         ctx.state["reverse"] = ctx.problem.sde.reverse(ctx.problem.score)
 
     def step(self, ctx: StepContext, x: torch.Tensor, i: int) -> torch.Tensor:
-        snr = ctx.state["snr"]
+        snr, per_sample = ctx.state["snr"], ctx.state["per_sample"]
         for _ in range(ctx.state["n_corr"]):
             s = ctx.score(x, i)
             z = ctx.noise(x)
-            ratio = _per_sample_norm(z) / _per_sample_norm(s).clamp_min(torch.finfo(x.dtype).tiny)
-            eps = 2 * (snr * ratio) ** 2
+            if per_sample:
+                ratio = _per_sample_norm(z) / _per_sample_norm(s).clamp_min(torch.finfo(x.dtype).tiny)
+            else:  # score_sde: ratio of the batch means of the per-sample norms
+                ratio = _per_sample_norm(z).mean() / _per_sample_norm(s).mean().clamp_min(torch.finfo(x.dtype).tiny)
+            eps = torch.nan_to_num(2 * (snr * ratio) ** 2, posinf=0.0)  # zero score: no correction
             x = x + eps * s + torch.sqrt(2 * eps) * z
         rev = ctx.state["reverse"]
         t, dt = ctx.tx[i], ctx.t[i] - ctx.t[i + 1]
@@ -315,7 +326,7 @@ class Ancestral(GridSolver):
     weak_order = 1.0
     noise_types = ("additive",)
     requires_affine = True
-    default_steps = 500
+    default_steps = 200
     description = "ancestral sampling with the exact Gaussian posterior (DDPM for VP, SMLD for VE); affine SDEs"
     options_defaults: ClassVar[dict[str, Any]] = {"variance": "posterior"}
 
@@ -353,7 +364,7 @@ class AnnealedLangevin(GridSolver):
               x \leftarrow x + \tfrac{a_i}{2}\,s_\theta(x, t_{i+1}) + \sqrt{a_i}\,z,
 
     with :math:`\epsilon` = ``step_lr`` (NCSN's absolute :math:`\epsilon`). By default
-    :math:`\epsilon = c\,\sigma_L^2` with the relative step c = ``rel_step`` (0.2), i.e.
+    :math:`\epsilon = c\,\sigma_L^2` with the relative step c = ``rel_step`` (0.5), i.e.
     :math:`a_i = c\,\sigma_i^2` independent of the SDE's scale. NFE per step ``n_steps_each``.
     """
 
@@ -362,10 +373,10 @@ class AnnealedLangevin(GridSolver):
     weak_order = None
     noise_types = ("additive",)
     requires_affine = True
-    default_steps = 200
+    default_steps = 500
     grid = "logsnr"
     description = "annealed Langevin dynamics (NCSN) on the noise levels sigma(t_i) of the marginal; affine SDEs"
-    options_defaults: ClassVar[dict[str, Any]] = {"step_lr": None, "rel_step": 0.2, "n_steps_each": 10}
+    options_defaults: ClassVar[dict[str, Any]] = {"step_lr": None, "rel_step": 0.5, "n_steps_each": 3}
     nfe_per_step = "n_steps_each"
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> None:
