@@ -82,14 +82,16 @@ def _antiderivative(h: sp.Expr, u: sp.Symbol) -> sp.Expr | None:
 def _candidates(h: sp.Expr) -> list[sp.Expr]:
     """Equivalent forms of the integrand; the fast rules succeed on different ones."""
     forms = [h, sp.powsimp(sp.expand(h), combine="exp")]
+    if any(p.exp.has(t) or p.exp.has(_DUMMY) for p in h.atoms(sp.Pow)):  # c**t: as exp(t log c), then chain rule
+        forms.insert(0, sp.powsimp(sp.expand(h.rewrite(sp.exp)), combine="exp"))
     with contextlib.suppress(_Timeout):
-        with time_limit(3.0):
+        with time_limit(10.0):
             simple = sp.simplify(h)
             forms += [simple, simple.replace(sp.tan, lambda a: sp.sin(a) / sp.cos(a))]
     return list(dict.fromkeys(forms))
 
 
-def definite_integral(h: sp.Expr, seconds: float = 3.0) -> sp.Expr | None:
+def definite_integral(h: sp.Expr, seconds: float = 10.0) -> sp.Expr | None:
     """Closed form of ``int_0^t h(s) ds`` as an expression in ``t``, or ``None``.
 
     Fast rules (reverse chain rule, ``manualintegrate``) are tried on several

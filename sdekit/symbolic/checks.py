@@ -110,10 +110,10 @@ def kernel_fokker_planck(sde: SDE, tolerance: float = 1e-8) -> CheckResult:
     p = sp.exp(-((X_SYM - M) ** 2) / (2 * V)) / sp.sqrt(2 * sp.pi * V)
     mean = m.alpha_expr * x0 + m.offset_expr
     ratio = sp.expand(sde.fokker_planck(p) / p)
-    ratio = ratio.subs(
+    ratio = ratio.xreplace(
         {sp.Derivative(M, T_SYM): sp.diff(mean, T_SYM), sp.Derivative(V, T_SYM): sp.diff(m.sigma2_expr, T_SYM)}
     )
-    ratio = sp.expand(ratio.subs({M: mean, V: m.sigma2_expr}))
+    ratio = sp.expand(ratio.xreplace({M: mean, V: m.sigma2_expr}))
     coeffs = sp.Poly(ratio, X_SYM, x0).coeffs()
     residuals = [sde.subs(c) for c in coeffs]
     return _decide(residuals, [T_SYM], {T_SYM: (0.05 * sde.T, sde.T)}, tolerance)
