@@ -403,8 +403,12 @@ def likelihood_bound(
     argument bounds the cross-entropy of the kernel :math:`N(\alpha_\epsilon x_0 + m_\epsilon, \sigma_\epsilon^2)`.
 
     Args:
-        model, sde, x0, parameterization, eps, generator: as in :func:`dsm` (times, then DSM noise, then the
-            noise of :math:`x_T`, are drawn from ``generator``).
+        model: score model ``model(x, t)``, as in :func:`dsm`.
+        sde: the forward (affine) SDE.
+        x0: data, shape (batch, *event_shape).
+        parameterization: what the model predicts, as in :func:`dsm`.
+        eps: lower time, as in :func:`dsm`.
+        generator: times, then DSM noise, then the noise of :math:`x_T`, are drawn from it.
         prior: :math:`\pi`, anything with ``log_prob(z) -> (batch,)`` (default ``sde.prior``; an oracle's
             ``.at(sde.T)`` is the exact :math:`p_T`).
         time_sampling: ``"likelihood"`` (default, importance sampling) or ``"uniform"``.
