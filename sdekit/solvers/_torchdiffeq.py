@@ -101,8 +101,10 @@ class TorchdiffeqSolver(Solver):
             if self.adaptive:
                 # an adaptive RK method on a fixed grid: torchdiffeq's fixed-grid path does not
                 # apply, so pin every step with step_t and make every step acceptable.
-                opts.setdefault("step_t", torch.linspace(t_start, t_end, n + 1, dtype=torch.float64)[1:-1])
-                opts.setdefault("first_step", (t_start - t_end) / n)
+                # first_step is twice the spacing so that every step is clipped onto the next grid point
+                # (a step that lands on a grid point by itself leaves a zero-length step behind).
+                opts.setdefault("step_t", torch.linspace(t_start, t_end, n + 1, dtype=torch.float64)[1:])
+                opts.setdefault("first_step", 2 * (t_start - t_end) / n)
                 big = 1e10
                 rtol, atol = big, big
             else:

@@ -1,0 +1,377 @@
+"""Tests of sdekit.sample and the torchsde / torchdiffeq solvers against exact Gaussian laws.
+
+All statistical tests are seeded (they pass for the fixed seeds; the stated levels say how
+often a fresh seed would fail). Float64 unless the test is about float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import sdekit
+from sdekit._stats import random_directions, sliced_ks
+from sdekit.analytic import GaussianMixture
+from sdekit.errors import ModelOutputError, SolverDivergedError, SolverError, UnknownSolverError
+from sdekit.parameterization import PARAMETERIZATIONS, as_model
+from sdekit.solvers import _torchdiffeq, _torchsde
+from sdekit.solvers._brownian import FixedStepBrownian
+
+F64 = torch.float64
+EPS = 1e-3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on the shared 2-core machines two threads contending made 20,000-sample
+    steps ~15x slower (measured), and these tensors are too small to gain from threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def vp() -> sdekit.SDE:
+    return sdekit.VPSDE()
+
+
+@pytest.fixture(scope="module")
+def ve() -> sdekit.SDE:
+    return sdekit.VESDE()
+
+
+def _gauss1d() -> GaussianMixture:
+    return GaussianMixture(torch.tensor([[1.0]], dtype=F64), torch.tensor([0.5], dtype=F64))
+
+
+def _mixture2d() -> GaussianMixture:
+    return GaussianMixture(
+        torch.tensor([[1.5, 0.5], [-1.0, -1.0]], dtype=F64),
+        torch.tensor([0.4, 0.6], dtype=F64),
+        torch.tensor([0.4, 0.6], dtype=F64),
+    )
+
+
+# --------------------------------------------------------------------------- exact 1-D Gaussian
+def test_gaussian_1d_mean_and_variance(vp: sdekit.SDE) -> None:
+    """Mean and variance of x_eps within 4 Monte-Carlo SE of the exact N(alpha mu + m, alpha^2 s^2 + sigma^2)."""
+    n = 20_000
+    mu, s = 1.0, 0.5
+    data = _gauss1d()
+    oracle = data.diffuse(vp)
+    x_T = oracle.sample(n, vp.T, _gen(1), dtype=F64)  # exact p_T: no prior mismatch
+    x = sdekit.sample(oracle, vp, (n, 1), solver="srk", steps=50, x_T=x_T, denoise=False, generator=_gen(2))
+    k = vp.marginal.at(torch.tensor(EPS, dtype=F64), x)
+    mean = float(k.alpha * mu + k.offset)
+    var = float(k.alpha**2 * s**2 + k.sigma**2)
+    # 4 standard errors: SE(mean) = sqrt(var/n), SE(var) = var sqrt(2/(n-1)) (Gaussian); a fresh seed
+    # fails one of the two with probability ~1.3e-4.
+    assert abs(float(x.mean()) - mean) < 4 * math.sqrt(var / n)
+    assert abs(float(x.var()) - var) < 4 * var * math.sqrt(2 / (n - 1))
+
+
+def test_denoise_is_tweedie(vp: sdekit.SDE) -> None:
+    """denoise=True applies x0 = (x - m + sigma^2 score) / alpha at eps to the undenoised result (float64 round-off)."""
+    oracle = _gauss1d().diffuse(vp)
+    kw = dict(solver="euler", steps=10, generator=None, dtype=F64)
+    raw = sdekit.sample(oracle, vp, (64, 1), denoise=False, **{**kw, "generator": _gen(3)})
+    den = sdekit.sample(oracle, vp, (64, 1), denoise=True, **{**kw, "generator": _gen(3)})
+    t = torch.full((64,), EPS, dtype=F64)
+    k = vp.marginal.at(t, raw)
+    expected = (raw - k.offset + k.sigma**2 * oracle(raw, t)) / k.alpha
+    torch.testing.assert_close(den, expected, rtol=1e-10, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- reproducibility, dtypes, x_T
+@pytest.mark.parametrize(("solver", "steps"), [("euler", 20), ("srk", 10), ("srk", None), ("heun", 10), ("ode", None)])
+def test_same_seed_same_samples(vp: sdekit.SDE, solver: str, steps: int | None) -> None:
+    """Same generator seed -> bit-identical samples (fixed-step light Brownian and seeded BrownianInterval)."""
+    oracle = _mixture2d().diffuse(vp)
+    kw = dict(solver=solver, steps=steps, rtol=1e-2, atol=1e-2, dtype=F64)
+    a = sdekit.sample(oracle, vp, (64, 2), generator=_gen(7), **kw)
+    b = sdekit.sample(oracle, vp, (64, 2), generator=_gen(7), **kw)
+    c = sdekit.sample(oracle, vp, (64, 2), generator=_gen(8), **kw)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("solver", ["euler", "srk", "ode"])
+def test_dtypes(vp: sdekit.SDE, dtype: torch.dtype, solver: str) -> None:
+    """Output has the requested dtype; float32 results agree in law (mean within 4 SE of the exact mean)."""
+    n = 4000
+    oracle = _gauss1d().diffuse(vp)
+    x = sdekit.sample(
+        oracle,
+        vp,
+        (n, 1),
+        solver=solver,
+        steps=None if solver == "ode" else 50,
+        generator=_gen(4),
+        dtype=dtype,
+        denoise=False,
+    )
+    assert x.dtype == dtype and x.shape == (n, 1)
+    k = vp.marginal.at(torch.tensor(EPS, dtype=F64), x.to(F64))
+    var = float(k.alpha**2 * 0.25 + k.sigma**2)
+    # 4 SE of the mean; the prior mismatch (alpha(T) = 0.0066) moves the mean by < 1e-2 SE.
+    assert abs(float(x.to(F64).mean()) - float(k.alpha)) < 4 * math.sqrt(var / n)
+
+
+def test_default_dtype_and_device(vp: sdekit.SDE) -> None:
+    oracle = _gauss1d().diffuse(vp)
+    x = sdekit.sample(oracle, vp, (8, 1), solver="euler", steps=5, generator=_gen(0))
+    assert x.dtype == torch.get_default_dtype() and x.device.type == "cpu"
+
+
+def test_x_T_respected(vp: sdekit.SDE) -> None:
+    """The PF-ODE is deterministic: the result depends on x_T only, not on the generator."""
+    oracle = _mixture2d().diffuse(vp)
+    x_T = vp.prior.sample((128, 2), generator=_gen(5), dtype=F64)
+    a = sdekit.sample(oracle, vp, (128, 2), solver="ode", x_T=x_T, generator=_gen(1))
+    b = sdekit.sample(oracle, vp, (128, 2), solver="ode", x_T=x_T.clone(), generator=_gen(2))
+    c = sdekit.sample(oracle, vp, (128, 2), solver="ode", x_T=x_T + 0.1)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a, c)
+    # default x_T is sde.prior.sample(shape, generator=...) drawn first from the generator
+    d = sdekit.sample(oracle, vp, (128, 2), solver="ode", generator=_gen(5), dtype=F64)
+    torch.testing.assert_close(a, d, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+@pytest.mark.parametrize("solver", ["euler", "ode:rk4"])
+def test_every_parameterization_gives_the_same_samples(vp: sdekit.SDE, parameterization: str, solver: str) -> None:
+    """A model in any parameterization (exact conversions of the oracle) gives the score model's samples.
+
+    Tolerance: conversions divide by sigma(t)^2 >= sigma(eps)^2 ~ 1e-4, so float64 round-off
+    of ~1e-16 grows to ~1e-12; 1e-9 leaves margin over 20 steps.
+    """
+    oracle = _mixture2d().diffuse(vp)
+    model = as_model(oracle.score, vp, parameterization)
+    kw = dict(solver=solver, steps=20, dtype=F64)
+    ref = sdekit.sample(oracle, vp, (200, 2), generator=_gen(11), **kw)
+    got = sdekit.sample(model, vp, (200, 2), parameterization=parameterization, generator=_gen(11), **kw)
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- info, progress
+def test_info_counts(vp: sdekit.SDE) -> None:
+    oracle = _gauss1d().diffuse(vp)
+    _, info = sdekit.sample(oracle, vp, (16, 1), solver="euler", steps=10, return_info=True, generator=_gen(0))
+    assert (info.nfe, info.steps, info.accepted, info.rejected, info.solver) == (11, 10, 10, 0, "euler")
+    assert info.seconds > 0
+    _, info = sdekit.sample(oracle, vp, (16, 1), solver="srk", steps=10, denoise=False, return_info=True)
+    assert info.nfe == 20  # SRA1: 2 model evaluations per step (torchsde's repeated stage call is memoised)
+    _, info = sdekit.sample(oracle, vp, (16, 1), solver="dopri5", return_info=True, generator=_gen(0))
+    assert info.solver == "ode:dopri5" and info.accepted >= 1 and info.rejected >= 0
+    # dopri5: 2 evaluations to start (f0 + initial-step probe), 6 per attempted step (FSAL), +1 denoise
+    assert info.nfe == 2 + 6 * (info.accepted + info.rejected) + 1
+    _, info = sdekit.sample(oracle, vp, (64, 1), solver="srk", rtol=1e-2, atol=1e-2, return_info=True)
+    assert info.accepted >= 1 and info.steps == info.accepted
+
+
+def test_progress_bar(vp: sdekit.SDE, capsys: pytest.CaptureFixture[str]) -> None:
+    oracle = _gauss1d().diffuse(vp)
+    sdekit.sample(oracle, vp, (8, 1), solver="euler", steps=7, progress=True)
+    assert "7/7" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- errors
+def test_unknown_solver_suggests(vp: sdekit.SDE) -> None:
+    oracle = _gauss1d().diffuse(vp)
+    with pytest.raises(UnknownSolverError, match=r"Did you mean.*'srk'"):
+        sdekit.sample(oracle, vp, (4, 1), solver="srkk")
+    with pytest.raises(UnknownSolverError, match="dopri5"):
+        sdekit.sample(oracle, vp, (4, 1), solver="dopri6")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"shape": (0, 1)}, ValueError, "shape"),
+        ({"shape": "x"}, ValueError, "shape"),
+        ({"eps": 0.0}, ValueError, "eps"),
+        ({"eps": 1.5}, ValueError, "eps"),
+        ({"steps": 0}, ValueError, "steps"),
+        ({"steps": 2.5}, ValueError, "steps"),
+        ({"rtol": -1.0}, ValueError, "rtol"),
+        ({"parameterization": "noise"}, ValueError, "parameterization"),
+        ({"x_T": torch.zeros(3, 1)}, ValueError, "x_T"),
+        ({"x_T": torch.zeros(4, 1), "dtype": torch.float64}, ValueError, "dtype"),
+        ({"dtype": torch.int32}, TypeError, "dtype"),
+        ({"generator": 3}, TypeError, "generator"),
+        ({"solver": "euler", "steps": 3, "bogus": 1}, SolverError, "bogus"),
+        ({"solver": "euler", "steps": 3, "corrector": "langevin"}, SolverError, "corrector"),
+    ],
+)
+def test_input_errors(vp: sdekit.SDE, kwargs: dict, error: type[Exception], match: str) -> None:
+    oracle = _gauss1d().diffuse(vp)
+    kw = {"shape": (4, 1), **kwargs}
+    with pytest.raises(error, match=match):
+        sdekit.sample(oracle, vp, **kw)
+
+
+def test_model_output_checked_once(vp: sdekit.SDE) -> None:
+    with pytest.raises(ModelOutputError, match="shaped like x"):
+        sdekit.sample(lambda x, t: x[:, :1], vp, (4, 2), solver="euler", steps=3)
+    with pytest.raises(ModelOutputError, match="non-finite"):
+        sdekit.sample(lambda x, t: x * float("nan"), vp, (4, 2), solver="ode")
+    with pytest.raises(ModelOutputError, match="dtype"):
+        sdekit.sample(lambda x, t: x.double(), vp, (4, 2), solver="euler", steps=3, dtype=torch.float32)
+
+
+def test_divergence_names_time_and_step(vp: sdekit.SDE) -> None:
+    """A score that blows up late in the run: SolverDivergedError with a time window and step."""
+
+    def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.where(t[:, None] < 0.5, x * 1e300, -x)
+
+    with pytest.raises(SolverDivergedError, match=r"step \d+ \(t = .*\) and step \d+") as err:
+        sdekit.sample(model, vp, (4, 1), solver="euler", steps=100, dtype=F64)
+    assert err.value.t is not None and 0 < err.value.t <= 0.5 and err.value.step is not None
+    with pytest.raises(SolverDivergedError, match="non-finite"):
+        sdekit.sample(model, vp, (4, 1), solver="srk", dtype=F64, rtol=1e-2, atol=1e-2)
+
+
+def test_non_affine_sde_needs_score_and_no_denoise() -> None:
+    sde = sdekit.SDE.from_expressions("-x", "0.5*sqrt(1 + x**2)")
+    with pytest.raises(SolverError, match="denoise"):
+        sdekit.sample(lambda x, t: -x, sde, (4, 1), solver="euler", steps=3)
+    with pytest.raises(SolverError, match="parameterization"):
+        sdekit.sample(lambda x, t: -x, sde, (4, 1), solver="euler", steps=3, parameterization="eps")
+    x_T = torch.randn(8, 1, generator=_gen(0), dtype=F64)
+    for solver in ("euler", "milstein", "srk", "heun", "midpoint", "ode"):
+        x = sdekit.sample(lambda x, t: -x, sde, (8, 1), solver=solver, steps=5, x_T=x_T, denoise=False)
+        assert torch.isfinite(x).all()
+
+
+def test_stratonovich_methods_match_ito_for_diagonal_noise() -> None:
+    """heun/midpoint (Stratonovich) with the drift correction agree with milstein (Itô) pathwise.
+
+    Same Brownian path (a seeded BrownianInterval passed as bm); the difference is the strong
+    error of the two O(h) schemes (~C/500). Without the correction the Stratonovich schemes
+    would drift by ~ int 1/4 d(g^2)/dx ds ~ 0.1 here, so atol = 2e-2 discriminates.
+    """
+    sde = sdekit.SDE.from_expressions("-x", "0.5*sqrt(1 + x**2)")
+    x_T = torch.randn(64, 1, generator=_gen(0), dtype=F64)
+    out = {}
+    for solver in ("milstein", "heun", "midpoint"):
+        bm = torchsde_bm(64, 1 - EPS, entropy=3)
+        out[solver] = sdekit.sample(
+            lambda x, t: -x, sde, (64, 1), solver=solver, steps=500, x_T=x_T, denoise=False, bm=bm
+        )
+    torch.testing.assert_close(out["heun"], out["milstein"], rtol=0, atol=2e-2)
+    torch.testing.assert_close(out["midpoint"], out["milstein"], rtol=0, atol=2e-2)
+
+
+def torchsde_bm(batch: int, span: float, entropy: int, levy: bool = False):
+    import torchsde
+
+    return torchsde.BrownianInterval(
+        t0=0.0,
+        t1=span,
+        size=(batch, 1),
+        dtype=F64,
+        entropy=entropy,
+        levy_area_approximation="space-time" if levy else "none",
+    )
+
+
+# --------------------------------------------------------------------------- light Brownian law
+def test_fixed_step_brownian_law() -> None:
+    """W ~ N(0, h), U = int_0^h W ds: Var U = h^3/3, Cov(W, U) = h^2/2 (4 SE at n = 400k; fresh seed fails ~1e-4)."""
+    n, h = 400_000, 0.3
+    bm = FixedStepBrownian((n, 1), F64, "cpu", _gen(0), levy_area=True)
+    w, u = bm(0.1, 0.1 + h, return_U=True)
+    w, u = w.flatten(), u.flatten()
+    assert abs(float(w.var()) - h) < 4 * h * math.sqrt(2 / n)
+    assert abs(float(u.var()) - h**3 / 3) < 4 * h**3 / 3 * math.sqrt(2 / n)
+    cov = float((w * u).mean())
+    # Var(W U) = E[W^2 U^2] - (h^2/2)^2 = h * h^3/3 + 2 (h^2/2)^2 - h^4/4 = h^4 (1/3 + 1/4)
+    assert abs(cov - h**2 / 2) < 4 * math.sqrt(h**4 * (1 / 3 + 1 / 4) / n)
+    w2 = bm(torch.tensor(0.0, dtype=F64), torch.tensor(h, dtype=F64))
+    assert w2.shape == (n, 1) and not torch.equal(w2.flatten(), w)
+
+
+# --------------------------------------------------------------------------- sliced KS, every solver
+_N_KS = 20_000
+_DIRECTIONS = random_directions(2, 8, seed=0)
+
+_SDE_SOLVERS = [n for n, c in sdekit.solvers.available().items() if issubclass(c, _torchsde.TorchsdeSolver)]
+_ODE_SOLVERS = [n for n, c in sdekit.solvers.available().items() if issubclass(c, _torchdiffeq.TorchdiffeqSolver)]
+_KNOWN_BAD = {
+    # reversible Heun never damps its parasitic mode; it grows like exp(int g^2/sigma^2 ds) ~ e^10 here
+    ("reversible_heun", "VPSDE"): "reversible Heun is unstable on the contractive reverse SDE",
+    ("reversible_heun", "VESDE"): "reversible Heun is unstable on the contractive reverse SDE",
+    ("ode:explicit_adams", "VESDE"): "torchdiffeq explicit_adams diverges on VE at 20-200 steps",
+}
+
+
+def _recommended(name: str) -> dict:
+    cls = sdekit.solvers.available()[name]
+    if issubclass(cls, _torchsde.TorchsdeSolver):
+        return {"steps": cls.recommended_steps or 100}
+    if cls.adaptive:
+        return {"steps": None, "rtol": cls.recommended_rtol, "atol": cls.recommended_rtol}
+    return {"steps": None}  # fixed grid: default_steps is the recommendation
+
+
+def _too_coarse(name: str) -> dict:
+    cls = sdekit.solvers.available()[name]
+    return {"steps": 5 if issubclass(cls, _torchsde.TorchsdeSolver) else 1}
+
+
+class _GaussianScore:
+    """Exact score of N(mu, diag(s^2)) data under an affine SDE, -(x - alpha mu - m) / (alpha^2 s^2 + sigma^2).
+
+    Coefficients are taken once per call at t[0] (every solver calls with a constant time), which
+    keeps a 20,000-sample NFE at ~0.1 ms so that every solver can be checked in the default run.
+    """
+
+    def __init__(self, sde: sdekit.SDE, mu: torch.Tensor, s: torch.Tensor) -> None:
+        self.sde, self.mu, self.s2 = sde, mu, s**2
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        tt = t.reshape(-1)[0].to(F64)
+        marginal = self.sde.marginal
+        a, m, v = float(marginal.alpha(tt)), float(marginal.offset(tt)), float(marginal.sigma2(tt))
+        return -(x - (a * self.mu + m).to(x.dtype)) / (a * a * self.s2 + v).to(x.dtype)
+
+
+_KS_MU = torch.tensor([1.0, -0.5], dtype=F64)
+_KS_STD = torch.tensor([0.3, 1.2], dtype=F64)  # anisotropic: two time scales
+
+
+@pytest.fixture(scope="module", params=["VPSDE", "VESDE"])
+def ks_case(request: pytest.FixtureRequest):
+    sde = getattr(sdekit, request.param)()
+    oracle = GaussianMixture(_KS_MU[None], _KS_STD[None]).diffuse(sde)
+    x_T = oracle.sample(_N_KS, sde.T, _gen(1), dtype=F64)  # exact p_T, so only the solver errs
+    return request.param, sde, _GaussianScore(sde, _KS_MU, _KS_STD), x_T, oracle.at(EPS)
+
+
+def _ks_ratio(solver: str, case, **kw) -> float:
+    _, sde, model, x_T, target = case
+    x = sdekit.sample(model, sde, x_T.shape, solver=solver, x_T=x_T, denoise=False, generator=_gen(2), **kw)
+    return sliced_ks(x, target, _DIRECTIONS, alpha=1e-3).ratio
+
+
+@pytest.mark.parametrize("solver", _SDE_SOLVERS + _ODE_SOLVERS)
+def test_sliced_ks_every_solver(solver: str, ks_case) -> None:
+    """Passes the sliced-KS test at the documented recommendation and fails it when far too coarse.
+
+    Critical value sqrt(-ln(alpha/(2k))/2)/sqrt(n), k = 8 directions, family-wise alpha = 1e-3,
+    n = 20,000: a correct sampler fails with probability <= 1e-3 (fixed seeds pass).
+    """
+    name = ks_case[0]
+    if (solver, name) in _KNOWN_BAD:
+        pytest.xfail(_KNOWN_BAD[(solver, name)])
+    assert _ks_ratio(solver, ks_case, **_recommended(solver)) <= 1.0
+    assert _ks_ratio(solver, ks_case, **_too_coarse(solver)) > 1.0
