@@ -9,6 +9,6 @@ from sdekit.testing import load_profile
 # Profiles "ci" (derandomised, bounded) and "dev" are defined in one place: sdekit.testing.register_profiles.
 load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # One torch thread per xdist worker: the workers already use every core.
-    torch.set_num_threads(1)
+# One torch thread for the whole suite: the tensors are small, xdist workers already use every core,
+# and on the shared 2-core machines two intra-op threads were measured 10-800x slower (spin-waiting).
+torch.set_num_threads(1)

@@ -23,15 +23,6 @@ from sdekit.errors import NotAffineError
 KINDS = ("score", "eps", "x0", "v", "denoiser")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add spin-wait on shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def autograd_score(fn, x):
     x = x.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(fn(x).sum(), x)

@@ -19,16 +19,6 @@ N = 4000
 KS_CRIT_1PCT = 1.628 / math.sqrt(N)
 
 
-@pytest.fixture(autouse=True)
-def _float64_one_thread():
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
-
-
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -20,16 +20,6 @@ from sdekit.errors import ModelOutputError, NotAffineError, UnknownSolverError
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are tiny: intra-op threads only add spin-wait on the 2 shared cores
-    # (measured: softmax of a (16, 3) tensor took 8 ms with 2 busy threads, 3 us with 1).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --------------------------------------------------------------------------- oracles
 class Mixture:
     """Exact law of x_t when x_0 ~ sum_k w_k N(mu_k, s_k^2 I) and the SDE is affine.

@@ -23,16 +23,6 @@ MIX = GaussianMixture([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.0]], [0.5, 0.7, 0.4], [
 SDES = {"VP": sdekit.VPSDE, "VE": sdekit.VESDE, "subVP": sdekit.SubVPSDE}
 
 
-@pytest.fixture(autouse=True)
-def _float64_one_thread():
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
-
-
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

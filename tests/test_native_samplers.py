@@ -29,15 +29,6 @@ WEIGHTS = torch.tensor([0.3, 0.5, 0.2], dtype=torch.float64)
 DIRS = random_directions(2, 8, seed=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # 20k x 2 tensors: one thread is faster than two on the shared 2-core machines.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class _IsoMixtureScore:
     """Exact score of the diffused isotropic mixture, closed form (cheaper than the general oracle):
     component k diffuses to N(alpha mu_k + m, (alpha^2 s_k^2 + sigma^2) I)."""

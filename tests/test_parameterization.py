@@ -25,14 +25,6 @@ X0_LIKE = ("x0", "denoiser")
 EPS64 = torch.finfo(DT).eps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _rows(v: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape[0], -1).abs().max(dim=1).values
 

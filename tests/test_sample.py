@@ -23,16 +23,6 @@ F64 = torch.float64
 EPS = 1e-3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on the shared 2-core machines two threads contending made 20,000-sample
-    steps ~15x slower (measured), and these tensors are too small to gain from threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
