@@ -51,10 +51,10 @@ def _solvers(args: argparse.Namespace) -> int:
     if not rows:
         print("no solvers registered")
         return 0
-    print(f"{'name':<18}{'kind':<6}{'strong':<8}{'weak':<6}{'adaptive':<10}description")
+    print(f"{'name':<20}{'kind':<6}{'strong':<8}{'weak':<6}{'adaptive':<10}description")
     for name, cls in sorted(rows.items()):
         print(
-            f"{name:<18}{cls.kind:<6}{cls.strong_order!s:<8}{cls.weak_order!s:<6}{cls.adaptive!s:<10}{cls.description}"
+            f"{name:<20}{cls.kind:<6}{cls.strong_order!s:<8}{cls.weak_order!s:<6}{cls.adaptive!s:<10}{cls.description}"
         )
     return 0
 
