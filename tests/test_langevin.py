@@ -19,13 +19,7 @@ N = 4000
 KS_CRIT_1PCT = 1.628 / math.sqrt(N)
 
 
-@pytest.fixture(autouse=True)
-def _float64_default():
-    """These tests build tensors with torch's default dtype: make it float64 (restored afterwards)."""
-    dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(dtype)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def gen(seed: int) -> torch.Generator:

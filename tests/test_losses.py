@@ -23,13 +23,7 @@ MIX = GaussianMixture([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.0]], [0.5, 0.7, 0.4], [
 SDES = {"VP": sdekit.VPSDE, "VE": sdekit.VESDE, "subVP": sdekit.SubVPSDE}
 
 
-@pytest.fixture(autouse=True)
-def _float64_default():
-    """These tests build tensors with torch's default dtype: make it float64 (restored afterwards)."""
-    dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(dtype)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def gen(seed: int) -> torch.Generator:
