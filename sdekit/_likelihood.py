@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._checks import check_model_output
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError, SolverError, UnknownSolverError
 from .parameterization import check_parameterization, score_fn
 
@@ -359,13 +360,7 @@ def logp(
     t_eps = torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device)
     with torch.enable_grad():
         out0 = model(x.detach(), t_eps)
-    if not isinstance(out0, torch.Tensor) or out0.shape != x.shape:
-        got = tuple(out0.shape) if isinstance(out0, torch.Tensor) else type(out0).__name__
-        raise ModelOutputError(f"model(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}")
-    if out0.dtype != x.dtype:
-        raise ModelOutputError(f"model returned dtype {out0.dtype} for x of dtype {x.dtype}; keep the dtype of x")
-    if not bool(torch.isfinite(out0).all()):
-        raise ModelOutputError(f"model returned non-finite values at t = eps = {eps:g}; check the model near t = 0")
+    check_model_output(out0, x, nonfinite_hint=f"t = eps = {eps:g}; check the model near t = 0")
     graph = _needs_graph(x, out0, create_graph)
     del out0
 

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import solvers as _solvers
-from .errors import ModelOutputError, SolverDivergedError, SolverError
+from ._checks import check_model_output
+from .errors import SolverDivergedError, SolverError
 from .parameterization import check_parameterization, score_fn
 from .solvers import SamplingProblem
 
@@ -315,19 +316,8 @@ class _CheckedModel:
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.model(x, t)
         if not self.checked:
-            _check_output(out, x, t)
+            check_model_output(
+                out, x, nonfinite_hint=f"t = {float(t.reshape(-1)[0]):.6g} (its first call); check the model"
+            )
             self.checked = True
         return out
-
-
-def _check_output(out: Any, x: torch.Tensor, t: torch.Tensor) -> None:
-    """A model output must be a finite tensor shaped like x, with x's dtype."""
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelOutputError(f"model(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}")
-    if out.dtype != x.dtype:
-        raise ModelOutputError(f"model returned dtype {out.dtype} for x of dtype {x.dtype}; keep the dtype of x")
-    if not bool(torch.isfinite(out).all()):
-        raise ModelOutputError(
-            f"model returned non-finite values at t = {float(t.reshape(-1)[0]):.6g} (its first call); check the model"
-        )

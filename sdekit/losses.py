@@ -54,8 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._checks import check_model_output
 from ._likelihood import _draw_probes, _drift_and_exact_trace
-from .errors import ModelOutputError
 from .parameterization import check_parameterization, marginal_coefficients, to_score
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,15 +115,6 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
-
-
-def _check_output(out: Any, x: torch.Tensor, what: str = "model(x, t)") -> torch.Tensor:
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelOutputError(f"{what} must return a tensor shaped like x {tuple(x.shape)}, got {got}")
-    if out.dtype != x.dtype:
-        raise ModelOutputError(f"{what} returned dtype {out.dtype} for x of dtype {x.dtype}; keep the dtype of x")
-    return out
 
 
 def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -356,7 +347,7 @@ def dsm(
     alpha, m, sigma2 = marginal_coefficients(sde, t_model, x0)
     sigma = torch.sqrt(sigma2)
     xt = alpha * x0 + m + sigma * z
-    out = _check_output(model(xt, t_model), xt)
+    out = check_model_output(model(xt, t_model), xt)
     residual = sigma * to_score(out, xt, t_model, sde, parameterization) + z  # sigma (s_theta - target)
     t64 = t_model.to(_F64)
     factor = 0.5 * w.to(_F64) * _weight_over_sigma2(sde, weighting, t64, sde.marginal.sigma2(t64))
@@ -449,7 +440,7 @@ def likelihood_bound(
 # --------------------------------------------------------------------------- implicit / sliced
 def _call_score(score: Callable[..., torch.Tensor], x: torch.Tensor, t: Any) -> torch.Tensor:
     out = score(x) if t is None else score(x, t)
-    return _check_output(out, x, "score(x)" if t is None else "score(x, t)")
+    return check_model_output(out, x, what="score(x)" if t is None else "score(x, t)")
 
 
 def _prepare(x: Any, t: Any) -> tuple[torch.Tensor, Any]:

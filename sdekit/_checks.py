@@ -1,0 +1,29 @@
+"""The one check of a model's output, shared by sampling, likelihoods and losses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .errors import ModelOutputError
+
+__all__ = ["check_model_output"]
+
+
+def check_model_output(
+    out: Any, x: torch.Tensor, *, what: str = "model(x, t)", nonfinite_hint: str | None = None
+) -> torch.Tensor:
+    """Return ``out`` if it is a tensor shaped like ``x`` with ``x``'s dtype, else raise ModelOutputError.
+
+    With ``nonfinite_hint`` (where the call happened, e.g. ``"t = 0.001; check the model"``) the
+    values must also be finite; that costs one host sync, so callers do it once, not per step.
+    """
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelOutputError(f"{what} must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+    if out.dtype != x.dtype:
+        raise ModelOutputError(f"{what} returned dtype {out.dtype} for x of dtype {x.dtype}; keep the dtype of x")
+    if nonfinite_hint is not None and not bool(torch.isfinite(out).all()):
+        raise ModelOutputError(f"{what} returned non-finite values at {nonfinite_hint}")
+    return out
