@@ -1,8 +1,15 @@
 """The ``sdekit`` console script.
 
-``sdekit demo`` shows the framework on the built-in SDEs: the declared equations,
-the derived marginals, priors, reverse-time SDE and probability-flow ODE.
-``sdekit solvers`` lists the registered solvers with their capabilities.
+Subcommands:
+
+- ``sdekit demo``: the main job, end to end (train a small score network on a 2-D
+  Gaussian mixture, sample with several solvers, exact likelihoods, report + plots).
+  Implemented in :mod:`sdekit._demo`.
+- ``sdekit derive``: the declared equations of the built-in SDEs and everything sdekit
+  derives from them (marginals, prior, reverse-time SDE, probability-flow ODE).
+- ``sdekit solvers``: the registered solvers with their capabilities.
+- ``sdekit validate``: the Fokker-Planck / analytic validation suite (same as
+  ``python -m validation``). Implemented in the ``validation`` package.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ def _zoo() -> dict[str, type]:
     return {name: getattr(zoo, name) for name in zoo.__all__}
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _derive(args: argparse.Namespace) -> int:
     from .symbolic import derive
 
     score = sp.Symbol("s")
@@ -68,12 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sdekit`` command."""
     parser = _Parser(prog="sdekit", description="Score-based diffusion models as symbolically declared SDEs.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
-    demo = sub.add_parser("demo", help="show the derived equations and marginals of the built-in SDEs")
-    demo.add_argument("--sde", choices=sorted(_zoo()), help="only this built-in SDE")
-    demo.set_defaults(func=_demo)
+    from . import _demo
+
+    demo = sub.add_parser("demo", help=_demo.HELP, description=_demo.DESCRIPTION)
+    _demo.add_arguments(demo)
+    demo.set_defaults(func=_demo.run)
+    derive = sub.add_parser("derive", help="show the derived equations and marginals of the built-in SDEs")
+    derive.add_argument("--sde", choices=sorted(_zoo()), help="only this built-in SDE")
+    derive.set_defaults(func=_derive)
     sol = sub.add_parser("solvers", help="list registered solvers and their capabilities")
     sol.set_defaults(func=_solvers)
+    validate = sub.add_parser("validate", help="run the validation suite (same as python -m validation)")
+    try:
+        from validation import _cli as _validation_cli
+    except ImportError:  # pragma: no cover - validation/ ships with the source tree
+        validate.set_defaults(func=_no_validation)
+    else:
+        validate.description = _validation_cli.DESCRIPTION
+        _validation_cli.add_arguments(validate)
+        validate.set_defaults(func=_validation_cli.run)
     return parser
+
+
+def _no_validation(args: argparse.Namespace) -> int:  # pragma: no cover
+    print("sdekit validate: the validation package is not installed (install sdekit from a source checkout)")
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

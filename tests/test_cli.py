@@ -8,7 +8,7 @@ from sdekit.cli import main
 
 
 def test_demo_prints_derived_marginal(capsys):
-    assert main(["demo", "--sde", "VPSDE"]) == 0
+    assert main(["derive", "--sde", "VPSDE"]) == 0
     out = capsys.readouterr().out
     assert "alpha(t)" in out and "sigma(t)^2" in out and "prior" in out and "PF-ODE" in out
 
@@ -20,7 +20,7 @@ def test_solvers_lists_registry(capsys):
         assert name in out
 
 
-@pytest.mark.parametrize("argv", [["demo", "--sde", "nope"], ["nope"], []])
+@pytest.mark.parametrize("argv", [["derive", "--sde", "nope"], ["nope"], []])
 def test_bad_options_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)

@@ -1,0 +1,16 @@
+"""sdekit's validation suite: Fokker-Planck, analytic and convergence checks.
+
+Run it with ``python -m validation`` (or ``sdekit validate``); see ``docs/validation.md``.
+"""
+
+from ._core import CheckResult, Context, register, registered
+
+# Check modules, imported by the runner in this order (each registers its checks).
+CHECK_MODULES = [
+    "validation.symbolic_checks",
+    "validation.fokker_planck_checks",
+    "validation.analytic_checks",
+    "validation.order_checks",
+]
+
+__all__ = ["CHECK_MODULES", "CheckResult", "Context", "register", "registered"]
