@@ -1,0 +1,1 @@
+"""Checks of group analytic_checks (being written for issue #8)."""

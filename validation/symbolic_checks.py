@@ -1,0 +1,1 @@
+"""Checks of group symbolic_checks (being written for issue #8)."""
