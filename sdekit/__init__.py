@@ -11,6 +11,7 @@ from ._langevin import annealed_langevin, langevin
 from ._likelihood import LikelihoodInfo, bits_per_dim, dequantize, logp
 from ._marginal import Discretization, GaussianKernel, GaussianMarginal, GaussianPrior
 from ._sample import SampleInfo, sample
+from ._simulate import SimulateInfo, simulate
 from .compile import compile_expr, compile_time_fn
 from .symbolic import SDE, t, x
 from .symbolic.zoo import (
@@ -48,6 +49,8 @@ __all__ = [
     "LikelihoodInfo",
     "sample",
     "SampleInfo",
+    "simulate",
+    "SimulateInfo",
     "compile_expr",
     "compile_time_fn",
     "errors",
