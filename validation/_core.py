@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["CheckResult", "Context", "register", "registered"]
+import torch
+
+__all__ = ["CheckResult", "Context", "register", "registered", "guarded", "GROUPS"]
+
+# Report sections, in report order (a group not listed here is appended after them).
+GROUPS = ("symbolic", "fokker-planck", "forward", "reverse", "analytic", "orders")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +38,8 @@ class CheckResult:
             Monte-Carlo error at n samples and k sigma, theory +- 0.25, ...).
         figure: optional PNG file name (relative to the output directory) to show with it.
         seconds: wall time of the check.
+        skipped: the check does not apply (e.g. it needs an affine SDE); ``where`` says why.
+            A skipped line is neither a pass nor a failure.
     """
 
     group: str
@@ -42,6 +50,44 @@ class CheckResult:
     where: str = ""
     figure: str | None = None
     seconds: float = 0.0
+    skipped: bool = False
+
+    @property
+    def status(self) -> str:
+        """``"pass"``, ``"FAIL"`` or ``"skip"``."""
+        if self.skipped:
+            return "skip"
+        return "pass" if self.passed else "FAIL"
+
+    @classmethod
+    def skip(cls, group: str, name: str, reason: str) -> CheckResult:
+        """A line for a check that does not apply, with the reason (not counted as passed or failed)."""
+        return cls(group, name, math.nan, math.nan, False, reason, skipped=True)
+
+    @classmethod
+    def crashed(cls, group: str, name: str, err: BaseException) -> CheckResult:
+        """A failed line for a check that raised ``err`` (the message says what went wrong)."""
+        text = " ".join(str(err).split())
+        if len(text) > 300:
+            text = text[:297] + "..."
+        return cls(group, name, math.nan, math.nan, False, f"raised {type(err).__name__}: {text}")
+
+    @classmethod
+    def at_least(cls, group: str, name: str, value: float, bound: float, where: str = "", **kw) -> CheckResult:
+        """A result that passes when ``value`` is finite and ``value >= bound`` (shown with tolerance = bound)."""
+        value = float(value)
+        return cls(group, name, value, float(bound), bool(math.isfinite(value) and value >= bound), where, **kw)
+
+    @classmethod
+    def within(
+        cls, group: str, name: str, value: float, target: float, width: float, where: str = "", **kw
+    ) -> CheckResult:
+        """Passes when ``|value - target| <= width`` (e.g. a fitted slope within theory +- 0.25).
+
+        The tolerance column shows ``width``; ``where`` should state the target."""
+        value = float(value)
+        ok = bool(math.isfinite(value) and abs(value - target) <= width)
+        return cls(group, name, value, float(width), ok, where, **kw)
 
     @classmethod
     def below(cls, group: str, name: str, value: float, tolerance: float, where: str = "", **kw) -> CheckResult:
@@ -68,8 +114,19 @@ class Context:
     seed: int = 0
     user_sde: bool = False
 
+    def generator(self, *keys: object) -> torch.Generator:
+        """A CPU generator seeded from :attr:`seed` and ``keys`` (stable across runs and check order)."""
+        tag = "/".join(str(k) for k in keys).encode()
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + zlib.crc32(tag)) % (2**63))
 
-CheckFn = Callable[[Context], list[CheckResult]]
+    def figure_path(self, name: str) -> Path:
+        """Where to save figure ``name`` (a PNG file name); creates :attr:`out`."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self.out / name
+
+
+CheckFn = Callable[[Context], Iterable[CheckResult]]
+"""A check returns a list of results, or yields them one by one (the runner prints each as it comes)."""
 _REGISTRY: list[tuple[str, bool, CheckFn]] = []
 
 
@@ -86,3 +143,12 @@ def register(group: str, *, quick: bool = True) -> Callable[[CheckFn], CheckFn]:
 def registered(quick: bool) -> list[tuple[str, CheckFn]]:
     """The registered checks to run, in registration order."""
     return [(group, fn) for group, q, fn in _REGISTRY if q or not quick]
+
+
+def guarded(group: str, name: str, fn: Callable[[], CheckResult | list[CheckResult]]) -> list[CheckResult]:
+    """Run ``fn``; an exception becomes one failed line (:meth:`CheckResult.crashed`) so a loop can go on."""
+    try:
+        out = fn()
+    except Exception as err:  # a crashing check is a failed line, not a crashed run
+        return [CheckResult.crashed(group, name, err)]
+    return [out] if isinstance(out, CheckResult) else list(out)
