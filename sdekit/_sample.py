@@ -245,6 +245,11 @@ def sample(
         dtype, device = x_T.dtype, x_T.device
     dtype = dtype or torch.get_default_dtype()
     device = torch.device(device) if device is not None else torch.device("cpu")
+    if x_T is None and not sde.is_affine:
+        raise SolverError(
+            f"{type(sde).__name__} is not affine, so it has no Gaussian prior to draw x_T from: pass x_T= "
+            f"(a tensor of shape {shape} drawn from p_T, e.g. with sdekit.simulate) and denoise=False"
+        )
     if denoise and not sde.is_affine:
         raise SolverError(
             f"denoise=True needs the Gaussian marginal of an affine SDE; {type(sde).__name__} is not affine: "

@@ -242,6 +242,41 @@ def test_non_affine_sde_needs_score_and_no_denoise() -> None:
         assert torch.isfinite(x).all()
 
 
+def test_non_affine_needs_x_T() -> None:
+    sde = sdekit.SDE.from_expressions("-x**3", "1")
+    with pytest.raises(SolverError, match="x_T="):
+        sdekit.sample(lambda x, t: -(x**3), sde, (4, 1), solver="euler", steps=3, denoise=False)
+
+
+@pytest.mark.parametrize(
+    ("solver", "kw"), [("euler", {"steps": 200}), ("srk", {"steps": 50}), ("heun", {"steps": 50}), ("ode", {})]
+)
+def test_non_affine_diagonal_noise_in_law(solver: str, kw: dict) -> None:
+    """A non-affine SDE with state-dependent noise and a callable score, x_T given, denoise=False.
+
+    dx = (x/2 - x^3/2) dt + sqrt(1 + x^2) dW has N(0, 1) as stationary law: the stationary
+    Fokker–Planck flux (f - 1/2 d(g^2)/dx) p - 1/2 g^2 p' vanishes for p = N(0, 1), since
+    f - x - 1/2 (1 + x^2)(-x) = 0. Started from x_T ~ N(0, 1) with the exact score -x, the reverse
+    SDE and the PF-ODE must return N(0, 1) at eps. 1-D KS test against Phi, n = 20,000,
+    alpha = 1e-3 (a correct sampler fails with probability <= 1e-3; fixed seeds). A score 20% too
+    large (-1.2 x) must fail (measured ratios 3.1-4.5).
+    """
+    n = 20_000
+    sde = sdekit.SDE.from_expressions("x/2 - x**3/2", "sqrt(1 + x**2)")
+    assert not sde.is_affine and sde.noise_type == "diagonal"
+    x_T = torch.randn(n, 1, generator=_gen(0), dtype=F64)
+    target = GaussianMixture(torch.zeros(1, 1, dtype=F64), torch.ones(1, dtype=F64))
+
+    def ratio(c: float) -> float:
+        x = sdekit.sample(
+            lambda x, t: -c * x, sde, (n, 1), solver=solver, x_T=x_T, denoise=False, generator=_gen(1), **kw
+        )
+        return sliced_ks(x, target, torch.ones(1, 1, dtype=F64), alpha=1e-3).ratio
+
+    assert ratio(1.0) <= 1.0
+    assert ratio(1.2) > 1.0
+
+
 def test_stratonovich_methods_match_ito_for_diagonal_noise() -> None:
     """heun/midpoint (Stratonovich) with the drift correction agree with milstein (Itô) pathwise.
 
