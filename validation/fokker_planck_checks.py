@@ -80,7 +80,11 @@ KERNEL_L1_TOL = 1e-3
 
 # ---------------------------------------------------------------------------- problems
 def example_sde() -> sdekit.SDE:
-    r"""The non-affine example :math:`dx = (x - x^3)\,dt + \sqrt{1 + x^2}\,dW`, T = 1 (double well, multiplicative noise)."""
+    r"""The non-affine example :math:`dx = (x - x^3)\,dt + \sqrt{1 + x^2}\,dW`, T = 1.
+
+    A double well with multiplicative noise: :math:`\partial_x g^2 = 2x`, so the divergence term of the
+    reverse drift matters.
+    """
     return sdekit.SDE.from_expressions("x - x**3", "sqrt(1 + x**2)", T=1.0, name="DoubleWellMultiplicative")
 
 
@@ -92,7 +96,10 @@ def example_p0() -> sdekit.analytic.GaussianMixture:
 
 
 def langevin_sde(U: sp.Expr | str) -> sdekit.SDE:
-    r"""Overdamped Langevin dynamics :math:`dx = -U'(x)\,dt + \sqrt2\,dW` in a potential U(x) (drift derived with sympy)."""
+    r"""Overdamped Langevin dynamics :math:`dx = -U'(x)\,dt + \sqrt2\,dW` in a potential U(x).
+
+    The drift is derived from U with sympy; the stationary density is :math:`e^{-U}/Z`.
+    """
     U = sp.sympify(U, locals={"x": X_SYM})
     return sdekit.SDE.from_expressions(-sp.diff(U, X_SYM), sp.sqrt(2), T=10.0, name="OverdampedLangevin")
 
@@ -204,7 +211,7 @@ def kernel_errors(sde: sdekit.SDE, h: float = 0.02, steps: int = 400, m0: float 
     (VE/EDM: the grid must resolve both p_0 and p_t). Returns ``(times, l1, solution)``.
     """
     times, domain = _kernel_case(sde, m0, s0, max_sd)
-    cells = max(3, int(math.ceil((domain[1] - domain[0]) / h)))
+    cells = max(3, math.ceil((domain[1] - domain[0]) / h))
     fp = FokkerPlanck1D(sde, domain, cells)
     oracle = sdekit.analytic.Gaussian(torch.tensor([m0], dtype=torch.float64), torch.tensor([s0], dtype=torch.float64))
     sol = fp.solve(_numpy_pdf(oracle), times, dt=times[-1] / steps, method=method)
@@ -237,7 +244,9 @@ def stationary_errors(U: str = "x**4/4 - x**2/2", cells: int = 400, domain: tupl
 
 
 # ---------------------------------------------------------------------------- forward / reverse
-def _example_solution(s: Settings, times: np.ndarray, domain=(-6.0, 6.0)) -> tuple[FokkerPlanck1D, FPSolution, Callable]:
+def _example_solution(
+    s: Settings, times: np.ndarray, domain: tuple[float, float] = (-6.0, 6.0)
+) -> tuple[FokkerPlanck1D, FPSolution, Callable]:
     sde = example_sde()
     fp = FokkerPlanck1D(sde, domain, s.cells)
     p0 = _numpy_pdf(example_p0())
@@ -267,7 +276,7 @@ def forward_statistics(s: Settings, seed: int = 0, times=(0.1, 0.3, 1.0)) -> dic
 
 def reverse_statistics(s: Settings, seed: int = 0, eps: float = 1e-3, drop_divergence: bool = False,
                        kinds: tuple[str, ...] = ("sde", "ode")) -> dict[str, Any]:
-    r"""Run the derived reverse SDE and PF-ODE of the example SDE with the numeric score; compare with :math:`p_\epsilon`.
+    r"""Derived reverse SDE and PF-ODE of the example SDE, driven by the numeric score, vs :math:`p_\epsilon`.
 
     ``drop_divergence=True`` is the negative control: the samplers get the score
     :math:`s - \partial_x g^2 / g^2`, so that the drift they integrate, :math:`f - k\,\partial_x g^2 - k g^2 s'`
@@ -414,7 +423,8 @@ def check_forward(ctx: Context) -> list[CheckResult]:
     for r in rows:
         n = r["n"]
         out.append(CheckResult.below(
-            "forward", f"double well x sqrt(1+x^2): simulate (euler, {s.steps_forward} steps) vs FP, KS at t = {r['t']:g}",
+            "forward",
+            f"double well x sqrt(1+x^2): simulate (euler, {s.steps_forward} steps) vs FP, KS at t = {r['t']:g}",
             r["ks"], r["ks_tol"],
             f"exact KS critical value, n = {n}, alpha = {ALPHA:g} over {len(rows)} times; + FP error/2 "
             f"({r['fp_err']:.1e}, Richardson)", seconds=sec / (2 * len(rows))))
