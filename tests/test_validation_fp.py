@@ -59,7 +59,8 @@ def test_mass_conserved_and_positive(method):
 
 # ------------------------------------------------------------------------------ exact Gaussian kernels
 def test_ou_published_closed_form():
-    """OU dx = -theta x dt + sigma dW: mean m0 e^{-theta t}, var s0^2 e^{-2 theta t} + sigma^2 (1 - e^{-2 theta t}) / (2 theta)."""
+    """OU dx = -theta x dt + sigma dW: mean m0 e^{-theta t},
+    var s0^2 e^{-2 theta t} + sigma^2 (1 - e^{-2 theta t}) / (2 theta)."""
     theta, sigma = 2.0, 0.7
     sde = sdekit.OrnsteinUhlenbeck(theta=theta, sigma=sigma)
     times = [0.0, 0.1, 0.5, 1.0, 2.0]
@@ -159,7 +160,7 @@ def test_cdf_and_bins():
 # ------------------------------------------------------------------------------ bad input
 def test_bad_input():
     sde = sdekit.OrnsteinUhlenbeck()
-    with pytest.raises(TypeError, match="sdekit.SDE"):
+    with pytest.raises(TypeError, match=r"sdekit\.SDE"):
         FokkerPlanck1D("ou", (-1, 1))
     with pytest.raises(ValueError, match="lo < hi"):
         FokkerPlanck1D(sde, (1, -1))
