@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import sympy as sp
 import torch
 
 from ._checks import check_model_output
@@ -98,6 +99,8 @@ class LikelihoodInfo:
         eps: lower time :math:`\epsilon`.
         T: upper time.
         seconds: wall time of the call.
+        normalized: whether the ODE was integrated in the normalized coordinates
+            :math:`w = (x - m(t))/c(t)` (see ``normalize=`` of :func:`logp`).
     """
 
     nfe: int
@@ -110,39 +113,63 @@ class LikelihoodInfo:
     eps: float
     T: float
     seconds: float
+    normalized: bool = False
 
 
 # --------------------------------------------------------------------------- traces
-def _drift_and_exact_trace(
-    drift: Callable[[torch.Tensor, Any], torch.Tensor], x: torch.Tensor, t: Any, create_graph: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Drift and :math:`\operatorname{tr}\,\partial\,\mathrm{drift}/\partial x` per sample (samples must not interact).
+class _ExactTrace:
+    r"""Exact :math:`\operatorname{tr}\,\partial\,\mathrm{fn}/\partial x` per sample (samples must not interact).
 
     The batch is replicated k times (k coordinates per chunk); copy j of every sample gets the
     one-hot cotangent :math:`e_{i_j}`, so one forward and one backward pass over k x batch rows
     give k diagonal Jacobian entries for every sample. This needs nothing from the model beyond
     per-sample independence (no vmap batching rules), and for small d it is a single pass of a
-    slightly larger batch. Chunks keep k x batch x d below :data:`_MAX_BATCHED_ELEMENTS`.
+    slightly larger batch. Chunks keep k x batch x d below :data:`_MAX_BATCHED_ELEMENTS`; when a
+    single chunk covers all coordinates (the usual low-dimensional case) its cotangent is built
+    once per :func:`logp` call instead of once per evaluation.
     """
-    batch = x.shape[0]
-    d = x[0].numel()
-    chunk = max(1, min(d, _MAX_BATCHED_ELEMENTS // max(1, batch * d)))
-    total = x.new_zeros(batch)
-    out0: torch.Tensor | None = None
-    for start in range(0, d, chunk):
-        k = min(chunk, d - start)
-        idx = torch.arange(start, start + k, device=x.device)
-        rows = torch.arange(k, device=x.device)
-        xr = x.unsqueeze(0).expand(k, *x.shape).reshape(k * batch, *x.shape[1:])
-        out = drift(xr, t)
-        cot = out.new_zeros(k, batch, d)
-        cot[rows, :, idx] = 1
-        (jac,) = torch.autograd.grad(out, xr, cot.reshape(out.shape), create_graph=create_graph, retain_graph=True)
-        total = total + jac.reshape(k, batch, d)[rows, :, idx].sum(0)
-        if out0 is None:
-            out0 = out.reshape(k, *x.shape)[0]
-    assert out0 is not None
-    return out0, total
+
+    def __init__(self, like: torch.Tensor):
+        self.shape = tuple(like.shape)
+        self.batch = like.shape[0]
+        self.d = like[0].numel()
+        self.chunk = max(1, min(self.d, _MAX_BATCHED_ELEMENTS // max(1, self.batch * self.d)))
+        self._like = like
+        self._cached = self._cotangent(0, self.d) if self.chunk >= self.d else None
+
+    def _cotangent(self, start: int, k: int) -> torch.Tensor:
+        cot = self._like.new_zeros(k, self.batch, self.d)
+        rows = torch.arange(k, device=self._like.device)
+        cot[rows, :, start + rows] = 1
+        return cot.reshape(k * self.batch, *self.shape[1:])
+
+    def __call__(
+        self, fn: Callable[[torch.Tensor, Any], torch.Tensor], x: torch.Tensor, t: Any, create_graph: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``fn(x, t)`` and the trace of its Jacobian for every sample, shape (batch,)."""
+        batch, d = self.batch, self.d
+        total: torch.Tensor | None = None
+        out0: torch.Tensor | None = None
+        for start in range(0, d, self.chunk):
+            k = min(self.chunk, d - start)
+            xr = x.unsqueeze(0).expand(k, *x.shape).reshape(k * batch, *x.shape[1:])
+            out = fn(xr, t)
+            cot = self._cached if self._cached is not None else self._cotangent(start, k)
+            (jac,) = torch.autograd.grad(out, xr, cot, create_graph=create_graph, retain_graph=True)
+            # entry (j, b, start + j) of the (k, batch, d) view is dF_i/dx_i with i = start + j
+            part = jac.reshape(k, batch, d)[:, :, start : start + k].diagonal(dim1=0, dim2=2).sum(-1)
+            total = part if total is None else total + part
+            if out0 is None:
+                out0 = out.reshape(k, *x.shape)[0]
+        assert out0 is not None and total is not None
+        return out0, total
+
+
+def _drift_and_exact_trace(
+    drift: Callable[[torch.Tensor, Any], torch.Tensor], x: torch.Tensor, t: Any, create_graph: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-off :class:`_ExactTrace` (kept for callers outside :func:`logp`)."""
+    return _ExactTrace(x)(drift, x, t, create_graph)
 
 
 def _hutchinson_trace(out: torch.Tensor, x: torch.Tensor, probes: torch.Tensor, create_graph: bool) -> torch.Tensor:
@@ -174,6 +201,100 @@ def _per_sample_norm(scaled_error: tuple[torch.Tensor, torch.Tensor]) -> torch.T
     batch = delta_err.shape[0]
     mean_square = (x_err.reshape(batch, -1).pow(2).sum(1) + delta_err.pow(2)) / (x_err[0].numel() + 1)
     return mean_square.max().sqrt()
+
+
+class _CheckedNorm:
+    """Wrap a step-error norm: a non-finite error (NaN or inf in the step) raises :class:`SolverDivergedError`.
+
+    torchdiffeq reads the norm on the host once per step anyway (to accept or reject it), so the
+    check costs no extra synchronisation per model call; ``where`` holds the last evaluated time.
+    """
+
+    def __init__(self, norm: Callable[[Any], torch.Tensor], where: list[float | torch.Tensor]):
+        self.norm, self.where = norm, where
+
+    def __call__(self, scaled_error: Any) -> torch.Tensor:
+        value = self.norm(scaled_error)
+        if not bool(torch.isfinite(value)):
+            t = float(self.where[0])
+            raise SolverDivergedError(
+                f"the probability-flow drift or its divergence became non-finite in the step ending near t = "
+                f"{t:.6g} (after {int(self.where[1])} evaluations); check the model, or lower eps/rtol/atol",
+                t=t,
+                step=int(self.where[1]),
+            )
+        return value
+
+
+# --------------------------------------------------------------------------- normalized coordinates
+_PF_SCALE: Any = None  # weakref.WeakKeyDictionary[SDE, CompiledTimeFn | None], created on first use
+
+
+def _score_coefficient(sde: SDE) -> Any:
+    r"""Compiled :math:`k(t)` with :math:`\tilde f = f + k(t)\,s` (:math:`k = -g^2/2`), or None.
+
+    Derived from sdekit's symbolic probability-flow drift with a placeholder score S:
+    :math:`k = \partial\tilde f/\partial S`, accepted only when k is free of x and
+    :math:`\tilde f - kS = f` exactly (additive noise). Cached per SDE instance.
+    """
+    global _PF_SCALE
+    import weakref
+
+    from .compile import compile_time_fn
+    from .symbolic import derive
+    from .symbolic._symbols import t as t_sym
+    from .symbolic._symbols import x as x_sym
+
+    if _PF_SCALE is None:
+        _PF_SCALE = weakref.WeakKeyDictionary()
+    if sde in _PF_SCALE:
+        return _PF_SCALE[sde]
+    result = None
+    if sde.is_affine:
+        f, g = sde.subs(sde.f), sde.subs(sde.g)
+        score = sp.Dummy("score")
+        pf = derive.probability_flow_drift(f, g, score)
+        k = sp.diff(pf, score)
+        if not ({x_sym, score} & k.free_symbols) and sp.simplify(pf - k * score - f) == 0:
+            result = compile_time_fn(k, t_sym)
+    _PF_SCALE[sde] = result
+    return result
+
+
+class _NormalizedFlow:
+    r"""The PF-ODE of an affine SDE in :math:`w = (x - m(t))/c(t)`, :math:`c^2 = \alpha^2 + \sigma^2`.
+
+    With :math:`\tilde f = f + k s` (:math:`k = -g^2/2`), :math:`f = a x + b`,
+    :math:`m' = a m + b` and :math:`c'/c = a - k/c^2`:
+
+    .. math::
+        \dot w = \frac{k}{c}\, s(c w + m, t) + \frac{k}{c^2}\, w, \qquad
+        \nabla_w\!\cdot\dot w = k\,\nabla_x\!\cdot s + d\,\frac{k}{c^2},
+
+    and
+
+    .. math::
+        \log p_\epsilon(x) = \log p_T(z) + d\log\frac{c(T)}{c(\epsilon)}
+        + \int_\epsilon^T \nabla_w\!\cdot\dot w\,dt .
+
+    The coefficients come from ``sde.marginal`` and the derived PF drift; the divergence needs
+    autograd through the score model only.
+    """
+
+    def __init__(self, sde: SDE, k_fn: Any, like: torch.Tensor):
+        self.marginal = sde.marginal
+        self.k_fn = k_fn
+        self.dtype = like.dtype
+        self.d = like[0].numel()
+
+    def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(m, c, k, k / c^2) at the 0-d time ``t``, computed in float64 and cast to the state dtype."""
+        t64 = t.to(torch.float64)
+        alpha = self.marginal.alpha(t64)
+        c2 = alpha * alpha + self.marginal.sigma2(t64)
+        k = self.k_fn(t64)
+        out = (self.marginal.offset(t64), c2.sqrt(), k, k / c2)
+        return tuple(v.to(self.dtype) for v in out)  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- checks
@@ -229,6 +350,7 @@ def logp(
     steps: int | None = None,
     options: dict[str, Any] | None = None,
     create_graph: bool | None = None,
+    normalize: bool | None = None,
     return_info: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, LikelihoodInfo]:
     r"""Log-density (nats) of ``x`` under the model's time-:math:`\epsilon` marginal, by the PF-ODE.
@@ -271,6 +393,16 @@ def logp(
             grad (detected with one model call), so ``logp(...).mean().backward()`` trains by
             maximum likelihood; wrap evaluation in ``torch.no_grad()`` (or pass ``False``) to
             save memory. Without a graph nothing of the solve stays alive.
+        normalize: integrate in the normalized coordinates :math:`w = (x - m(t))/c(t)`,
+            :math:`c^2 = \alpha^2 + \sigma^2` (the marginal's mean and scale for unit-variance data),
+            where the ODE of an affine SDE reads
+            :math:`\dot w = \tfrac{k}{c}\,s_\theta(c w + m, t) + \tfrac{k}{c^2} w`, :math:`k = -g^2/2`:
+            the linear part that carries unit-variance data is removed, the divergence of the
+            known terms is exact and autograd runs through the score model only. The
+            log-determinant :math:`d\log(c(T)/c(\epsilon))` is added exactly. ``None`` (default):
+            yes for affine SDEs, no otherwise; ``True`` on a non-affine SDE raises
+            :class:`~sdekit.errors.NotAffineError`. For VP-type SDEs :math:`c = 1` and
+            :math:`w = x`, so only the cost per evaluation changes.
         return_info: also return a :class:`LikelihoodInfo`.
 
     Returns:
@@ -355,6 +487,14 @@ def logp(
 
     dim = x[0].numel()
     trace_kind = trace if trace != "auto" else ("exact" if dim <= EXACT_TRACE_MAX_DIM else "hutchinson")
+    if normalize is not None and not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True, False or None (automatic), got {normalize!r}")
+    k_fn = _score_coefficient(sde) if normalize is not False else None
+    if normalize is True and k_fn is None:
+        raise NotAffineError(
+            f"normalize=True integrates in w = (x - m(t)) / c(t), which needs an affine {type(sde).__name__} "
+            f"(f = a(t) x + b(t), g = g(t)); pass normalize=None or False"
+        )
 
     # one model call: output check, and whether the caller wants a graph through the model
     t_eps = torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device)
@@ -364,43 +504,76 @@ def logp(
     graph = _needs_graph(x, out0, create_graph)
     del out0
 
-    drift = sde.probability_flow(score_fn(model, sde, parameterization)).drift
+    score = score_fn(model, sde, parameterization)
     probes = _draw_probes(probe, n_probes, x, generator) if trace_kind == "hutchinson" else None
-    nfe = [1]
+    exact = _ExactTrace(x) if probes is None else None
+    where: list[Any] = [eps, 1]  # last evaluated time, evaluations (for messages and info)
+    if "norm" in opts:
+        opts["norm"] = _CheckedNorm(opts["norm"], where)
 
-    def func(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        x_t = state[0]
-        with torch.enable_grad():
-            xin = x_t if (graph and x_t.requires_grad) else x_t.detach().requires_grad_(True)
-            if probes is None:
-                out, div = _drift_and_exact_trace(drift, xin, t, graph)
-            else:
-                out = drift(xin, t)
-                div = _hutchinson_trace(out, xin, probes, graph)
-        nfe[0] += 1
-        if not graph:
-            out, div = out.detach(), div.detach()
-        if not bool(torch.isfinite(out).all() & torch.isfinite(div).all()):
-            raise SolverDivergedError(
-                f"the probability-flow drift or its divergence became non-finite at t = {float(t):.6g} "
-                f"(evaluation {nfe[0]}); check the model, or lower eps/rtol/atol",
-                t=float(t),
-                step=nfe[0],
-            )
-        return out, div
+    def jacobian_trace(fn: Callable[[torch.Tensor, Any], torch.Tensor], xin: torch.Tensor, t: torch.Tensor):
+        if exact is not None:
+            return exact(fn, xin, t, graph)
+        out = fn(xin, t)
+        return out, _hutchinson_trace(out, xin, probes, graph)
+
+    def leaf(v: torch.Tensor) -> torch.Tensor:
+        return v if (graph and v.requires_grad) else v.detach().requires_grad_(True)
+
+    flow = _NormalizedFlow(sde, k_fn, x) if k_fn is not None else None
+    if flow is None:
+        drift = sde.probability_flow(score).drift
+
+        def func(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            where[0] = t
+            where[1] += 1
+            with torch.enable_grad():
+                out, div = jacobian_trace(drift, leaf(state[0]), t)
+            return (out, div) if graph else (out.detach(), div.detach())
+
+        start, log_jac_start = (x if graph else x.detach()), 0.0
+    else:
+
+        def score_rows(xr: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return score(xr, t.expand(xr.shape[0]))
+
+        def func(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            where[0] = t
+            where[1] += 1
+            w = state[0]
+            m, c, k, k_c2 = flow.coefficients(t)
+            with torch.enable_grad():
+                s, div = jacobian_trace(score_rows, leaf(c * w + m), t)
+            if not graph:
+                s, div = s.detach(), div.detach()
+            velocity = torch.addcmul(k_c2 * w, s, k / c)
+            return velocity, div * k + dim * k_c2
+
+        m0, c0, _, _ = flow.coefficients(torch.tensor(eps, dtype=x.dtype, device=x.device))
+        start, log_jac_start = ((x if graph else x.detach()) - m0) / c0, torch.log(c0)
 
     times = torch.tensor([eps, T], dtype=x.dtype, device=x.device)
-    x_start = x if graph else x.detach()
-    state0 = (x_start, x.new_zeros(x.shape[0]))
+    state0 = (start, x.new_zeros(x.shape[0]))
     with torch.set_grad_enabled(graph):
         try:
             xs, deltas = odeint(func, state0, times, rtol=rtol, atol=atol, method=method, options=opts or None)
-        except AssertionError as err:  # torchdiffeq signals step-size underflow with assert
+        except AssertionError as err:  # torchdiffeq signals step-size underflow and non-finite states with assert
+            if "non-finite" in str(err):
+                raise SolverDivergedError(
+                    f"the probability-flow state became non-finite near t = {float(where[0]):.6g} (evaluation "
+                    f"{where[1]}); check the model, or lower eps/rtol/atol",
+                    t=float(where[0]),
+                    step=int(where[1]),
+                ) from err
             raise SolverError(
                 f"torchdiffeq {method} failed while integrating the probability-flow ODE from eps = {eps:g} to "
                 f"T = {T:g}: {err}. Try looser rtol/atol, a larger eps or another solver"
             ) from err
-    z, delta = xs[-1], deltas[-1]
+        z, delta = xs[-1], deltas[-1]
+        if flow is not None:  # back to x, with the log-determinant d log(c(T) / c(eps)) of the change of variables
+            mT, cT, _, _ = flow.coefficients(times[-1])
+            z = cT * z + mT
+            delta = delta + dim * (torch.log(cT) - log_jac_start)
     prior_lp = prior.log_prob(z)
     if not isinstance(prior_lp, torch.Tensor) or prior_lp.shape != (x.shape[0],):
         raise ModelOutputError(
@@ -408,10 +581,17 @@ def logp(
             f"{tuple(prior_lp.shape) if isinstance(prior_lp, torch.Tensor) else type(prior_lp).__name__}"
         )
     result = prior_lp.to(x.dtype) + delta
+    if not bool(torch.isfinite(result).all()):
+        raise SolverDivergedError(
+            f"the log-density came out non-finite ({int((~torch.isfinite(result)).sum())} of {x.shape[0]} samples); "
+            f"check the model and the prior, or lower eps/rtol/atol",
+            t=T,
+            step=int(where[1]),
+        )
     if not return_info:
         return result
     info = LikelihoodInfo(
-        nfe=nfe[0],
+        nfe=int(where[1]),
         prior_logp=prior_lp,
         delta_logp=delta,
         z=z,
@@ -421,6 +601,7 @@ def logp(
         eps=eps,
         T=T,
         seconds=time.perf_counter() - started,
+        normalized=flow is not None,
     )
     return result, info
 
