@@ -124,10 +124,10 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)  # small batched problems: threads buy little, and CI machines are shared
     ctx = Context(sdes=sdes, quick=bool(args.quick), out=Path(args.out), seed=int(args.seed), user_sde=bool(specs))
     ctx.out.mkdir(parents=True, exist_ok=True)
-    load_check_modules()
+    import_failures = load_check_modules()
     mode = "quick" if ctx.quick else "full"
     print(f"sdekit validation ({mode}, seed {ctx.seed}): {', '.join(repr(s) for s in sdes)}", flush=True)
-    result = run_checks(ctx, only=only or None)
+    result = run_checks(ctx, only=only or None, preface=import_failures)
     md = write_report(result, ctx, image_prefix=args.image_prefix)
     print(f"report: {md} (+ report.json)")
     return result.exit_code

@@ -71,12 +71,20 @@ class RunResult:
         )
 
 
-def load_check_modules(modules: list[str] | None = None) -> None:
-    """Import the check modules (each registers its checks on import; importing twice is a no-op)."""
+def load_check_modules(modules: list[str] | None = None) -> list[CheckResult]:
+    """Import the check modules (each registers its checks on import; importing twice is a no-op).
+
+    A module that fails to import becomes a failed line (returned), so the other modules still run.
+    """
     from . import CHECK_MODULES
 
+    failed = []
     for name in modules if modules is not None else CHECK_MODULES:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except Exception as err:
+            failed.append(CheckResult.crashed("import", f"import {name}", err))
+    return failed
 
 
 def run_checks(
@@ -84,15 +92,20 @@ def run_checks(
     only: list[str] | None = None,
     stream: TextIO | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
+    preface: list[CheckResult] | None = None,
 ) -> RunResult:
     """Run every registered check (``quick=True`` ones only under ``ctx.quick``) of the groups in ``only``.
 
-    Prints the table to ``stream`` (default stdout) line by line and returns all results.
+    Prints the table to ``stream`` (default stdout) line by line and returns all results;
+    ``preface`` lines (e.g. modules that failed to import) come first.
     """
     stream = sys.stdout if stream is None else stream
     run = RunResult()
     start = time.perf_counter()
     print(HEADER, file=stream, flush=True)
+    for r in preface or []:
+        run.results.append(r)
+        print(format_row(r), file=stream, flush=True)
     for group, fn in registered(ctx.quick):
         if only and group not in only:
             continue
