@@ -183,15 +183,15 @@ SMALL = C.Settings(h_kernel=0.03, steps_kernel=300, cells=800, fp_steps=800, n_f
 
 
 def test_forward_paths_match_fp():
-    rows = C.forward_statistics(SMALL, seed=1)["rows"]
+    rows = C.forward_statistics(SMALL, generator=torch.Generator().manual_seed(1))["rows"]
     for r in rows:
         assert r["ks"] <= r["ks_tol"], r
         assert r["l1"] <= r["l1_tol"], r
 
 
 def test_reverse_check_passes_with_derived_drift_and_fails_without_divergence():
-    right = C.reverse_statistics(SMALL, seed=2)["rows"]
-    wrong = C.reverse_statistics(SMALL, seed=2, drop_divergence=True)["rows"]
+    right = C.reverse_statistics(SMALL, generator=torch.Generator().manual_seed(2))["rows"]
+    wrong = C.reverse_statistics(SMALL, generator=torch.Generator().manual_seed(3), drop_divergence=True)["rows"]
     for kind in ("sde", "ode"):
         assert right[kind]["ks"] <= right[kind]["ks_tol"], right[kind]
         assert right[kind]["l1"] <= right[kind]["l1_tol"], right[kind]
