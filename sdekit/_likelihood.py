@@ -226,16 +226,136 @@ class _CheckedNorm:
         return value
 
 
+# --------------------------------------------------------------------------- native Dormand-Prince
+_DP_C = (0.2, 0.3, 0.8, 8.0 / 9.0, 1.0, 1.0)
+_DP_A = (
+    (0.2,),
+    (3.0 / 40.0, 9.0 / 40.0),
+    (44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0),
+    (19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0),
+    (9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0),
+    (35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0),
+)
+# 5th-order minus embedded 4th-order weights (the error estimate), stages 1..7
+_DP_E = (
+    35.0 / 384.0 - 5179.0 / 57600.0,
+    0.0,
+    500.0 / 1113.0 - 7571.0 / 16695.0,
+    125.0 / 192.0 - 393.0 / 640.0,
+    -2187.0 / 6784.0 + 92097.0 / 339200.0,
+    11.0 / 84.0 - 187.0 / 2100.0,
+    -1.0 / 40.0,
+)
+_SAFETY, _MAX_FACTOR, _MIN_FACTOR = 0.9, 10.0, 0.2  # torchdiffeq's defaults
+_MAX_STEPS = 100_000
+
+
+def _combine(base: torch.Tensor, terms: Any, ks: list[torch.Tensor], h: float) -> torch.Tensor:
+    out = base
+    for coef, k in zip(terms, ks, strict=False):
+        if coef != 0.0:
+            out = torch.add(out, k, alpha=coef * h)
+    return out
+
+
+def _sample_rms(v: torch.Tensor) -> torch.Tensor:
+    """Largest per-sample RMS of a (batch, n) tensor: the same per-sample norm as :func:`_per_sample_norm`."""
+    return v.pow(2).mean(1).max().sqrt()
+
+
+def _dopri5(
+    func: Callable[[float, torch.Tensor], torch.Tensor],
+    y0: torch.Tensor,
+    t0: float,
+    t1: float,
+    rtol: float,
+    atol: float,
+) -> tuple[torch.Tensor, int, int]:
+    r"""Adaptive Dormand–Prince 5(4) from t0 to t1 on a (batch, n) state with the per-sample error norm.
+
+    The tableau, error estimate, first-step choice (Hairer, Nørsett & Wanner II.4) and step-size
+    control (safety 0.9, factor in [0.2, 10], exponent 1/5) are torchdiffeq's, and the last step
+    ends exactly on t1. What differs is the bookkeeping: times and step sizes are Python floats,
+    the stages are combined with ``torch.add(..., alpha=)``, there is no dense-output fit and
+    exactly one host read (the error norm) per step, so a step costs its six evaluations plus
+    about 30 tensor operations. A step is accepted when every sample's RMS of
+    ``error / (atol + rtol max(|y_n|, |y_{n+1}|))`` is at most 1.
+
+    Returns the state at t1, the number of accepted steps and of rejected steps. Raises
+    :class:`SolverDivergedError` on a non-finite error estimate and :class:`SolverError` on
+    step-size underflow or more than :data:`_MAX_STEPS` steps.
+    """
+    span = t1 - t0
+    f0 = func(t0, y0)
+    scale = atol + rtol * y0.detach().abs()
+    d0, d1 = float(_sample_rms(y0.detach() / scale)), float(_sample_rms(f0.detach() / scale))
+    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+    h0 = min(h0, span)
+    f1 = func(t0 + h0, torch.add(y0, f0, alpha=h0))
+    d2 = float(_sample_rms((f1 - f0).detach() / scale)) / h0
+    if not (math.isfinite(d1) and math.isfinite(d2)):
+        raise SolverDivergedError(
+            f"the probability-flow drift or its divergence is non-finite at t = {t0:.6g}; check the model",
+            t=t0,
+            step=0,
+        )
+    h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1.0 / 6.0)
+    h = min(100 * h0, h1)
+    t, y, f = t0, y0, f0
+    accepted = rejected = 0
+    while t < t1:
+        if accepted + rejected >= _MAX_STEPS:
+            raise SolverError(f"dopri5 took more than {_MAX_STEPS} steps at t = {t:.6g}; loosen rtol/atol")
+        last = t + h >= t1 - 1e-12 * abs(span)
+        if last:
+            h = t1 - t
+        if h <= 1e-14 * max(1.0, abs(t)):
+            raise SolverError(f"step size underflow (h = {h:.3g}) at t = {t:.6g}")
+        ks = [f]
+        for c, a in zip(_DP_C[:-1], _DP_A[:-1], strict=True):
+            ks.append(func(t + c * h, _combine(y, a, ks, h)))
+        y_new = _combine(y, _DP_A[-1], ks, h)
+        t_new = t1 if last else t + h
+        f_new = func(t_new, y_new)
+        ks.append(f_new)
+        err = _combine(torch.zeros_like(y), _DP_E, ks, h)
+        ratio = float(_sample_rms(err.detach() / (atol + rtol * torch.maximum(y.abs(), y_new.abs()).detach())))
+        if not math.isfinite(ratio):
+            raise SolverDivergedError(
+                f"the probability-flow drift or its divergence became non-finite in the step from t = {t:.6g} "
+                f"to {t + h:.6g}; check the model, or lower eps/rtol/atol",
+                t=t,
+                step=accepted + rejected,
+            )
+        if ratio <= 1.0:
+            t, y, f = t_new, y_new, f_new
+            accepted += 1
+        else:
+            rejected += 1
+        factor = _MAX_FACTOR if ratio == 0.0 else _SAFETY * ratio ** (-0.2)
+        h = h * min(_MAX_FACTOR, max(factor, _MIN_FACTOR if ratio > 1.0 else 1.0))
+    return y, accepted, rejected
+
+
 # --------------------------------------------------------------------------- normalized coordinates
-_PF_SCALE: Any = None  # weakref.WeakKeyDictionary[SDE, CompiledTimeFn | None], created on first use
+_PF_SCALE: Any = None  # weakref.WeakKeyDictionary[SDE, _FlowCoefficients | None], created on first use
 
 
-def _score_coefficient(sde: SDE) -> Any:
+@dataclass(frozen=True)
+class _FlowCoefficients:
+    """Compiled k(t) and, for closed-form marginals, numpy (float64) alpha(t), m(t), sigma^2(t), k(t)."""
+
+    k: Any
+    numpy: tuple[Any, Any, Any, Any] | None
+
+
+def _score_coefficient(sde: SDE) -> _FlowCoefficients | None:
     r"""Compiled :math:`k(t)` with :math:`\tilde f = f + k(t)\,s` (:math:`k = -g^2/2`), or None.
 
     Derived from sdekit's symbolic probability-flow drift with a placeholder score S:
     :math:`k = \partial\tilde f/\partial S`, accepted only when k is free of x and
-    :math:`\tilde f - kS = f` exactly (additive noise). Cached per SDE instance.
+    :math:`\tilde f - kS = f` exactly (additive noise). Cached per SDE instance, with float64
+    numpy versions of the marginal's closed forms (scalar coefficients without torch dispatch).
     """
     global _PF_SCALE
     import weakref
@@ -256,7 +376,21 @@ def _score_coefficient(sde: SDE) -> Any:
         pf = derive.probability_flow_drift(f, g, score)
         k = sp.diff(pf, score)
         if not ({x_sym, score} & k.free_symbols) and sp.simplify(pf - k * score - f) == 0:
-            result = compile_time_fn(k, t_sym)
+            k_fn = compile_time_fn(k, t_sym)
+            numpy = None
+            marginal = sde.marginal
+            if marginal.closed:
+                try:
+                    fns = tuple(
+                        compile_time_fn(sde.subs(e), t_sym).numpy
+                        for e in (marginal.alpha_expr, marginal.offset_expr, marginal.sigma2_expr)
+                    )
+                    numpy = (*fns, k_fn.numpy)
+                    if not all(math.isfinite(float(fn(0.5 * float(sde.T)))) for fn in numpy):
+                        numpy = None
+                except Exception:  # a function numpy lacks: evaluate with torch instead
+                    numpy = None
+            result = _FlowCoefficients(k_fn, numpy)
     _PF_SCALE[sde] = result
     return result
 
@@ -281,20 +415,40 @@ class _NormalizedFlow:
     autograd through the score model only.
     """
 
-    def __init__(self, sde: SDE, k_fn: Any, like: torch.Tensor):
+    def __init__(self, sde: SDE, coefficients: _FlowCoefficients, like: torch.Tensor):
         self.marginal = sde.marginal
-        self.k_fn = k_fn
+        self.k_fn = coefficients.k
+        self.numpy = coefficients.numpy
         self.dtype = like.dtype
         self.d = like[0].numel()
 
-    def coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(m, c, k, k / c^2) at the 0-d time ``t``, computed in float64 and cast to the state dtype."""
+    def coefficients(self, t: Any) -> tuple[Any, Any, Any, Any]:
+        """(m, c, k, k / c^2) at time ``t``: Python floats for a float t, else 0-d tensors in the state dtype.
+
+        Computed in float64 either way (float32 states get float64-accurate coefficients).
+        """
+        if isinstance(t, float):
+            if self.numpy is not None:
+                alpha, m, s2, k = (float(fn(t)) for fn in self.numpy)
+            else:
+                t64 = torch.tensor(t, dtype=torch.float64)
+                alpha, m, s2, k = (
+                    float(v)
+                    for v in (
+                        self.marginal.alpha(t64),
+                        self.marginal.offset(t64),
+                        self.marginal.sigma2(t64),
+                        self.k_fn(t64),
+                    )
+                )
+            c2 = alpha * alpha + max(s2, 0.0)
+            return m, math.sqrt(c2), k, k / c2
         t64 = t.to(torch.float64)
         alpha = self.marginal.alpha(t64)
         c2 = alpha * alpha + self.marginal.sigma2(t64)
         k = self.k_fn(t64)
         out = (self.marginal.offset(t64), c2.sqrt(), k, k / c2)
-        return tuple(v.to(self.dtype) for v in out)  # type: ignore[return-value]
+        return tuple(v.to(self.dtype) for v in out)
 
 
 # --------------------------------------------------------------------------- checks
@@ -521,6 +675,8 @@ def logp(
         return v if (graph and v.requires_grad) else v.detach().requires_grad_(True)
 
     flow = _NormalizedFlow(sde, k_fn, x) if k_fn is not None else None
+    native = method == "dopri5" and not options
+    t_float: list[float] | None = [eps] if native else None  # the native loop's time as a Python float
     if flow is None:
         drift = sde.probability_flow(score).drift
 
@@ -541,39 +697,55 @@ def logp(
             where[0] = t
             where[1] += 1
             w = state[0]
-            m, c, k, k_c2 = flow.coefficients(t)
+            m, c, k, k_c2 = flow.coefficients(t if t_float is None else t_float[0])
             with torch.enable_grad():
-                s, div = jacobian_trace(score_rows, leaf(c * w + m), t)
+                s, div = jacobian_trace(score_rows, leaf(w * c + m), t)
             if not graph:
                 s, div = s.detach(), div.detach()
-            velocity = torch.addcmul(k_c2 * w, s, k / c)
-            return velocity, div * k + dim * k_c2
+            if isinstance(k, float):  # native loop: scalar coefficients, no tensor ops for them
+                return torch.add(w * k_c2, s, alpha=k / c), div * k + dim * k_c2
+            return torch.addcmul(k_c2 * w, s, k / c), div * k + dim * k_c2
 
-        m0, c0, _, _ = flow.coefficients(torch.tensor(eps, dtype=x.dtype, device=x.device))
-        start, log_jac_start = ((x if graph else x.detach()) - m0) / c0, torch.log(c0)
+        m0, c0, _, _ = flow.coefficients(eps if native else torch.tensor(eps, dtype=x.dtype, device=x.device))
+        start = ((x if graph else x.detach()) - m0) / c0
+        log_jac_start = math.log(c0) if native else torch.log(c0)
 
     times = torch.tensor([eps, T], dtype=x.dtype, device=x.device)
-    state0 = (start, x.new_zeros(x.shape[0]))
+    batch = x.shape[0]
     with torch.set_grad_enabled(graph):
-        try:
-            xs, deltas = odeint(func, state0, times, rtol=rtol, atol=atol, method=method, options=opts or None)
-        except AssertionError as err:  # torchdiffeq signals step-size underflow and non-finite states with assert
-            if "non-finite" in str(err):
-                raise SolverDivergedError(
-                    f"the probability-flow state became non-finite near t = {float(where[0]):.6g} (evaluation "
-                    f"{where[1]}); check the model, or lower eps/rtol/atol",
-                    t=float(where[0]),
-                    step=int(where[1]),
+        if native:
+
+            def flat_func(t: float, y: torch.Tensor) -> torch.Tensor:
+                tt = torch.full((), t, dtype=x.dtype, device=x.device)
+                t_float[0] = t
+                v, div = func(tt, (y[:, :dim].reshape(x.shape), y[:, dim]))
+                return torch.cat([v.reshape(batch, dim), div.unsqueeze(1)], dim=1)
+
+            y0 = torch.cat([start.reshape(batch, dim), x.new_zeros(batch, 1)], dim=1)
+            y1, _, _ = _dopri5(flat_func, y0, eps, T, rtol, atol)
+            xs, deltas = y1[None, :, :dim].reshape(1, *x.shape), y1[None, :, dim]
+        else:
+            try:
+                xs, deltas = odeint(
+                    func, (start, x.new_zeros(batch)), times, rtol=rtol, atol=atol, method=method, options=opts or None
+                )
+            except AssertionError as err:  # torchdiffeq signals step-size underflow and non-finite states with assert
+                if "non-finite" in str(err):
+                    raise SolverDivergedError(
+                        f"the probability-flow state became non-finite near t = {float(where[0]):.6g} (evaluation "
+                        f"{where[1]}); check the model, or lower eps/rtol/atol",
+                        t=float(where[0]),
+                        step=int(where[1]),
+                    ) from err
+                raise SolverError(
+                    f"torchdiffeq {method} failed while integrating the probability-flow ODE from eps = {eps:g} to "
+                    f"T = {T:g}: {err}. Try looser rtol/atol, a larger eps or another solver"
                 ) from err
-            raise SolverError(
-                f"torchdiffeq {method} failed while integrating the probability-flow ODE from eps = {eps:g} to "
-                f"T = {T:g}: {err}. Try looser rtol/atol, a larger eps or another solver"
-            ) from err
         z, delta = xs[-1], deltas[-1]
         if flow is not None:  # back to x, with the log-determinant d log(c(T) / c(eps)) of the change of variables
-            mT, cT, _, _ = flow.coefficients(times[-1])
+            mT, cT, _, _ = flow.coefficients(T if native else times[-1])
             z = cT * z + mT
-            delta = delta + dim * (torch.log(cT) - log_jac_start)
+            delta = delta + dim * ((math.log(cT) if native else torch.log(cT)) - log_jac_start)
     prior_lp = prior.log_prob(z)
     if not isinstance(prior_lp, torch.Tensor) or prior_lp.shape != (x.shape[0],):
         raise ModelOutputError(
