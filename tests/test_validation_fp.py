@@ -123,6 +123,13 @@ def test_second_order_in_h_time_dependent_kernel():
     assert abs(slope - 2.0) <= 0.25
 
 
+@pytest.mark.parametrize("method, order", [("cn", 2.0), ("euler", 1.0)])
+def test_order_in_dt(method, order):
+    """VP (time-dependent L): fine grid (spatial L1 ~2e-6), dt halved twice; CN is order 2, backward Euler 1."""
+    slope = C.time_order(method)
+    assert abs(slope - order) <= 0.25
+
+
 def test_score_model_converges_to_exact_score():
     """FP score of an OU Gaussian vs the exact (linear) score, |x - mean| <= 2 sd: second order in h."""
     sde = sdekit.OrnsteinUhlenbeck()

@@ -64,6 +64,7 @@ __all__ = [
     "settings",
     "kernel_errors",
     "stationary_errors",
+    "time_order",
     "forward_statistics",
     "reverse_statistics",
     "ks_statistic",
@@ -72,6 +73,7 @@ __all__ = [
     "binned_l1",
     "check_kernels",
     "check_stationary",
+    "check_time_order",
     "check_forward",
     "check_reverse",
 ]
@@ -257,6 +259,20 @@ def stationary_errors(U: str = "x**4/4 - x**2/2", cells: int = 400, domain: tupl
     sol = fp.solve(p0, [0.0, t_end / 2, t_end], dt=t_end / steps)
     mass = max(abs(sol.mass(k) - 1) for k in range(3))
     return st.l1(0, gibbs, tail / Z), sol.l1(2, gibbs, tail / Z), mass
+
+
+def time_order(method: str = "cn", dts: tuple[float, ...] = (0.05, 0.025, 0.0125), cells: int = 2000) -> float:
+    r"""Fitted order in dt of the L1 error at t = 0.5 for VPSDE (time-dependent coefficients) from N(0.5, 0.3^2).
+
+    On 2000 cells of [-5, 5] the spatial part of the error is ~2e-6, below the time error at these dt.
+    """
+    sde = sdekit.VPSDE()
+    f64 = torch.float64
+    oracle = sdekit.analytic.Gaussian(torch.tensor([0.5], dtype=f64), torch.tensor([0.3], dtype=f64))
+    exact = _numpy_pdf(oracle.diffuse(sde).at(0.5))
+    fp = FokkerPlanck1D(sde, (-5.0, 5.0), cells)
+    errs = [fp.solve(_numpy_pdf(oracle), [0.0, 0.5], dt=dt, method=method).l1(1, exact) for dt in dts]
+    return float(np.polyfit(np.log(dts), np.log(errs), 1)[0])
 
 
 # ---------------------------------------------------------------------------- forward / reverse
@@ -509,6 +525,18 @@ def check_stationary(ctx: Context) -> list[CheckResult]:
                            0.25, "target 2 (second-order scheme), +-0.25 (TESTING.md)"),
         CheckResult.below("fokker-planck", "double well: mass conserved over 10 time units", errs[2][2], 1e-10,
                           "round-off (conservative scheme)"),
+    ]
+
+
+@register("fokker-planck", quick=True)
+def check_time_order(ctx: Context) -> list[CheckResult]:
+    """Order in dt of the FP time stepping on VPSDE: Crank-Nicolson 2, backward Euler 1."""
+    where = "target {} ({}), +-0.25 (TESTING.md); VPSDE, dt = 0.05, 0.025, 0.0125, 2000 cells"
+    return [
+        CheckResult.within("fokker-planck", "VPSDE: order in dt of Crank-Nicolson (Rannacher start)",
+                           time_order("cn"), 2.0, 0.25, where.format(2, "second order")),
+        CheckResult.within("fokker-planck", "VPSDE: order in dt of backward Euler", time_order("euler"), 1.0, 0.25,
+                           where.format(1, "first order")),
     ]
 
 
