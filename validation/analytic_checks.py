@@ -21,10 +21,10 @@ with ``denoise=False`` at the solver's documented recommendation (``docs/samplin
 
 At :math:`\alpha = 10^{-4}` per line the full run's ~300 statistical lines raise a false alarm with
 probability <= 3 % (the seed is fixed, so a run is reproducible). What n can see: KS at n samples
-detects a CDF error of about :math:`D_{crit} \approx 2.3/\sqrt n` (0.036 at n = 4,000, quick; 0.016 at
-n = 20,000, full) and moments a bias of about 4 standard errors. ``TESTING.md``: n = 4,000 cannot see
-the discretisation error of 20 reverse Euler steps; at n = 20,000 the solver table of
-``docs/sampling.md`` was calibrated, so the full run checks the recommendations.
+detects a CDF error of about :math:`D_{crit} \approx 2.5/\sqrt n` (0.018 at n = 20,000, both modes) and
+moments a bias of about 4 standard errors. ``TESTING.md``: n = 4,000 cannot see the discretisation
+error of 20 reverse Euler steps; at n = 20,000 the solver table of ``docs/sampling.md`` was
+calibrated, so the runs check the recommendations.
 
 **Likelihood**: ``sdekit.logp`` (dopri5, rtol = atol = 1e-5, exact trace) with the exact prior
 ``prior=oracle.at(T)`` against the exact :math:`\log p_\epsilon` at exact draws of
@@ -48,7 +48,7 @@ GROUP = "analytic"
 F32 = torch.float32
 ALPHA = 1e-4
 K_DIRECTIONS = 16
-N_FULL, N_QUICK = 20_000, 4_000
+N_FULL, N_QUICK = 20_000, 20_000
 N_LOGP = 64
 LOGP_TOL = 1e-3
 
@@ -274,6 +274,7 @@ def _plot(ctx: Context, rows: list, n: int) -> str | None:
         ax.bar([j + i * width for j in range(len(solvers))], ys, width, label=case)
     ax.axhline(1.0, color="k", lw=1, ls="--", label="critical (alpha 1e-4)")
     ax.set_yscale("log")
+    ax.set_ylim(bottom=0.1)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(solvers))], solvers, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("sliced KS  D / D_crit  (capped at 30)")
     ax.set_title(f"samplers vs exact p_eps, n = {n}")

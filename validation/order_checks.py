@@ -366,5 +366,6 @@ def ode_orders(ctx: Context):
             if len(lines) > 1:
                 yield lines.pop(0)
     yield from _with_figure(
-        lines, lambda: _plot(ctx, "orders_ode.png", "PF-ODE error vs exact Gaussian map", curves, "1 / steps")
+        lines,
+        lambda: _plot(ctx, "orders_ode.png", "PF-ODE error vs exact transport map (1-D mixture)", curves, "1 / steps"),
     )
