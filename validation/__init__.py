@@ -1,9 +1,11 @@
 """sdekit's validation suite: Fokker-Planck, analytic and convergence checks.
 
 Run it with ``python -m validation`` (or ``sdekit validate``); see ``docs/validation.md``.
+A check is a function ``check(ctx: Context) -> Iterable[CheckResult]`` registered with
+``@register(group, quick=...)`` in one of the modules of :data:`CHECK_MODULES`.
 """
 
-from ._core import CheckResult, Context, register, registered
+from ._core import GROUPS, CheckResult, Context, guarded, register, registered
 
 # Check modules, imported by the runner in this order (each registers its checks).
 CHECK_MODULES = [
@@ -13,4 +15,4 @@ CHECK_MODULES = [
     "validation.order_checks",
 ]
 
-__all__ = ["CHECK_MODULES", "CheckResult", "Context", "register", "registered"]
+__all__ = ["CHECK_MODULES", "GROUPS", "CheckResult", "Context", "guarded", "register", "registered"]
