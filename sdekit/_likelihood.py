@@ -343,7 +343,7 @@ _PF_SCALE: Any = None  # weakref.WeakKeyDictionary[SDE, _FlowCoefficients | None
 
 @dataclass(frozen=True)
 class _FlowCoefficients:
-    """Compiled k(t) and, for closed-form marginals, numpy (float64) alpha(t), m(t), sigma^2(t), k(t)."""
+    """Compiled k(t) and, for closed-form marginals, Python-float alpha(t), m(t), sigma^2(t), k(t)."""
 
     k: Any
     numpy: tuple[Any, Any, Any, Any] | None
@@ -355,7 +355,7 @@ def _score_coefficient(sde: SDE) -> _FlowCoefficients | None:
     Derived from sdekit's symbolic probability-flow drift with a placeholder score S:
     :math:`k = \partial\tilde f/\partial S`, accepted only when k is free of x and
     :math:`\tilde f - kS = f` exactly (additive noise). Cached per SDE instance, with float64
-    numpy versions of the marginal's closed forms (scalar coefficients without torch dispatch).
+    ``math``-module versions of the marginal's closed forms (scalar coefficients without torch dispatch).
     """
     global _PF_SCALE
     import weakref
@@ -380,15 +380,12 @@ def _score_coefficient(sde: SDE) -> _FlowCoefficients | None:
             numpy = None
             marginal = sde.marginal
             if marginal.closed:
-                try:
-                    fns = tuple(
-                        compile_time_fn(sde.subs(e), t_sym).numpy
-                        for e in (marginal.alpha_expr, marginal.offset_expr, marginal.sigma2_expr)
-                    )
-                    numpy = (*fns, k_fn.numpy)
+                try:  # plain-float closures (math module): ~1 us per call instead of ~10 us per torch op
+                    exprs = (marginal.alpha_expr, marginal.offset_expr, marginal.sigma2_expr, k)
+                    numpy = tuple(sp.lambdify(t_sym, sde.subs(e), modules="math") for e in exprs)
                     if not all(math.isfinite(float(fn(0.5 * float(sde.T)))) for fn in numpy):
                         numpy = None
-                except Exception:  # a function numpy lacks: evaluate with torch instead
+                except Exception:  # a function the math module lacks: evaluate with torch instead
                     numpy = None
             result = _FlowCoefficients(k_fn, numpy)
     _PF_SCALE[sde] = result
