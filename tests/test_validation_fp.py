@@ -212,10 +212,29 @@ def test_checks_registered():
         assert pair in groups
 
 
+def test_user_sde_unresolvable_is_skipped_with_reason():
+    """VE spreads p_0 (std 0.2) over hundreds of units: no uniform grid resolves both, so the line is a skip."""
+    ctx = _core.Context(sdes=[sdekit.VESDE()], quick=True, out=Path("unused"), user_sde=True)
+    (line,) = C._user_lines("forward", "VESDE: simulate vs numeric FP", sdekit.VESDE(), C.QUICK, ctx,
+                            lambda problem: pytest.fail("should have been skipped"))
+    assert line.skipped and "too coarse" in line.where
+
+
+@pytest.mark.slow
+def test_user_sde_forward_and_reverse_pass(tmp_path: Path):
+    """A user's non-affine SDE (--sde): forward and reverse lines (with the negative control) all pass."""
+    sde = sdekit.SDE.from_expressions("-x", "sqrt(1 + x**2)/2", name="MeanReversionMultiplicative")
+    ctx = _core.Context(sdes=[sde], quick=True, out=tmp_path, user_sde=True)
+    for fn in (C.check_forward, C.check_reverse):
+        results = fn(ctx)
+        assert any("MeanReversionMultiplicative" in r.name for r in results)
+        assert all(r.passed for r in results), [r for r in results if not r.passed]
+
+
 @pytest.mark.slow
 def test_quick_checks_pass_and_write_figures(tmp_path: Path):
     ctx = _core.Context(sdes=[sdekit.VPSDE(), sdekit.VESDE(), sdekit.OrnsteinUhlenbeck()], quick=True, out=tmp_path)
-    for fn in (C.check_kernels, C.check_stationary, C.check_forward, C.check_reverse):
+    for fn in (C.check_kernels, C.check_stationary, C.check_time_order, C.check_forward, C.check_reverse):
         results = fn(ctx)
         assert results and all(r.passed for r in results), [r for r in results if not r.passed]
         for r in results:
