@@ -24,7 +24,10 @@ super-converges on a linear drift (slope 2), so there only ``slope >= 1.5 - 0.25
 
 **Weak order** of the same runs: :math:`|E\,X_h^2 - E\,X_1^2|` estimated with common random numbers
 (:math:`\overline{X_h^2 - X_1^2}` over the same paths, whose Monte-Carlo error is of the size of the
-strong error over :math:`\sqrt n`, far below the weak error it measures), against the declared weak order.
+strong error over :math:`\sqrt n`, below the weak error it measures). The weak order is a guaranteed
+*rate*, so the rule is one-sided: slope >= order - 0.25. (The upper side is not informative here: the
+lognormal tails of GBM make the finest level's estimate noisy; srk on GBM measured 1.80, 2.31, 1.97
+with seeds 0, 1, 2 at 1,000 paths.)
 
 Theory is the solver's declared ``weak_order``, except ``srk``: torchsde's ``srk`` is Rößler's (2010)
 SRA1 (additive) / SRI2 (diagonal) scheme, strong order 1.5 and weak order 2.0 (as the SRA/SRI
@@ -55,7 +58,7 @@ F64 = torch.float64
 WIDTH = 0.25
 LAM, MU, A, B = 1.0, 0.5, 0.5, 0.5
 # Grid for int_0^1 u B_u du: its error has std ~ 0.7 FINE^-2 (7e-7 at 2^10, 4e-8 at 2^12), 1-5 % of the
-# smallest strong error measured (srk, additive: 6e-5 at h = 2^-6, quick; 1.5e-5 at 2^-7, full).
+# smallest strong error measured (srk, additive: 1.5e-5 at h = 2^-7, quick; 4e-6 at 2^-8, full).
 FINE_QUICK, FINE_FULL = 2**10, 2**12
 
 # Weak orders from the literature where sdekit's declaration is a conservative lower bound (module docstring).
@@ -279,7 +282,9 @@ def strong_and_weak(ctx: Context):
     """Strong and weak orders of the torchsde solvers on two pathwise-solvable problems."""
     import sdekit
 
-    levels = (3, 4, 5, 6) if ctx.quick else (3, 4, 5, 6, 7)
+    # From h = 2^-4: at 2^-3 the weak error of E X^2 under GBM is pre-asymptotic (euler 0.76 over 2^-3..2^-6,
+    # 0.86 over 2^-4..2^-7; measured with 1000 paths).
+    levels = (4, 5, 6, 7) if ctx.quick else (4, 5, 6, 7, 8)
     paths = 1000 if ctx.quick else 4000
     solvers = STRONG_QUICK if ctx.quick else STRONG_FULL
     avail = sdekit.solvers.available()
@@ -318,6 +323,7 @@ def strong_and_weak(ctx: Context):
                 res["r"][1],
                 w_order,
                 where + ", common random numbers",
+                at_least=True,
             )
             weak_lines.append(w)
     yield from _with_figure(
