@@ -153,6 +153,8 @@ def test_score_model_follows_dtype():
     out = score(x, torch.full((7,), 0.3))
     assert out.dtype == torch.float32 and out.shape == x.shape
     assert score(x.double(), 0.3).dtype == torch.float64
+    bad = score(torch.tensor([[float("nan")], [float("inf")], [0.0]]), 0.3)  # diverged states: NaN, not IndexError
+    assert bad[:2].isnan().all() and bad[2].isfinite().all()
 
 
 def test_cdf_and_bins():

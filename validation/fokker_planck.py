@@ -340,7 +340,8 @@ class FPScore:
     density is below ``floor`` times its maximum (the far tails, where the discrete density carries round-off
     rather than information), the score is replaced by its value at the nearest reliable interface; outside
     the domain likewise. Values are interpolated bilinearly in x (between interfaces) and t (between stored
-    output times) with torch ops only: no host synchronisation, dtype/device follow ``x``.
+    output times) with torch ops only: no host synchronisation, dtype/device follow ``x``. A non-finite
+    ``x`` gets a NaN score.
 
     Args:
         solution: the FP solution.
@@ -396,7 +397,7 @@ class FPScore:
         u = u.clamp(0, K - 1)
         j0 = u.floor().clamp(max=K - 2).long()
         wt = u - j0
-        v = ((x - self.x0) / self.h).clamp(0, M - 1)
+        v = torch.nan_to_num((x - self.x0) / self.h, nan=0.0).clamp(0, M - 1)  # indices stay valid for NaN x
         i0 = v.floor().clamp(max=M - 2).long()
         wx = v - i0
         flat = table.reshape(-1)
@@ -406,4 +407,5 @@ class FPScore:
 
         s0 = at(j0, i0) * (1 - wx) + at(j0, i0 + 1) * wx
         s1 = at(j0 + 1, i0) * (1 - wx) + at(j0 + 1, i0 + 1) * wx
-        return s0 * (1 - wt) + s1 * wt
+        # x - x is NaN where x is NaN or infinite: a diverged state gets a NaN score (the sampler reports it).
+        return s0 * (1 - wt) + s1 * wt + (x - x)
