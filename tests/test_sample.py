@@ -331,12 +331,8 @@ _DIRECTIONS = random_directions(2, 8, seed=0)
 
 _SDE_SOLVERS = [n for n, c in sdekit.solvers.available().items() if issubclass(c, _torchsde.TorchsdeSolver)]
 _ODE_SOLVERS = [n for n, c in sdekit.solvers.available().items() if issubclass(c, _torchdiffeq.TorchdiffeqSolver)]
-_KNOWN_BAD = {
-    # reversible Heun never damps its parasitic mode; it grows like exp(int g^2/sigma^2 ds) ~ e^10 here
-    ("reversible_heun", "VPSDE"): "reversible Heun is unstable on the contractive reverse SDE",
-    ("reversible_heun", "VESDE"): "reversible Heun is unstable on the contractive reverse SDE",
-    ("ode:explicit_adams", "VESDE"): "torchdiffeq explicit_adams diverges on VE at 20-200 steps",
-}
+# reversible Heun refuses to sample (SolverError; test_reversible_heun_refuses_to_sample)
+_SDE_SOLVERS.remove("reversible_heun")
 
 
 def _recommended(name: str) -> dict:
@@ -395,11 +391,20 @@ def test_sliced_ks_every_solver(solver: str, ks_case) -> None:
     Critical value sqrt(-ln(alpha/(2k))/2)/sqrt(n), k = 8 directions, family-wise alpha = 1e-3,
     n = 20,000: a correct sampler fails with probability <= 1e-3 (fixed seeds pass).
     """
-    name = ks_case[0]
-    if (solver, name) in _KNOWN_BAD:
-        pytest.xfail(_KNOWN_BAD[(solver, name)])
     assert _ks_ratio(solver, ks_case, **_recommended(solver)) <= 1.0
     assert _ks_ratio(solver, ks_case, **_too_coarse(solver)) > 1.0
+
+
+def test_reversible_heun_refuses_to_sample(vp: sdekit.SDE) -> None:
+    """Its undamped parasitic state grows like exp(int g^2/sigma^2) on the reverse SDE: a SolverError saying what
+    to use instead; allow_unstable=True runs it anyway."""
+    oracle = _gauss1d().diffuse(vp)
+    with pytest.raises(SolverError, match=r"reversible_heun cannot sample.*'heun'.*allow_unstable=True"):
+        sdekit.sample(oracle, vp, (4, 1), solver="reversible_heun", steps=10)
+    x, info = sdekit.sample(
+        oracle, vp, (4, 1), solver="reversible_heun", steps=10, allow_unstable=True, return_info=True, dtype=F64
+    )
+    assert x.shape == (4, 1) and info.steps == 10
 
 
 @pytest.mark.parametrize("sde_name", ["VPSDE", "VESDE", "SubVPSDE"])

@@ -27,19 +27,17 @@ Samplers (NFE = score evaluations):
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from ..errors import SolverDivergedError, SolverError
 from ._base import SamplingProblem, Solver, SolveStats
+from ._grids import GRIDS, log_snr, resolve_grid, t_of_log_snr, time_grid
 from ._registry import register
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .._marginal import GaussianMarginal
-    from ..symbolic.sde import SDE
-
 __all__ = [
+    "GRIDS",
     "Ancestral",
     "AnnealedLangevin",
     "GridSolver",
@@ -49,63 +47,6 @@ __all__ = [
     "t_of_log_snr",
     "time_grid",
 ]
-
-GRIDS: tuple[str, ...] = ("uniform", "logsnr")
-r"""Time grids of the native samplers: uniform in t, or uniform in the half log-SNR
-:math:`\lambda(t) = \log\alpha(t) - \log\sigma(t)` (affine SDEs)."""
-
-
-# --------------------------------------------------------------------------- grids
-def log_snr(marginal: GaussianMarginal, t: torch.Tensor) -> torch.Tensor:
-    r"""Half log signal-to-noise ratio :math:`\lambda(t) = \log\alpha(t) - \tfrac12\log\sigma(t)^2`.
-
-    Strictly decreasing wherever :math:`g \ne 0`, for every affine SDE: with
-    :math:`y = x - m(t)`, :math:`\sigma^2/\alpha^2 = \int_0^t g^2/\alpha^2`.
-    For VE/EDM (:math:`\alpha = 1`) it is :math:`-\log\sigma`.
-    """
-    return marginal.log_alpha(t) - 0.5 * torch.log(marginal.sigma2(t))
-
-
-def t_of_log_snr(
-    marginal: GaussianMarginal, lam: torch.Tensor, t_lo: float, t_hi: float, iters: int = 64
-) -> torch.Tensor:
-    r"""Invert :math:`\lambda(t)` on :math:`[t_{\rm lo}, t_{\rm hi}]` by vectorised bisection (float64).
-
-    :math:`\lambda` is decreasing, so the bracket halves towards larger t while
-    :math:`\lambda(t_{\rm mid}) > \lambda`. 64 halvings shrink the bracket below float64
-    resolution for any horizon used in practice; values outside the bracket are clamped.
-    """
-    lam = lam.to(torch.float64)
-    lo = torch.full_like(lam, float(t_lo))
-    hi = torch.full_like(lam, float(t_hi))
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        above = log_snr(marginal, mid) > lam
-        lo = torch.where(above, mid, lo)
-        hi = torch.where(above, hi, mid)
-    return 0.5 * (lo + hi)
-
-
-def time_grid(sde: SDE, t_start: float, t_end: float, n: int, kind: str = "uniform") -> torch.Tensor:
-    r"""Decreasing float64 CPU grid of ``n + 1`` times from ``t_start`` to ``t_end`` (endpoints exact).
-
-    ``kind="uniform"``: :math:`t_i = t_{\rm start} + (t_{\rm end} - t_{\rm start})\,i/n`.
-    ``kind="logsnr"``: :math:`\lambda(t_i)` uniform between :math:`\lambda(t_{\rm start})` and
-    :math:`\lambda(t_{\rm end})` (geometric noise levels for VE; DPM-Solver's grid), which
-    needs the marginal of an affine SDE.
-    """
-    if kind not in GRIDS:
-        raise SolverError(f"unknown grid {kind!r}; choose one of {', '.join(GRIDS)}")
-    if kind == "uniform":
-        times = torch.linspace(float(t_start), float(t_end), n + 1, dtype=torch.float64)
-    else:
-        marginal = sde.marginal
-        ends = log_snr(marginal, torch.tensor([float(t_start), float(t_end)], dtype=torch.float64))
-        lam = torch.linspace(float(ends[0]), float(ends[1]), n + 1, dtype=torch.float64)
-        lo, hi = min(t_start, t_end), max(t_start, t_end)
-        times = t_of_log_snr(marginal, lam, lo, hi)
-    times[0], times[-1] = float(t_start), float(t_end)
-    return times
 
 
 # --------------------------------------------------------------------------- shared loop
@@ -157,13 +98,14 @@ class GridSolver(Solver):
     :meth:`prepare` (precompute coefficients on the grid) and :meth:`step`
     (:math:`x_{t_i} \mapsto x_{t_{i+1}}`).
 
-    Common options: ``grid`` (``"uniform"`` in t or ``"logsnr"``) and ``check_every``
+    Common options: ``grid`` (``"uniform"`` in t, ``"logsnr"`` or ``"edm"``, see
+    :mod:`sdekit.solvers._grids`; default :attr:`grid`), ``rho`` (7, the ``"edm"`` exponent) and ``check_every``
     (steps between the host reads of the finiteness watch, default 16).
     """
 
     adaptive: ClassVar[bool] = False
     grid: ClassVar[str] = "uniform"
-    """Default time grid (``"uniform"`` or ``"logsnr"``)."""
+    """Default time grid (``"uniform"``, ``"logsnr"`` or ``"edm"``; non-affine SDEs fall back to uniform)."""
     options_defaults: ClassVar[dict[str, Any]] = {}
     """Solver-specific options and their defaults (``grid`` and ``check_every`` are always accepted)."""
     nfe_per_step: ClassVar[str] = "1"
@@ -171,7 +113,7 @@ class GridSolver(Solver):
 
     def options(self, problem: SamplingProblem) -> dict[str, Any]:
         """The options of ``problem`` merged over the defaults; unknown keys raise :class:`SolverError`."""
-        allowed = {"grid": self.grid, "check_every": 16, **self.options_defaults}
+        allowed = {"grid": None, "rho": 7.0, "check_every": 16, **self.options_defaults}
         unknown = set(problem.options) - set(allowed)
         if unknown:
             raise SolverError(
@@ -179,8 +121,7 @@ class GridSolver(Solver):
                 f"it accepts: {', '.join(sorted(allowed))}"
             )
         opts = {**allowed, **problem.options}
-        if opts["grid"] == "logsnr" and not problem.sde.is_affine:
-            raise SolverError(f"grid='logsnr' needs an affine SDE (a Gaussian marginal); {problem.sde!r} is not")
+        opts["grid"] = resolve_grid(problem.sde, opts["grid"], self.grid, self.name)
         if int(opts["check_every"]) < 1:
             raise SolverError(f"check_every must be a positive integer, got {opts['check_every']!r}")
         return opts
@@ -204,7 +145,7 @@ class GridSolver(Solver):
             raise SolverError(f"t_start must exceed t_end, got t_start={problem.t_start}, t_end={problem.t_end}")
         opts = self.options(problem)
         n = self.num_steps(problem)
-        times = time_grid(problem.sde, problem.t_start, problem.t_end, n, opts["grid"])
+        times = time_grid(problem.sde, problem.t_start, problem.t_end, n, opts["grid"], rho=opts["rho"])
         ctx = StepContext(problem, times)
         self.prepare(ctx, opts)
         every = int(opts["check_every"])

@@ -34,6 +34,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 
 from ..errors import SolverDivergedError, SolverError
 from ._base import SamplingProblem, Solver, SolveStats
+from ._grids import resolve_grid, time_grid
 from ._registry import REGISTRY, register
 
 __all__ = ["TorchdiffeqSolver", "ODE_METHODS"]
@@ -62,6 +63,9 @@ are in ``docs/sampling.md``. ``fehlberg2`` at rtol 1e-3 stops after a few steps 
 answer (its 1st-order error estimate is too optimistic): use 1e-5. ``explicit_adams`` diverges
 on VE at every step count tried (20–200) in torchdiffeq 0.2.5; prefer ``implicit_adams``."""
 
+_ADAMS = ("explicit_adams", "implicit_adams", "fixed_adams")
+"""Adams methods: run at order <= 4 (``max_order=4``) unless the option says otherwise."""
+
 ODE_METHODS: tuple[str, ...] = tuple(m for m in SOLVERS if m != "scipy_solver")
 """torchdiffeq methods registered as ``ode:<method>`` (the scipy wrapper is left out: it leaves torch)."""
 
@@ -76,12 +80,21 @@ class TorchdiffeqSolver(Solver):
     recommended_rtol: ClassVar[float | None] = None
     """Adaptive methods: rtol = atol at which the sliced-KS test passes (``docs/sampling.md``)."""
 
+    grid: ClassVar[str] = "uniform"
+    """Default time grid of fixed-step runs (``"uniform"``, ``"logsnr"``, ``"edm"``: :mod:`sdekit.solvers._grids`)."""
+
     def _solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
         x_T = problem.x_T
-        drift = problem.sde.probability_flow(problem.score).drift
+        sde = problem.sde
+        drift = sde.probability_flow(problem.score).drift
         opts = dict(problem.options)
+        grid_kind, rho = opts.pop("grid", None), opts.pop("rho", 7.0)
+        if self.method in _ADAMS:
+            opts.setdefault("max_order", 4)  # torchdiffeq's default 12 is unstable here (module docstring)
         steps = problem.steps if problem.steps is not None else self.default_steps
         t_start, t_end = float(problem.t_start), float(problem.t_end)
+        if steps is None and grid_kind is not None:
+            raise SolverError(f"{self.name}: grid= applies to fixed steps; pass steps=n (or drop grid=)")
         calls = [0]
 
         def func(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -94,17 +107,22 @@ class TorchdiffeqSolver(Solver):
             if "step_size" in opts or "grid_constructor" in opts:
                 raise SolverError(f"{self.name}: pass either steps= or step_size/grid_constructor options, not both")
             n = int(steps)
+            kind = resolve_grid(sde, grid_kind, self.grid, self.name)
+            grid_times = time_grid(sde, t_start, t_end, n, kind, rho=rho)
 
             def grid(_func: Any, _y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                return torch.linspace(float(t[0]), float(t[-1]), n + 1, dtype=t.dtype, device=t.device)
+                # t = (t_start, t_end) as given (torchdiffeq wraps the constructor when it negates time)
+                out = grid_times.to(dtype=t.dtype, device=t.device)
+                out[0], out[-1] = t[0], t[-1]
+                return out
 
             if self.adaptive:
                 # an adaptive RK method on a fixed grid: torchdiffeq's fixed-grid path does not
                 # apply, so pin every step with step_t and make every step acceptable.
-                # first_step is twice the spacing so that every step is clipped onto the next grid point
-                # (a step that lands on a grid point by itself leaves a zero-length step behind).
-                opts.setdefault("step_t", torch.linspace(t_start, t_end, n + 1, dtype=torch.float64)[1:])
-                opts.setdefault("first_step", 2 * (t_start - t_end) / n)
+                # first_step is twice the largest spacing so that every step is clipped onto the next grid
+                # point (a step that lands on a grid point by itself leaves a zero-length step behind).
+                opts.setdefault("step_t", grid_times[1:])
+                opts.setdefault("first_step", 2 * float((grid_times[:-1] - grid_times[1:]).max()))
                 big = 1e10
                 rtol, atol = big, big
             else:
@@ -121,9 +139,9 @@ class TorchdiffeqSolver(Solver):
                 return r
 
             opts["norm"] = norm
-        times = torch.tensor([t_start, t_end], dtype=x_T.dtype, device=x_T.device)
+        span = torch.tensor([t_start, t_end], dtype=x_T.dtype, device=x_T.device)
         try:
-            xs = odeint(func, x_T, times, rtol=rtol, atol=atol, method=self.method, options=opts)
+            xs = odeint(func, x_T, span, rtol=rtol, atol=atol, method=self.method, options=opts)
         except AssertionError as err:  # torchdiffeq signals step-size underflow with assert
             raise SolverError(
                 f"torchdiffeq {self.method} failed on the probability-flow ODE from t = {t_start:g} to {t_end:g}: "

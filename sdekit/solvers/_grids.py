@@ -1,0 +1,109 @@
+r"""Time grids shared by every fixed-step solver (native, exponential, torchsde, torchdiffeq).
+
+A grid is a decreasing float64 CPU tensor :math:`t_0 = t_{\rm start} > t_1 > \dots > t_n = t_{\rm end}`
+with exact endpoints. Kinds:
+
+* ``"uniform"``: uniform in t.
+* ``"logsnr"``: uniform in the half log-SNR :math:`\lambda(t) = \log\alpha(t) - \log\sigma(t)`
+  (DPM-Solver's grid; geometric noise levels for VE/EDM). Affine SDEs.
+* ``"edm"``: Karras et al. (2022)'s :math:`\rho`-schedule on the noise-to-signal ratio
+  :math:`r(t) = \sigma(t)/\alpha(t) = e^{-\lambda(t)}`:
+  :math:`r_i = \big(r_{\max}^{1/\rho} + \tfrac in (r_{\min}^{1/\rho} - r_{\max}^{1/\rho})\big)^\rho`,
+  :math:`\rho = 7` by default (option ``rho``); for EDM/VE :math:`r = \sigma`, exactly EDM's
+  schedule. Affine SDEs.
+
+Grids in :math:`\lambda` or :math:`r` are mapped back to t by inverting the strictly monotone
+:math:`\lambda(t)` (vectorised bisection in float64), so every affine SDE — VP, VE, sub-VP, EDM,
+cosine, or a user's — gets them without a per-SDE formula.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import SolverError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .._marginal import GaussianMarginal
+    from ..symbolic.sde import SDE
+
+__all__ = ["GRIDS", "log_snr", "t_of_log_snr", "time_grid", "resolve_grid"]
+
+GRIDS: tuple[str, ...] = ("uniform", "logsnr", "edm")
+"""Grid kinds accepted by the ``grid=`` option of every fixed-step solver."""
+
+
+def log_snr(marginal: GaussianMarginal, t: torch.Tensor) -> torch.Tensor:
+    r"""Half log signal-to-noise ratio :math:`\lambda(t) = \log\alpha(t) - \tfrac12\log\sigma(t)^2`.
+
+    Strictly decreasing wherever :math:`g \ne 0`, for every affine SDE: with
+    :math:`y = x - m(t)`, :math:`\sigma^2/\alpha^2 = \int_0^t g^2/\alpha^2`.
+    For VE/EDM (:math:`\alpha = 1`) it is :math:`-\log\sigma`.
+    """
+    return marginal.log_alpha(t) - 0.5 * torch.log(marginal.sigma2(t))
+
+
+def t_of_log_snr(
+    marginal: GaussianMarginal, lam: torch.Tensor, t_lo: float, t_hi: float, iters: int = 64
+) -> torch.Tensor:
+    r"""Invert :math:`\lambda(t)` on :math:`[t_{\rm lo}, t_{\rm hi}]` by vectorised bisection (float64).
+
+    :math:`\lambda` is decreasing, so the bracket halves towards larger t while
+    :math:`\lambda(t_{\rm mid}) > \lambda`. 64 halvings shrink the bracket below float64
+    resolution for any horizon used in practice; values outside the bracket are clamped.
+    """
+    lam = lam.to(torch.float64)
+    lo = torch.full_like(lam, float(t_lo))
+    hi = torch.full_like(lam, float(t_hi))
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        above = log_snr(marginal, mid) > lam
+        lo = torch.where(above, mid, lo)
+        hi = torch.where(above, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def time_grid(sde: SDE, t_start: float, t_end: float, n: int, kind: str = "uniform", rho: float = 7.0) -> torch.Tensor:
+    r"""Grid of ``n + 1`` float64 CPU times from ``t_start`` to ``t_end`` (endpoints exact; see the module docstring).
+
+    Works in either direction (``t_start > t_end`` for sampling). ``rho`` is the exponent of ``kind="edm"``.
+    """
+    if kind not in GRIDS:
+        raise SolverError(f"unknown grid {kind!r}; choose one of {', '.join(GRIDS)}")
+    if kind == "uniform":
+        times = torch.linspace(float(t_start), float(t_end), n + 1, dtype=torch.float64)
+    else:
+        marginal = sde.marginal
+        ends = log_snr(marginal, torch.tensor([float(t_start), float(t_end)], dtype=torch.float64))
+        if kind == "logsnr":
+            lam = torch.linspace(float(ends[0]), float(ends[1]), n + 1, dtype=torch.float64)
+        else:
+            if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not (math.isfinite(rho) and rho > 0):
+                raise SolverError(f"rho must be a positive number (EDM uses 7), got {rho!r}")
+            inv = (-ends / float(rho)).exp()  # r^(1/rho), r = exp(-lambda)
+            lam = -float(rho) * torch.log(torch.linspace(float(inv[0]), float(inv[1]), n + 1, dtype=torch.float64))
+        lo, hi = min(t_start, t_end), max(t_start, t_end)
+        times = t_of_log_snr(marginal, lam, lo, hi)
+    times[0], times[-1] = float(t_start), float(t_end)
+    return times
+
+
+def resolve_grid(sde: SDE, requested: Any, default: str, solver: str) -> str:
+    """The grid kind to use: ``requested`` (validated) or the solver's ``default``.
+
+    A non-uniform *default* falls back to ``"uniform"`` for a non-affine SDE (no marginal); an
+    explicitly requested non-uniform grid on a non-affine SDE raises :class:`SolverError`.
+    """
+    if requested is None:
+        return default if (default == "uniform" or sde.is_affine) else "uniform"
+    if requested not in GRIDS:
+        raise SolverError(f"{solver}: unknown grid {requested!r}; choose one of {', '.join(GRIDS)}")
+    if requested != "uniform" and not sde.is_affine:
+        raise SolverError(
+            f"{solver}: grid={requested!r} needs the Gaussian marginal of an affine SDE; {sde!r} is not affine "
+            f"(use grid='uniform')"
+        )
+    return requested
