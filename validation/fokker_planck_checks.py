@@ -48,10 +48,11 @@ import torch
 from scipy.stats import kstwo
 
 import sdekit
+from sdekit.symbolic._symbols import t as T_SYM
 from sdekit.symbolic._symbols import x as X_SYM
 
 from ._core import CheckResult, Context, guarded, register
-from .fokker_planck import FokkerPlanck1D, FPSolution
+from .fokker_planck import FokkerPlanck1D, FPSolution, cell_averages
 
 __all__ = [
     "example_sde",
@@ -65,6 +66,7 @@ __all__ = [
     "kernel_errors",
     "stationary_errors",
     "time_order",
+    "operator_errors",
     "forward_statistics",
     "reverse_statistics",
     "ks_statistic",
@@ -72,6 +74,7 @@ __all__ = [
     "cdf_interpolation_error",
     "binned_l1",
     "check_kernels",
+    "check_operator",
     "check_stationary",
     "check_time_order",
     "check_forward",
@@ -275,6 +278,24 @@ def time_order(method: str = "cn", dts: tuple[float, ...] = (0.05, 0.025, 0.0125
     fp = FokkerPlanck1D(sde, (-5.0, 5.0), cells)
     errs = [fp.solve(_numpy_pdf(oracle), [0.0, 0.5], dt=dt, method=method).l1(1, exact) for dt in dts]
     return float(np.polyfit(np.log(dts), np.log(errs), 1)[0])
+
+
+def operator_errors(sde: sdekit.SDE, t: float, cells: tuple[int, ...] = (200, 400, 800)) -> np.ndarray:
+    r"""Max error on :math:`|x| \le 3` of :math:`L(t)\,p_h` against sdekit's symbolic Fokker–Planck operator.
+
+    For :math:`p = e^{-x^2}/\sqrt\pi` (free of t), :math:`\partial_t p = -\texttt{sde.fokker\_planck}(p)`
+    = :math:`-(f p)' + \tfrac12 (g^2 p)''`, evaluated in cell averages; grid (-6, 6) with ``cells`` cells.
+    """
+    p_expr = sp.exp(-X_SYM**2) / sp.sqrt(sp.pi)
+    rhs = sp.lambdify((X_SYM, T_SYM), -sde.subs(sde.fokker_planck(p_expr)), "numpy")
+    p_np = sp.lambdify(X_SYM, p_expr, "numpy")
+    errs = []
+    for c in cells:
+        fp = FokkerPlanck1D(sde, (-6.0, 6.0), c)
+        Lp = fp.operator(t) @ cell_averages(p_np, fp.edges)
+        exact = cell_averages(lambda z: np.broadcast_to(rhs(z, t), np.shape(z)), fp.edges)
+        errs.append(float(np.abs(Lp - exact)[np.abs(fp.centers) <= 3].max()))
+    return np.array(errs)
 
 
 # ---------------------------------------------------------------------------- forward / reverse
@@ -506,6 +527,27 @@ def check_kernels(ctx: Context) -> list[CheckResult]:
             ax.legend(fontsize=6)
 
     return _with_figure(out, _figure(ctx.out / "fp_kernels.png", draw, len(panels)) if panels else None)
+
+
+@register("fokker-planck", quick=True)
+def check_operator(ctx: Context) -> list[CheckResult]:
+    """The numeric FP operator converges (order 2 in h) to sdekit's symbolic Fokker-Planck operator, every SDE."""
+    cells = (200, 400, 800)
+    out: list[CheckResult] = []
+    for sde in [*ctx.sdes, example_sde()]:
+        name = type(sde).__name__
+        t = 0.5 * sde.T
+
+        def line(sde: sdekit.SDE = sde, name: str = name, t: float = t) -> CheckResult:
+            errs = operator_errors(sde, t, cells)
+            slope = float(-np.polyfit(np.log(cells), np.log(errs), 1)[0])
+            return CheckResult.within(
+                "fokker-planck", f"{name}: numeric FP operator -> sde.fokker_planck, order in h at t = {t:g}", slope,
+                2.0, 0.25, f"target 2 (second-order fluxes), +-0.25 (TESTING.md); p = e^(-x^2)/sqrt(pi), |x| <= 3, "
+                f"max error {errs[-1]:.1e} at {cells[-1]} cells of (-6, 6)")
+
+        out += guarded("fokker-planck", f"{name}: numeric FP operator vs sde.fokker_planck", line)
+    return out
 
 
 @register("fokker-planck", quick=True)
