@@ -233,6 +233,7 @@ def test_reverse_check_passes_with_derived_drift_and_fails_without_divergence():
 def test_checks_registered():
     groups = {(g, fn.__name__) for g, fn in _core.registered(quick=True)}
     for pair in [("fokker-planck", "check_kernels"), ("fokker-planck", "check_stationary"),
+                 ("fokker-planck", "check_operator"), ("fokker-planck", "check_time_order"),
                  ("forward", "check_forward"), ("reverse", "check_reverse")]:
         assert pair in groups
 
@@ -259,7 +260,8 @@ def test_user_sde_forward_and_reverse_pass(tmp_path: Path):
 @pytest.mark.slow
 def test_quick_checks_pass_and_write_figures(tmp_path: Path):
     ctx = _core.Context(sdes=[sdekit.VPSDE(), sdekit.VESDE(), sdekit.OrnsteinUhlenbeck()], quick=True, out=tmp_path)
-    for fn in (C.check_kernels, C.check_stationary, C.check_time_order, C.check_forward, C.check_reverse):
+    for fn in (C.check_kernels, C.check_operator, C.check_stationary, C.check_time_order, C.check_forward,
+               C.check_reverse):
         results = fn(ctx)
         assert results and all(r.passed for r in results), [r for r in results if not r.passed]
         for r in results:
