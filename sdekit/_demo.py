@@ -89,9 +89,9 @@ FULL = DemoConfig(
     width=128,
     n_samples=10_000,
     n_logp=1000,
-    steps={"default": (10, 30, 100), "exp": (5, 10, 20, 50), "pc": (10, 30, 100)},
+    steps={"default": (10, 30, 100), "exp": (5, 10, 20, 50), "pc": (10, 30, 60)},
     tols=(1e-1, 1e-2, 1e-3, 1e-4),
-    sde_tols=(1e-1, 1e-2, 1e-3),
+    sde_tols=(1e-1, 1e-2),
 )
 QUICK = DemoConfig(
     train_steps=1500,
