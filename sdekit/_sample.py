@@ -22,9 +22,10 @@ See ``docs/sampling.md``.
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ from . import solvers as _solvers
 from ._checks import check_model_output
 from .errors import SolverDivergedError, SolverError
 from .parameterization import check_parameterization, score_fn
-from .solvers import SamplingProblem
+from .solvers import SamplingProblem, SolveStats
 
 # Register the solver families (each module registers its solvers on import).
 from .solvers import _torchdiffeq as _torchdiffeq
@@ -146,8 +147,9 @@ def sample(
     dtype: torch.dtype | None = None,
     progress: bool = False,
     return_info: bool = False,
+    ts: torch.Tensor | Sequence[float] | None = None,
     **options: Any,
-) -> torch.Tensor | tuple[torch.Tensor, SampleInfo]:
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     r"""Sample from the model by integrating from :math:`T` to :math:`\epsilon` (reverse SDE or PF-ODE).
 
     .. math::
@@ -180,10 +182,15 @@ def sample(
         dtype: ``torch.float32`` (default: ``x_T``'s, else ``torch.get_default_dtype()``) or ``torch.float64``.
         progress: show a tqdm progress bar.
         return_info: also return a :class:`SampleInfo`.
+        ts: also return the trajectory at these times (strictly decreasing, within ``[eps, T]``): the
+            result becomes ``(x, path[, info])`` with ``path`` of shape ``(len(ts), *shape)`` holding the raw
+            states :math:`x_{t}` (``path[k]`` at ``ts[k]``; ``x_T`` for ``T``; never denoised). The run is split
+            at the interior times: each segment ``[a, b]`` gets ``round(steps (a - b) / (T - eps))`` steps (at
+            least 1) on the solver's own grid, and multistep solvers restart their history at each cut.
         **options: solver-specific options (see each solver's docstring and ``docs/sampling.md``).
 
     Returns:
-        Samples of ``shape``, and the info if ``return_info``.
+        Samples of ``shape``; then the path if ``ts`` is given; then the info if ``return_info``.
 
     Raises:
         UnknownSolverError: ``solver`` is not registered (the message suggests close names).
@@ -222,6 +229,7 @@ def sample(
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < T:
         raise ValueError(f"eps must be a number with 0 < eps < T = {T:g}, got {eps!r}")
     eps = float(eps)
+    path_times = _check_path_times(ts, T, eps)
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer or None (adaptive / solver default), got {steps!r}")
     rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
@@ -267,21 +275,33 @@ def sample(
         score = _CountingScore(score_fn(_CheckedModel(model), sde, parameterization))
         total = steps if steps is not None else (None if impl.adaptive else impl.default_steps)
         bar = _Progress(progress, total, f"sdekit.sample[{name}]")
-        problem = SamplingProblem(
-            sde=sde,
-            score=score,
-            x_T=x_T,
-            t_start=T,
-            t_end=eps,
-            steps=steps,
-            rtol=rtol,
-            atol=atol,
-            generator=generator,
-            progress=bar,
-            options=opts,
-        )
+        segments = _segments(T, eps, path_times)
+        n_total = steps if steps is not None else (None if impl.adaptive else impl.default_steps)
+        x, path, stats = x_T, [], SolveStats()
         try:
-            x, stats = impl.solve(problem)
+            for a, b in segments:
+                if path_times is not None and a in path_times:
+                    path.append(x)
+                seg_steps = None if n_total is None else max(1, round(n_total * (a - b) / (T - eps)))
+                problem = SamplingProblem(
+                    sde=sde,
+                    score=score,
+                    x_T=x,
+                    t_start=a,
+                    t_end=b,
+                    steps=seg_steps if (steps is not None or not impl.adaptive) else None,
+                    rtol=rtol,
+                    atol=atol,
+                    generator=generator,
+                    progress=bar,
+                    options=opts,
+                )
+                x, seg = impl.solve(problem)
+                stats = SolveStats(
+                    stats.steps + seg.steps, stats.accepted + seg.accepted, stats.rejected + seg.rejected
+                )
+            if path_times is not None and eps in path_times:
+                path.append(x)
         finally:
             bar.close()
         if denoise:
@@ -296,7 +316,11 @@ def sample(
                 t=eps,
                 step=stats.steps,
             )
-    if not return_info:
+    if path_times is not None:
+        traj = torch.stack(path, dim=0)
+        if not return_info:
+            return x, traj
+    elif not return_info:
         return x
     info = SampleInfo(
         nfe=score.nfe,
@@ -306,7 +330,38 @@ def sample(
         solver=name,
         seconds=time.perf_counter() - started,
     )
-    return x, info
+    return (x, traj, info) if path_times is not None else (x, info)
+
+
+def _check_path_times(ts: Any, T: float, eps: float) -> list[float] | None:
+    """``ts`` of :func:`sample` as a strictly decreasing list of floats in [eps, T], or None."""
+    if ts is None:
+        return None
+    if isinstance(ts, torch.Tensor):
+        if ts.ndim != 1 or not (ts.is_floating_point() or ts.dtype in (torch.int32, torch.int64)):
+            raise ValueError(f"ts must be a 1-D real tensor of times, got shape {tuple(ts.shape)}, dtype {ts.dtype}")
+        times = [float(v) for v in ts.detach().cpu().to(torch.float64).tolist()]
+    elif isinstance(ts, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ts):
+        times = [float(v) for v in ts]
+    else:
+        raise TypeError(f"ts must be a 1-D tensor or a sequence of times, got {type(ts).__name__}")
+    if not times or not all(math.isfinite(v) for v in times):
+        raise ValueError("ts must be a non-empty sequence of finite times")
+    if any(b >= a for a, b in itertools.pairwise(times)):
+        raise ValueError(f"ts must be strictly decreasing (sampling runs from T down to eps), got {times}")
+    tol = 1e-6 * T  # float32 times (e.g. torch.linspace(T, eps, k)) snap onto T and eps
+    if times[0] > T + tol or times[-1] < eps - tol:
+        raise ValueError(f"ts must lie in [eps, T] = [{eps:g}, {T:g}], got [{times[-1]:g}, {times[0]:g}]")
+    times = [T if abs(v - T) <= tol else eps if abs(v - eps) <= tol else v for v in times]
+    if any(b >= a for a, b in itertools.pairwise(times)):
+        raise ValueError(f"ts has times closer than {tol:g} to each other or to eps/T: {times}")
+    return times
+
+
+def _segments(T: float, eps: float, path_times: list[float] | None) -> list[tuple[float, float]]:
+    """Consecutive (start, end) pairs from T down to eps through the requested output times."""
+    cuts = [T, *(v for v in (path_times or []) if eps < v < T), eps]
+    return list(itertools.pairwise(cuts))
 
 
 class _CheckedModel:

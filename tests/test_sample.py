@@ -151,6 +151,46 @@ def test_every_parameterization_gives_the_same_samples(vp: sdekit.SDE, parameter
     torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
 
 
+# --------------------------------------------------------------------------- trajectories (ts=)
+@pytest.mark.parametrize(("solver", "steps"), [("srk", 100), ("exp2", 50), ("ode", None)])
+def test_path_at_requested_times(vp: sdekit.SDE, solver: str, steps: int | None) -> None:
+    """ts= returns the raw states at the requested times, each in law N(alpha mu + m, alpha^2 s^2 + sigma^2).
+
+    n = 20,000, 4 SE of mean and variance at each of 3 interior/end times (x_T from the exact p_T).
+    """
+    n, mu, s = 20_000, 1.0, 0.5
+    oracle = _gauss1d().diffuse(vp)
+    x_T = oracle.sample(n, vp.T, _gen(1), dtype=F64)
+    ts = torch.tensor([1.0, 0.5, 0.2, EPS], dtype=torch.float32)  # float32 end times snap onto T and eps
+    x, path, info = sdekit.sample(
+        oracle, vp, (n, 1), solver=solver, steps=steps, x_T=x_T, denoise=False, ts=ts, generator=_gen(2),
+        return_info=True,
+    )  # fmt: skip
+    assert path.shape == (4, n, 1) and path.dtype == F64
+    assert torch.equal(path[0], x_T) and torch.equal(path[-1], x)
+    if steps is not None:
+        assert info.steps == steps  # 0.5 / 0.3 / 0.199 of the span: the rounded shares add up here
+    for k, t in enumerate(ts.tolist()[1:], start=1):
+        m = vp.marginal.at(torch.tensor(max(t, EPS), dtype=F64), x)
+        mean, var = float(m.alpha * mu + m.offset), float(m.alpha**2 * s**2 + m.sigma**2)
+        assert abs(float(path[k].mean()) - mean) < 4 * math.sqrt(var / n), (t, float(path[k].mean()), mean)
+        assert abs(float(path[k].var()) - var) < 4 * var * math.sqrt(2 / (n - 1)), (t, float(path[k].var()), var)
+
+
+def test_path_denoise_and_errors(vp: sdekit.SDE) -> None:
+    """The path holds raw states; x is denoised as usual. Bad ts: clear errors."""
+    oracle = _gauss1d().diffuse(vp)
+    kw = dict(solver="euler", steps=20, dtype=F64)
+    x, path = sdekit.sample(oracle, vp, (16, 1), ts=[1.0, 0.3], generator=_gen(3), **kw)
+    raw = sdekit.sample(oracle, vp, (16, 1), ts=[1.0, 0.3], generator=_gen(3), denoise=False, **kw)[0]
+    assert path.shape == (2, 16, 1) and not torch.equal(x, raw)
+    for ts, match in [([0.3, 0.5], "decreasing"), ([1.5, 0.5], r"\[eps, T\]"), ([0.5, 1e-4], r"\[eps, T\]")]:
+        with pytest.raises(ValueError, match=match):
+            sdekit.sample(oracle, vp, (4, 1), ts=ts, **kw)
+    with pytest.raises(TypeError, match="ts"):
+        sdekit.sample(oracle, vp, (4, 1), ts="1", **kw)
+
+
 # --------------------------------------------------------------------------- info, progress
 def test_info_counts(vp: sdekit.SDE) -> None:
     oracle = _gauss1d().diffuse(vp)
