@@ -125,6 +125,14 @@ def test_stationary_gibbs_density():
     assert mass <= ROUNDOFF
 
 
+def test_spectral_gap_of_ou_is_theta():
+    """OU's generator has eigenvalues -n theta (Hermite functions): the gap is theta, approached at order 2 in h."""
+    theta = 1.5
+    errs = [abs(C.spectral_gap(FokkerPlanck1D(sdekit.OrnsteinUhlenbeck(theta=theta), (-7, 7), c)) - theta)
+            for c in (200, 400)]
+    assert errs[1] < errs[0] / 3 and errs[1] < 1e-3
+
+
 def test_second_order_in_h_stationary():
     cells = np.array([100, 200, 400, 800])
     errs = np.array([C.stationary_errors(cells=int(c), steps=50)[0] for c in cells])
