@@ -377,7 +377,7 @@ class FPScore:
     def _on(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = (like.dtype, like.device)
         if key not in self._cache:
-            self._cache[key] = (self._table.to(**dict(zip(("dtype", "device"), key))),
+            self._cache[key] = (self._table.to(dtype=like.dtype, device=like.device),
                                 self._times.to(dtype=like.dtype, device=like.device))
         return self._cache[key]
 
