@@ -502,6 +502,8 @@ def logp(
     options: dict[str, Any] | None = None,
     create_graph: bool | None = None,
     normalize: bool | None = None,
+    adjoint: bool = False,
+    adjoint_params: Any = None,
     return_info: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, LikelihoodInfo]:
     r"""Log-density (nats) of ``x`` under the model's time-:math:`\epsilon` marginal, by the PF-ODE.
@@ -544,6 +546,16 @@ def logp(
             grad (detected with one model call), so ``logp(...).mean().backward()`` trains by
             maximum likelihood; wrap evaluation in ``torch.no_grad()`` (or pass ``False``) to
             save memory. Without a graph nothing of the solve stays alive.
+        adjoint: with a graph (see ``create_graph``), differentiate by the adjoint method
+            (torchdiffeq ``odeint_adjoint``: solve again backwards in time for the vector-Jacobian
+            products) instead of backpropagating through the solver's operations: memory no longer
+            grows with the number of steps, at the price of a second solve and gradients accurate
+            to the solver tolerance (rather than exact gradients of the discretized solve).
+            Always runs torchdiffeq (never the native dopri5 loop).
+        adjoint_params: the tensors to differentiate with ``adjoint=True`` (default: the model's
+            parameters when it is a ``torch.nn.Module``, else none; gradients w.r.t. ``x`` and
+            through the prior are always available). Tensors the model uses that are not listed
+            receive no gradient.
         normalize: integrate in the normalized coordinates :math:`w = (x - m(t))/c(t)`,
             :math:`c^2 = \alpha^2 + \sigma^2` (the marginal's mean and scale for unit-variance data),
             where the ODE of an affine SDE reads
@@ -654,6 +666,15 @@ def logp(
     check_model_output(out0, x, nonfinite_hint=f"t = eps = {eps:g}; check the model near t = 0")
     graph = _needs_graph(x, out0, create_graph)
     del out0
+    if not isinstance(adjoint, bool):
+        raise TypeError(f"adjoint must be True or False, got {adjoint!r}")
+    use_adjoint = adjoint and graph  # without a graph there is nothing to differentiate: plain solve
+    if use_adjoint:
+        if adjoint_params is None:
+            adjoint_params = tuple(model.parameters()) if isinstance(model, torch.nn.Module) else ()
+        adjoint_params = tuple(adjoint_params)
+        if not all(isinstance(p, torch.Tensor) for p in adjoint_params):
+            raise TypeError("adjoint_params must be an iterable of tensors (the parameters to differentiate)")
 
     score = score_fn(model, sde, parameterization)
     probes = _draw_probes(probe, n_probes, x, generator) if trace_kind == "hutchinson" else None
@@ -662,17 +683,21 @@ def logp(
     if "norm" in opts:
         opts["norm"] = _CheckedNorm(opts["norm"], where)
 
-    def jacobian_trace(fn: Callable[[torch.Tensor, Any], torch.Tensor], xin: torch.Tensor, t: torch.Tensor):
-        if exact is not None:
-            return exact(fn, xin, t, graph)
-        out = fn(xin, t)
-        return out, _hutchinson_trace(out, xin, probes, graph)
+    def graph_now() -> bool:
+        # the adjoint's forward solve runs without grad and its backward solve with grad: follow grad mode
+        return torch.is_grad_enabled() if use_adjoint else graph
 
-    def leaf(v: torch.Tensor) -> torch.Tensor:
-        return v if (graph and v.requires_grad) else v.detach().requires_grad_(True)
+    def jacobian_trace(fn: Callable[[torch.Tensor, Any], torch.Tensor], xin: torch.Tensor, t: torch.Tensor, g: bool):
+        if exact is not None:
+            return exact(fn, xin, t, g)
+        out = fn(xin, t)
+        return out, _hutchinson_trace(out, xin, probes, g)
+
+    def leaf(v: torch.Tensor, g: bool) -> torch.Tensor:
+        return v if (g and v.requires_grad) else v.detach().requires_grad_(True)
 
     flow = _NormalizedFlow(sde, k_fn, x) if k_fn is not None else None
-    native = method == "dopri5" and not options
+    native = method == "dopri5" and not options and not use_adjoint
     t_float: list[float] | None = [eps] if native else None  # the native loop's time as a Python float
     if flow is None:
         drift = sde.probability_flow(score).drift
@@ -680,9 +705,10 @@ def logp(
         def func(t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
             where[0] = t
             where[1] += 1
+            g = graph_now()
             with torch.enable_grad():
-                out, div = jacobian_trace(drift, leaf(state[0]), t)
-            return (out, div) if graph else (out.detach(), div.detach())
+                out, div = jacobian_trace(drift, leaf(state[0], g), t, g)
+            return (out, div) if g else (out.detach(), div.detach())
 
         start, log_jac_start = (x if graph else x.detach()), 0.0
     else:
@@ -695,9 +721,10 @@ def logp(
             where[1] += 1
             w = state[0]
             m, c, k, k_c2 = flow.coefficients(t if t_float is None else t_float[0])
+            g = graph_now()
             with torch.enable_grad():
-                s, div = jacobian_trace(score_rows, leaf(w * c + m), t)
-            if not graph:
+                s, div = jacobian_trace(score_rows, leaf(w * c + m, g), t, g)
+            if not g:
                 s, div = s.detach(), div.detach()
             if isinstance(k, float):  # native loop: scalar coefficients, no tensor ops for them
                 return torch.add(w * k_c2, s, alpha=k / c), div * k + dim * k_c2
@@ -723,9 +750,30 @@ def logp(
             xs, deltas = y1[None, :, :dim].reshape(1, *x.shape), y1[None, :, dim]
         else:
             try:
-                xs, deltas = odeint(
-                    func, (start, x.new_zeros(batch)), times, rtol=rtol, atol=atol, method=method, options=opts or None
-                )
+                if use_adjoint:
+                    from torchdiffeq import odeint_adjoint
+
+                    xs, deltas = odeint_adjoint(
+                        func,
+                        (start, x.new_zeros(batch)),
+                        times,
+                        rtol=rtol,
+                        atol=atol,
+                        method=method,
+                        options=opts or None,
+                        adjoint_options={k: v for k, v in opts.items() if k not in ("norm", "step_t")},
+                        adjoint_params=adjoint_params,
+                    )
+                else:
+                    xs, deltas = odeint(
+                        func,
+                        (start, x.new_zeros(batch)),
+                        times,
+                        rtol=rtol,
+                        atol=atol,
+                        method=method,
+                        options=opts or None,
+                    )
             except AssertionError as err:  # torchdiffeq signals step-size underflow and non-finite states with assert
                 if "non-finite" in str(err):
                     raise SolverDivergedError(
