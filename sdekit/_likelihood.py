@@ -11,7 +11,7 @@ instantaneous change of variables (Chen et al. 2018) gives
 
 where :math:`x_\epsilon = x` and :math:`z = x_T`. :func:`logp` integrates the augmented state
 :math:`(x_t, \Delta_t)` with :math:`\dot\Delta = \nabla\cdot\tilde f` *forward* in time from
-:math:`\epsilon` to :math:`T` with torchdiffeq, then returns :math:`\log p_T(z) + \Delta_T`.
+:math:`\epsilon` to :math:`T`, then returns :math:`\log p_T(z) + \Delta_T`.
 
 The divergence is the trace of the Jacobian of the full drift (model, :math:`f` and, for a
 state-dependent diffusion, :math:`-\tfrac12\partial_x g^2`), taken by autograd:
@@ -25,6 +25,14 @@ state-dependent diffusion, :math:`-\tfrac12\partial_x g^2`), taken by autograd:
   stays smooth and the result is an unbiased estimate of :math:`\log p_\epsilon(x)`
   (up to solver error);
 * ``"auto"``: exact when the event dimension is at most :data:`EXACT_TRACE_MAX_DIM`.
+
+For affine SDEs the ODE is integrated in the normalized coordinates
+:math:`w = (x - m(t))/c(t)`, :math:`c^2 = \alpha^2 + \sigma^2` (:class:`_NormalizedFlow`): the
+divergence of the known linear part is exact, autograd runs through the score model only and
+the log-determinant :math:`d\log(c(T)/c(\epsilon))` is added in closed form. ``solver="dopri5"``
+(the default) runs a native Dormand–Prince loop (:func:`_dopri5`) with torchdiffeq's tableau and
+step control but far less per-step bookkeeping; other methods, ``options=`` and ``adjoint=True``
+go through torchdiffeq.
 
 See ``docs/likelihood.md`` for the derivation, the sign conventions, the prior and the
 bits-per-dimension offset.
@@ -93,7 +101,7 @@ class LikelihoodInfo:
         delta_logp: :math:`\int_\epsilon^T \nabla\cdot\tilde f\,dt`, shape (batch,); the result is
             ``prior_logp + delta_logp``.
         z: the latent :math:`x_T`, shaped like x.
-        solver: torchdiffeq method used.
+        solver: method used (``"dopri5"`` also for sdekit's native Dormand–Prince loop).
         trace: ``"exact"`` or ``"hutchinson"`` (``"auto"`` resolved).
         n_probes: Hutchinson probes per sample (0 for the exact trace).
         eps: lower time :math:`\epsilon`.
@@ -521,7 +529,10 @@ def logp(
         sde: the forward SDE.
         x: data of shape (batch, *event_shape), any floating dtype.
         solver: torchdiffeq method (``"dopri5"``, ``"ode:dopri5"``, ``"ode"``, ``"dopri8"``, ...).
-            Fixed-grid methods (``"rk4"``, ``"euler"``, ...) need ``steps``.
+            Fixed-grid methods (``"rk4"``, ``"euler"``, ...) need ``steps``. ``"dopri5"`` (the
+            default) without ``options=`` runs sdekit's own Dormand–Prince 5(4) loop (same tableau,
+            error norm and step control as torchdiffeq's, less overhead per step); any ``options=``
+            (e.g. ``{"max_num_steps": 10**6}``) or ``adjoint=True`` hands it to torchdiffeq.
         rtol: relative tolerance of adaptive methods, applied to both x and the log-density.
         atol: absolute tolerance of adaptive methods.
         trace: ``"exact"``, ``"hutchinson"`` or ``"auto"`` (exact for event dimension
