@@ -441,18 +441,24 @@ def _logp(
     bar = _bar(total=len(models), desc="logp (PF-ODE)", unit="model")
     for kind, (model, param) in models.items():
         bar.set_postfix_str(kind)
-        with torch.no_grad():
-            lp, info = sdekit.logp(
-                model,
-                sde,
-                x,
-                eps=eps,
-                parameterization=param,
-                prior=prior,
-                rtol=LOGP_TOL,
-                atol=LOGP_TOL,
-                return_info=True,
-            )
+        try:
+            with torch.no_grad():
+                lp, info = sdekit.logp(
+                    model,
+                    sde,
+                    x,
+                    eps=eps,
+                    parameterization=param,
+                    prior=prior,
+                    rtol=LOGP_TOL,
+                    atol=LOGP_TOL,
+                    return_info=True,
+                )
+        except sdekit.errors.SdekitError as err:  # reported, not a crash
+            out[kind] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0]}"}
+            values[kind] = torch.full_like(exact, math.nan).cpu()
+            bar.update(1)
+            continue
         gap = (exact - lp.double()).cpu()
         values[kind] = lp.double().cpu()
         out[kind] = {
@@ -569,6 +575,9 @@ def _write_markdown(rep: DemoReport, path: Path, plots: bool) -> None:
     ]
     for kind in ("learned", "exact"):
         v = lp[kind]
+        if "error" in v:
+            lines.append(f"| {kind} | failed: {v['error']} | | | |")
+            continue
         lines.append(
             f"| {kind} | {v['gap_mean']:.4f} ± {v['gap_se']:.4f} | {v['gap_abs_max']:.4f} | {v['nfe']} "
             f"| {v['seconds']:.1f} |"
@@ -698,7 +707,8 @@ def _plots(
     ax.plot([a, b], [a, b], "k-", lw=0.8, label="y = x")
     ax.set_xlabel("exact log p_eps(x)")
     ax.set_ylabel("sdekit.logp(model, x)")
-    ax.set_title(f"logp calibration (learned gap {rep.logp['learned']['gap_mean']:.3f} nats)", fontsize=9)
+    gap = rep.logp["learned"].get("gap_mean")
+    ax.set_title("logp calibration" + ("" if gap is None else f" (learned gap {gap:.3f} nats)"), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "logp_calibration.png", dpi=90)

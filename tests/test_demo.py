@@ -237,3 +237,32 @@ def test_quick_run_other_sdes(sde, tmp_path):
     lp = report["logp"]
     assert lp["exact"]["gap_abs_max"] < 3e-3
     assert -4 * lp["learned"]["gap_se"] < lp["learned"]["gap_mean"] < 0.5 * lp["gaussian_baseline"]["gap_mean"]
+
+
+def test_failing_model_is_reported_not_a_crash():
+    # A model with non-finite output: sdekit.sample and sdekit.logp raise ModelOutputError (checked up
+    # front); the demo records the failure in its tables instead of stopping.
+    from sdekit import VPSDE
+    from sdekit._stats import random_directions
+    from sdekit.analytic import GaussianMixture
+
+    sde = VPSDE()
+    data = GaussianMixture(_demo.MEANS, _demo.STDS, _demo.WEIGHTS)
+    oracle = data.diffuse(sde)
+    gen = torch.Generator().manual_seed(SEED)
+
+    def bad(x, t):
+        return torch.full_like(x, float("nan"))
+
+    models = {"learned": (bad, "score"), "exact": (oracle, "score")}
+    x_T = oracle.at(sde.T).sample(200, gen, dtype=torch.float32)
+    runs, finest = _demo._sample_all(
+        models, sde, ["euler"], _demo.QUICK, (5,), x_T, oracle.at(1e-3), random_directions(2, 4), 1e-3, SEED
+    )
+    by_model = {r.model: r for r in runs}
+    assert "ModelOutputError" in by_model["learned"].error and by_model["learned"].ks_ratio is None
+    assert by_model["exact"].error is None and ("euler", "learned") not in finest
+    x = oracle.sample(20, 1e-3, gen, dtype=torch.float32)
+    out, values = _demo._logp(models, sde, oracle, data, x, 1e-3)
+    assert "ModelOutputError" in out["learned"]["error"] and bool(values["learned"].isnan().all())
+    assert out["exact"]["gap_abs_max"] < 3e-3
