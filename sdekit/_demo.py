@@ -489,6 +489,18 @@ def _path_times(sde: Any, eps: float, n_times: int = 60) -> torch.Tensor:
     return times
 
 
+def _forward_paths(sde: Any, x0: torch.Tensor, eps: float, gen: torch.Generator) -> torch.Tensor | None:
+    """Forward SDE paths from data points at eps up to T (times of :func:`_path_times`), by ``sdekit.simulate``."""
+    import sdekit
+
+    times = _path_times(sde, eps).flip(0)
+    try:
+        with torch.no_grad():
+            return sdekit.simulate(sde, x0, times.tolist(), solver="euler", steps=400, generator=gen)
+    except sdekit.errors.SdekitError:  # a picture only: leave it out rather than stop the demo
+        return None
+
+
 def _paths(model: Any, param: str, sde: Any, x_T: torch.Tensor, eps: float, n_times: int = 60) -> torch.Tensor:
     """PF-ODE trajectories (n_times, n, d) from x_T at T down to eps (geometric time grid), by torchdiffeq."""
     from torchdiffeq import odeint
@@ -617,6 +629,7 @@ def _plots(
     finest: dict[tuple[str, str], torch.Tensor],
     paths: dict[str, torch.Tensor],
     path_times: torch.Tensor,
+    forward: torch.Tensor | None,
     lp_values: dict[str, torch.Tensor],
     solvers_: list[str],
 ) -> None:
@@ -686,6 +699,10 @@ def _plots(
         ax.set_ylim(lo[1], hi[1])
         ax.set_title(f"PF-ODE paths, {kind} score (x: x_T, o: x_eps)", fontsize=9)
     ax = axes[0][-1]
+    if forward is not None:
+        fwd = forward.cpu().float()
+        for i in range(fwd.shape[1]):
+            ax.plot(path_times.flip(0), fwd[:, i, 0], "-", lw=0.6, alpha=0.5, color="0.5")
     for p, style in zip(paths.values(), ("-", "--")):
         p = p.cpu().float()
         for i in range(min(p.shape[1], 10)):
@@ -694,7 +711,9 @@ def _plots(
     ax.invert_xaxis()
     ax.set_xlabel("t (log scale, T → eps)")
     ax.set_ylabel("first coordinate")
-    ax.set_title("paths in time (solid: learned, dashed: exact)", fontsize=9)
+    ax.set_title(
+        "grey: forward SDE from data (sdekit.simulate);\nPF-ODE from x_T: solid learned, dashed exact", fontsize=8
+    )
     fig.tight_layout()
     fig.savefig(out / "trajectories.png", dpi=90)
     plt.close(fig)
@@ -817,7 +836,8 @@ def demo(
         t0 = time.perf_counter()
         paths = {k: _paths(m, p, sde, x_T[: cfg.n_paths], eps) for k, (m, p) in models.items()}
         data_x = data.sample(2000, gen, dtype=torch.float32, device=device)
-        _plots(out, rep, data_x, finest, paths, _path_times(sde, eps), lp_values, solvers_)
+        forward = _forward_paths(sde, data_x[:12], eps, gen)
+        _plots(out, rep, data_x, finest, paths, _path_times(sde, eps), forward, lp_values, solvers_)
         rep.seconds["plots"] = time.perf_counter() - t0
     rep.seconds["total"] = time.perf_counter() - started
     _write_markdown(rep, out / "report.md", plots)
