@@ -165,7 +165,8 @@ class _ExactTrace:
             cot = self._cached if self._cached is not None else self._cotangent(start, k)
             (jac,) = torch.autograd.grad(out, xr, cot, create_graph=create_graph, retain_graph=True)
             # entry (j, b, start + j) of the (k, batch, d) view is dF_i/dx_i with i = start + j
-            part = jac.reshape(k, batch, d)[:, :, start : start + k].diagonal(dim1=0, dim2=2).sum(-1)
+            jac = jac.reshape(k, batch, d)
+            part = (jac if k == d else jac[:, :, start : start + k]).diagonal(dim1=0, dim2=2).sum(-1)
             total = part if total is None else total + part
             if out0 is None:
                 out0 = out.reshape(k, *x.shape)[0]
@@ -734,7 +735,7 @@ def logp(
             m, c, k, k_c2 = flow.coefficients(t if t_float is None else t_float[0])
             g = graph_now()
             with torch.enable_grad():
-                s, div = jacobian_trace(score_rows, leaf(w * c + m, g), t, g)
+                s, div = jacobian_trace(score_rows, leaf(w * c + m if m != 0 else w * c, g), t, g)
             if not g:
                 s, div = s.detach(), div.detach()
             if isinstance(k, float):  # native loop: scalar coefficients, no tensor ops for them
