@@ -734,8 +734,9 @@ def logp(
             w = state[0]
             m, c, k, k_c2 = flow.coefficients(t if t_float is None else t_float[0])
             g = graph_now()
+            no_offset = isinstance(m, float) and m == 0.0  # (a tensor m is never compared: no host sync)
             with torch.enable_grad():
-                s, div = jacobian_trace(score_rows, leaf(w * c + m if m != 0 else w * c, g), t, g)
+                s, div = jacobian_trace(score_rows, leaf(w * c if no_offset else w * c + m, g), t, g)
             if not g:
                 s, div = s.detach(), div.detach()
             if isinstance(k, float):  # native loop: scalar coefficients, no tensor ops for them
