@@ -249,6 +249,9 @@ def test_ladder_slope_fits_a_power_law():
     hs = [2.0**-k for k in range(3, 8)]
     assert Ladder(hs, [3.0 * h**1.5 for h in hs]).slope == pytest.approx(1.5, abs=1e-12)
     assert math.isnan(Ladder(hs, [0.0, *hs[1:]]).slope)
+    # Round-off-limited levels are left out of the fit (while 3 levels remain).
+    errs = [h**4 for h in hs[:3]] + [1e-14, 1e-15]
+    assert Ladder(hs, errs, floor=1e-11).slope == pytest.approx(4.0, abs=1e-12)
 
 
 def test_ode_order_of_euler_against_the_exact_transport_map():
