@@ -235,7 +235,7 @@ def test_quick_run_other_sdes(sde, tmp_path):
     assert main(["demo", "--quick", "--sde", sde, "--out", str(tmp_path), "--seed", "0", "--no-plots"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     finest = _finest(report, "exact")
-    for solver in ("srk", "ode:dopri5"):
+    for solver in ("srk", "ode:dopri5", "exp2"):
         assert finest[solver]["ks_ratio"] <= 1.0, (sde, solver)
     lp = report["logp"]
     assert lp["exact"]["gap_abs_max"] < 3e-3
