@@ -32,79 +32,31 @@ srk 2.02 / 1.44, heun 1.00 / 0.95, midpoint 1.00 / 0.97.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 import torchsde
 
 import sdekit
-from sdekit.solvers import SamplingProblem
+from validation.order_checks import FINE_FULL, exact_solution, solve_on_path, strong_problem
 
 pytestmark = pytest.mark.slow
 
 F64 = torch.float64
 LEVELS = (3, 4, 5, 6, 7)
 PATHS = 4000
-LAM, MU, A, B = 1.0, 0.5, 0.5, 0.5
-
-
-def _additive_sde() -> sdekit.SDE:
-    return sdekit.SDE.from_expressions("lam*x", "(2 - t)**2*exp(-lam*(1 - t))", lam=LAM)
-
-
-def _gbm_sde() -> sdekit.SDE:
-    return sdekit.SDE.from_expressions("mu*x", "(a + b*(1 - t))*x", mu=MU, a=A, b=B)
-
-
-def _int_u_w(bm, fine: int = 2**12) -> torch.Tensor:
-    """int_0^1 u B_u du from a fine grid of exact increments and Lévy areas (error std ~ fine^-2)."""
-    total = 0.0
-    w_a = 0.0
-    for i in range(fine):
-        a, b = i / fine, (i + 1) / fine
-        dw, du = bm(a, b, return_U=True)
-        total = total + w_a * (b * b - a * a) / 2 + (a + b) / 2 * du
-        w_a = w_a + dw
-    return total
-
-
-def _exact(kind: str, x0: torch.Tensor, w: torch.Tensor, u: torch.Tensor, bm) -> torch.Tensor:
-    if kind == "additive":
-        return math.exp(-LAM) * (x0 + 4 * w - 2 * u - 2 * _int_u_w(bm))
-    int_sigma2 = A * A + A * B + B * B / 3
-    return x0 * torch.exp(-MU + 1.5 * int_sigma2 + (A + B) * w - B * u)
-
-
-def _solve(solver: str, sde: sdekit.SDE, x0: torch.Tensor, bm, steps: int) -> torch.Tensor:
-    problem = SamplingProblem(
-        sde=sde,
-        score=lambda x, t: torch.zeros_like(x),
-        x_T=x0,
-        t_start=1.0,
-        t_end=0.0,
-        steps=steps,
-        rtol=1e-3,
-        atol=1e-3,
-        generator=None,
-        progress=lambda n: None,
-        options={"bm": bm},
-    )
-    with torch.no_grad():  # as in sdekit.sample (milstein's autograd would otherwise keep a graph)
-        x, _ = sdekit.solvers.get(solver).solve(problem)
-    return x
 
 
 def _slope(solver: str, kind: str) -> float:
-    sde = _additive_sde() if kind == "additive" else _gbm_sde()
+    # The problems, their pathwise closed forms and the zero-score adapter run are shared with the
+    # validation suite's order checks (validation/order_checks.py), so the two cannot drift apart.
+    sde = strong_problem(kind)
     x0 = torch.ones(PATHS, 1, dtype=F64)
     bm = torchsde.BrownianInterval(
         t0=0.0, t1=1.0, size=(PATHS, 1), dtype=F64, entropy=1234, levy_area_approximation="space-time"
     )
-    w, u = bm(0.0, 1.0, return_U=True)
-    exact = _exact(kind, x0, w, u, bm)
-    errs = [float((_solve(solver, sde, x0, bm, 2**k) - exact).abs().mean()) for k in LEVELS]
+    exact = exact_solution(kind, x0, bm, FINE_FULL)
+    errs = [float((solve_on_path(solver, sde, x0, bm, 2**k) - exact).abs().mean()) for k in LEVELS]
     hs = [2.0**-k for k in LEVELS]
     return float(np.polyfit(np.log(hs), np.log(errs), 1)[0])
 
