@@ -763,30 +763,22 @@ def logp(
             xs, deltas = y1[None, :, :dim].reshape(1, *x.shape), y1[None, :, dim]
         else:
             try:
+                integrate, extra = odeint, {}
                 if use_adjoint:
-                    from torchdiffeq import odeint_adjoint
+                    from torchdiffeq import odeint_adjoint as integrate
 
-                    xs, deltas = odeint_adjoint(
-                        func,
-                        (start, x.new_zeros(batch)),
-                        times,
-                        rtol=rtol,
-                        atol=atol,
-                        method=method,
-                        options=opts or None,
-                        adjoint_options={k: v for k, v in opts.items() if k not in ("norm", "step_t")},
-                        adjoint_params=adjoint_params,
-                    )
-                else:
-                    xs, deltas = odeint(
-                        func,
-                        (start, x.new_zeros(batch)),
-                        times,
-                        rtol=rtol,
-                        atol=atol,
-                        method=method,
-                        options=opts or None,
-                    )
+                    adjoint_options = {k: v for k, v in opts.items() if k not in ("norm", "step_t")}
+                    extra = {"adjoint_options": adjoint_options, "adjoint_params": adjoint_params}
+                xs, deltas = integrate(
+                    func,
+                    (start, x.new_zeros(batch)),
+                    times,
+                    rtol=rtol,
+                    atol=atol,
+                    method=method,
+                    options=opts or None,
+                    **extra,
+                )
             except AssertionError as err:  # torchdiffeq signals step-size underflow and non-finite states with assert
                 if "non-finite" in str(err):
                     raise SolverDivergedError(
