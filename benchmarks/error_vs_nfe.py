@@ -10,6 +10,10 @@ The reported error is ``D / D_crit``: at most 1 means the n samples cannot be to
 exact law at that level (with ``denoise=True`` the target would be the Tweedie-denoised law, not
 :math:`p_\epsilon`).
 
+Grids: every fixed-step solver runs on its default time grid (row ``solver``); the exponential
+integrators ``exp1``–``exp3`` and the fixed-step torchdiffeq solvers (``ode:euler``, ``ode:rk4``, ...)
+also run on every other grid of :data:`sdekit.solvers._grids.GRIDS` (rows ``solver [grid]``).
+
 Ladders: fixed-step solvers run ``steps`` in ``STEPS``; adaptive solvers (``steps=None``) run
 ``rtol = atol`` in ``TOLS``. A ladder stops at its first ratio <= 1 (``·`` in the table), and step
 counts whose cost would exceed ``MAX_NFE`` model evaluations are skipped (``skip``: this hits the
@@ -34,6 +38,7 @@ import torch
 import sdekit
 from sdekit import analytic
 from sdekit._stats import random_directions, sliced_ks
+from sdekit.solvers._grids import GRIDS
 
 N = 100_000
 STEPS = (5, 10, 20, 50, 100, 200, 500)
@@ -69,10 +74,29 @@ class Result:
     solver: str
     adaptive: bool
     runs: list[Run] = field(default_factory=list)
+    grid: str | None = None  # None: the solver's default grid (or adaptive); else an explicitly requested grid
+    default_grid: str | None = None  # the solver's default grid kind (fixed-step solvers)
+
+    @property
+    def label(self) -> str:
+        """``solver (default grid)`` or ``solver [grid]`` for a non-default grid."""
+        if self.grid is not None:
+            return f"{self.solver} [{self.grid}]"
+        return f"{self.solver} ({self.default_grid})" if self.default_grid else self.solver
 
     @property
     def first_pass(self) -> Run | None:
         return next((r for r in self.runs if r.ratio is not None and r.ratio <= 1), None)
+
+
+def grid_variants(solver: str) -> list[str | None]:
+    """Grids to run: ``None`` (the default) for every solver, plus every other grid for ``exp1``–``exp3`` and
+    the fixed-step torchdiffeq solvers."""
+    cls = sdekit.solvers.available()[solver]
+    fixed_ode = cls.kind == "ode" and not cls.adaptive
+    if not fixed_ode:
+        return [None]
+    return [None, *(g for g in GRIDS if g != cls.grid)]
 
 
 def _nfe_per_step(solver: str) -> int:
@@ -89,8 +113,8 @@ def _failure(err: Exception) -> str:
     return f"fail: {name}"
 
 
-def run_solver(sde_name: str, sde: sdekit.SDE, solver: str, cfg: dict) -> Result:
-    """Run one solver's ladder on one SDE."""
+def run_solver(sde_name: str, sde: sdekit.SDE, solver: str, cfg: dict, grid: str | None = None) -> Result:
+    """Run one solver's ladder on one SDE (on ``grid``, or the solver's default grid if None)."""
     cls = sdekit.solvers.available()[solver]
     oracle = analytic.GaussianMixture(torch.tensor(MEANS), torch.tensor(STDS), torch.tensor(WEIGHTS)).diffuse(sde)
     eps = sde.default_eps
@@ -100,7 +124,7 @@ def run_solver(sde_name: str, sde: sdekit.SDE, solver: str, cfg: dict) -> Result
     # both are tolerance-driven when steps=None. torchsde SDE solvers are also useful on fixed grids;
     # run them on the step ladder (their common use) so reverse Euler–Maruyama appears as the baseline.
     adaptive = bool(cls.adaptive) and cls.kind == "ode"
-    result = Result(sde_name, solver, adaptive)
+    result = Result(sde_name, solver, adaptive, grid=grid, default_grid=None if adaptive else cls.grid)
     levels = cfg["tols"] if adaptive else cfg["steps"]
     per_step = _nfe_per_step(solver)
     done = False
@@ -116,6 +140,8 @@ def run_solver(sde_name: str, sde: sdekit.SDE, solver: str, cfg: dict) -> Result
                 result.runs.append(Run(level, note="skip"))
                 continue
             kwargs.update(steps=int(level))
+            if grid is not None:
+                kwargs.update(grid=grid)
         gen = torch.Generator().manual_seed(SEED + 1)
         x_T = oracle.sample(cfg["n"], sde.T, generator=gen, dtype=torch.float32)
         try:
@@ -158,7 +184,9 @@ def to_markdown(results: list[Result], cfg: dict) -> str:
         f"family-wise level {ALPHA:g}, D_crit = {crit:.2e}) against the exact p_eps; entries `ratio @ NFE`, "
         f"**bold** = indistinguishable from the exact law (ratio <= 1). `·` = not run (ladder already "
         f"reached ratio <= 1); `skip` = over the {cfg['max_nfe']}-NFE cost cap; `step cap` = adaptive run hit "
-        f"its step limit. Fixed-step torchsde solvers (euler, milstein, srk, ...) are run on the step ladder.",
+        f"its step limit. Fixed-step torchsde solvers (euler, milstein, srk, ...) are run on the step ladder. "
+        f"Fixed-step rows: `solver (grid)` = the solver's default time grid, `solver [grid]` = another grid "
+        f"(all grids for exp1-3 and the fixed-step ode:* solvers; see sdekit/solvers/_grids.py).",
         "",
     ]
     for sde_name in dict.fromkeys(r.sde for r in results):
@@ -175,39 +203,52 @@ def to_markdown(results: list[Result], cfg: dict) -> str:
             for r in rows:
                 first = r.first_pass
                 tail = f"{first.nfe} NFE" if first else "not reached"
-                lines.append("| " + " | ".join([f"`{r.solver}`", *(_cell(x) for x in r.runs), tail]) + " |")
+                lines.append("| " + " | ".join([f"`{r.label}`", *(_cell(x) for x in r.runs), tail]) + " |")
             lines.append("")
     return "\n".join(lines)
 
 
 def plot(results: list[Result], path: Path) -> None:
-    """Log-log ratio vs NFE, one panel per SDE, one line per solver."""
+    """Log-log ratio vs NFE: per SDE, one panel with every solver on its default grid (adaptive dashed) and
+    one with the grid variants of the exponential integrators and fixed-step ``ode:*`` solvers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sdes = list(dict.fromkeys(r.sde for r in results))
-    fig, axes = plt.subplots(1, len(sdes), figsize=(7.5 * len(sdes), 6.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(sdes), figsize=(7.5 * len(sdes), 13), squeeze=False)
     cmap = plt.get_cmap("tab20")
-    for ax, sde_name in zip(axes[0], sdes, strict=True):
+    grid_styles = {g: s for g, s in zip(GRIDS, ("-", "--", ":", "-."), strict=False)}
+    for col, sde_name in enumerate(sdes):
         rows = [r for r in results if r.sde == sde_name]
-        for i, r in enumerate(rows):
-            pts = sorted((run.nfe, run.ratio) for run in r.runs if run.ratio is not None)
-            if not pts:
-                continue
-            xs, ys = zip(*pts, strict=True)
-            style = "--" if r.adaptive else "-"
-            marker = "os^vD<>ph*"[i % 10]
-            ax.loglog(xs, ys, style, marker=marker, ms=4, color=cmap(i % 20), label=r.solver)
-        ax.axhline(1.0, color="k", lw=1, ls=":")
-        ax.set_title(f"{sde_name}: sliced-KS / critical value vs NFE")
-        ax.set_xlabel("NFE (model evaluations)")
-        ax.set_ylabel("D / D_crit  (<= 1: indistinguishable)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2, loc="upper right")
+        variant_solvers = list(dict.fromkeys(r.solver for r in rows if r.grid is not None))
+        panels = (
+            (axes[0][col], [r for r in rows if r.grid is None], "default grids"),
+            (axes[1][col], [r for r in rows if r.solver in variant_solvers], "all grids (line style = grid)"),
+        )
+        for ax, sel, title in panels:
+            solvers = list(dict.fromkeys(r.solver for r in sel))
+            for r in sel:
+                pts = sorted((run.nfe, run.ratio) for run in r.runs if run.ratio is not None)
+                if not pts:
+                    continue
+                i = solvers.index(r.solver)
+                xs, ys = zip(*pts, strict=True)
+                if title.startswith("default"):
+                    style = "--" if r.adaptive else "-"
+                else:
+                    style = grid_styles.get(r.grid or r.default_grid or "uniform", "-")
+                ax.loglog(xs, ys, style, marker="os^vD<>ph*"[i % 10], ms=4, color=cmap(i % 20), label=r.label)
+            ax.axhline(1.0, color="k", lw=1, ls=":")
+            ax.axvline(20.0, color="grey", lw=0.8, ls=":")
+            ax.set_title(f"{sde_name}, {title}: sliced-KS / critical value vs NFE")
+            ax.set_xlabel("NFE (model evaluations)")
+            ax.set_ylabel("D / D_crit  (<= 1: indistinguishable)")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=6, ncol=3, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -219,12 +260,19 @@ def summary(results: list[Result]) -> str:
         ranked = sorted(rows, key=lambda r: r.first_pass.nfe)
         if ranked:
             best = ranked[0]
-            ties = [r.solver for r in ranked if r.first_pass.nfe == best.first_pass.nfe]
-            top = ", ".join(f"{r.solver} ({r.first_pass.nfe})" for r in ranked[:5])
+            ties = [r.label for r in ranked if r.first_pass.nfe == best.first_pass.nfe]
+            top = ", ".join(f"{r.label} ({r.first_pass.nfe})" for r in ranked[:5])
             out.append(f"{sde_name}: first to ratio <= 1: {', '.join(ties)} at {best.first_pass.nfe} NFE; top 5: {top}")
+            cheap = [
+                f"{r.label} {run.ratio:.2f} @ {run.nfe}"
+                for r in rows
+                for run in r.runs
+                if run.ratio is not None and run.ratio <= 1 and run.nfe <= 20
+            ]
+            out.append(f"  ratio <= 1 at <= 20 NFE: {'; '.join(cheap) if cheap else 'none'}")
         else:
             out.append(f"{sde_name}: no solver reached ratio <= 1")
-        em = next((r for r in results if r.sde == sde_name and r.solver == "euler"), None)
+        em = next((r for r in results if r.sde == sde_name and r.solver == "euler" and r.grid is None), None)
         if em is not None:
             first = em.first_pass
             out.append(f"  reverse Euler–Maruyama (euler): {f'{first.nfe} NFE' if first else 'not reached'}")
@@ -247,7 +295,8 @@ def main(repeats: int = 1, threads: int = 2, quick: bool = False) -> list[Result
     sdes = {"VPSDE": sdekit.VPSDE(), "VESDE": sdekit.VESDE()}
     solvers = list(sdekit.solvers.available())
     print(
-        f"error vs NFE: {len(solvers)} solvers x {len(sdes)} SDEs, n = {cfg['n']:,}, float32, "
+        f"error vs NFE: {len(solvers)} solvers (exp1-3 and fixed-step ode:* on every grid of {', '.join(GRIDS)}) "
+        f"x {len(sdes)} SDEs, n = {cfg['n']:,}, float32, "
         f"torch threads = {threads}{' (quick)' if quick else ''}"
     )
     print(
@@ -258,12 +307,13 @@ def main(repeats: int = 1, threads: int = 2, quick: bool = False) -> list[Result
     started = time.perf_counter()
     for sde_name, sde in sdes.items():
         for solver in solvers:
-            t0 = time.perf_counter()
-            res = run_solver(sde_name, sde, solver, cfg)
-            results.append(res)
-            skipped = [_level(r.level, res.adaptive) for r in res.runs if r.note == "skip"]
-            note = f"  (skipped over cost cap: {', '.join(skipped)})" if skipped else ""
-            print(f"  {sde_name} {solver:20s} {time.perf_counter() - t0:6.1f} s{note}", flush=True)
+            for grid in grid_variants(solver):
+                t0 = time.perf_counter()
+                res = run_solver(sde_name, sde, solver, cfg, grid=grid)
+                results.append(res)
+                skipped = [_level(r.level, res.adaptive) for r in res.runs if r.note == "skip"]
+                note = f"  (skipped over cost cap: {', '.join(skipped)})" if skipped else ""
+                print(f"  {sde_name} {res.label:30s} {time.perf_counter() - t0:6.1f} s{note}", flush=True)
     table = to_markdown(results, cfg)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "error_vs_nfe.md").write_text(table + "\n\n" + summary(results) + "\n")
