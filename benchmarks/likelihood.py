@@ -272,7 +272,7 @@ def main(repeats: int = 3, threads: int = 1, images: bool = True) -> None:
     torch.set_num_threads(threads)
     eps = 1e-5
     print(f"sdekit.logp vs scipy RK45 reference (float64, torch threads = {threads})\n")
-    tols = (1e-4, 7e-5, 5e-5, 3e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6)
+    tols = (1e-3, 5e-4, 3e-4, 2e-4, 1e-4, 7e-5, 5e-5, 3e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6)
     gen = torch.Generator().manual_seed(1)
     x2 = torch.randn(256, 2, generator=gen, dtype=DT) * 1.5
     for sde_name, sde in (("VP", sdekit.VPSDE()), ("VE", sdekit.VESDE())):
@@ -304,7 +304,7 @@ def main(repeats: int = 3, threads: int = 1, images: bool = True) -> None:
     name = "images (8, 3, 32, 32), VP, Hutchinson"
     _case(name + " [same tolerance]", img, sde, ximg, tol=1e-5, ref_tol=1e-5, truth_label="1e-9 solve", **kw)
     print()
-    img_tols = (1e-4, 5e-5, 2e-5, 1e-5, 7e-6, 5e-6, 3e-6, 2e-6, 1e-6)
+    img_tols = (1e-3, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5, 7e-6, 5e-6, 3e-6, 2e-6, 1e-6)
     _equal_agreement(name, img, sde, ximg, ref_tol=1e-5, tols=img_tols, truth_label="1e-9 solve", **kw)
 
 

@@ -29,10 +29,8 @@ state-dependent diffusion, :math:`-\tfrac12\partial_x g^2`), taken by autograd:
 For affine SDEs the ODE is integrated in the normalized coordinates
 :math:`w = (x - m(t))/c(t)`, :math:`c^2 = \alpha^2 + \sigma^2` (:class:`_NormalizedFlow`): the
 divergence of the known linear part is exact, autograd runs through the score model only and
-the log-determinant :math:`d\log(c(T)/c(\epsilon))` is added in closed form. ``solver="dopri5"``
-(the default) runs a native Dormand–Prince loop (:func:`_dopri5`) with torchdiffeq's tableau and
-step control but far less per-step bookkeeping; other methods, ``options=`` and ``adjoint=True``
-go through torchdiffeq.
+the log-determinant :math:`d\log(c(T)/c(\epsilon))` is added in closed form. Every method is
+torchdiffeq's.
 
 See ``docs/likelihood.md`` for the derivation, the sign conventions, the prior and the
 bits-per-dimension offset.
@@ -101,7 +99,7 @@ class LikelihoodInfo:
         delta_logp: :math:`\int_\epsilon^T \nabla\cdot\tilde f\,dt`, shape (batch,); the result is
             ``prior_logp + delta_logp``.
         z: the latent :math:`x_T`, shaped like x.
-        solver: method used (``"dopri5"`` also for sdekit's native Dormand–Prince loop).
+        solver: torchdiffeq method used.
         trace: ``"exact"`` or ``"hutchinson"`` (``"auto"`` resolved).
         n_probes: Hutchinson probes per sample (0 for the exact trace).
         eps: lower time :math:`\epsilon`.
@@ -233,117 +231,6 @@ class _CheckedNorm:
                 step=int(self.where[1]),
             )
         return value
-
-
-# --------------------------------------------------------------------------- native Dormand-Prince
-_DP_C = (0.2, 0.3, 0.8, 8.0 / 9.0, 1.0, 1.0)
-_DP_A = (
-    (0.2,),
-    (3.0 / 40.0, 9.0 / 40.0),
-    (44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0),
-    (19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0),
-    (9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0),
-    (35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0),
-)
-# 5th-order minus embedded 4th-order weights (the error estimate), stages 1..7
-_DP_E = (
-    35.0 / 384.0 - 5179.0 / 57600.0,
-    0.0,
-    500.0 / 1113.0 - 7571.0 / 16695.0,
-    125.0 / 192.0 - 393.0 / 640.0,
-    -2187.0 / 6784.0 + 92097.0 / 339200.0,
-    11.0 / 84.0 - 187.0 / 2100.0,
-    -1.0 / 40.0,
-)
-_SAFETY, _MAX_FACTOR, _MIN_FACTOR = 0.9, 10.0, 0.2  # torchdiffeq's defaults
-_MAX_STEPS = 100_000
-
-
-def _combine(base: torch.Tensor, terms: Any, ks: list[torch.Tensor], h: float) -> torch.Tensor:
-    out = base
-    for coef, k in zip(terms, ks, strict=False):
-        if coef != 0.0:
-            out = torch.add(out, k, alpha=coef * h)
-    return out
-
-
-def _sample_rms(v: torch.Tensor) -> torch.Tensor:
-    """Largest per-sample RMS of a (batch, n) tensor: the same per-sample norm as :func:`_per_sample_norm`."""
-    return v.pow(2).mean(1).max().sqrt()
-
-
-def _dopri5(
-    func: Callable[[float, torch.Tensor], torch.Tensor],
-    y0: torch.Tensor,
-    t0: float,
-    t1: float,
-    rtol: float,
-    atol: float,
-) -> tuple[torch.Tensor, int, int]:
-    r"""Adaptive Dormand–Prince 5(4) from t0 to t1 on a (batch, n) state with the per-sample error norm.
-
-    The tableau, error estimate, first-step choice (Hairer, Nørsett & Wanner II.4) and step-size
-    control (safety 0.9, factor in [0.2, 10], exponent 1/5) are torchdiffeq's, and the last step
-    ends exactly on t1. What differs is the bookkeeping: times and step sizes are Python floats,
-    the stages are combined with ``torch.add(..., alpha=)``, there is no dense-output fit and
-    exactly one host read (the error norm) per step, so a step costs its six evaluations plus
-    about 30 tensor operations. A step is accepted when every sample's RMS of
-    ``error / (atol + rtol max(|y_n|, |y_{n+1}|))`` is at most 1.
-
-    Returns the state at t1, the number of accepted steps and of rejected steps. Raises
-    :class:`SolverDivergedError` on a non-finite error estimate and :class:`SolverError` on
-    step-size underflow or more than :data:`_MAX_STEPS` steps.
-    """
-    span = t1 - t0
-    f0 = func(t0, y0)
-    scale = atol + rtol * y0.detach().abs()
-    d0, d1 = float(_sample_rms(y0.detach() / scale)), float(_sample_rms(f0.detach() / scale))
-    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-    h0 = min(h0, span)
-    f1 = func(t0 + h0, torch.add(y0, f0, alpha=h0))
-    d2 = float(_sample_rms((f1 - f0).detach() / scale)) / h0
-    if not (math.isfinite(d1) and math.isfinite(d2)):
-        raise SolverDivergedError(
-            f"the probability-flow drift or its divergence is non-finite at t = {t0:.6g}; check the model",
-            t=t0,
-            step=0,
-        )
-    h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1.0 / 6.0)
-    h = min(100 * h0, h1)
-    t, y, f = t0, y0, f0
-    accepted = rejected = 0
-    while t < t1:
-        if accepted + rejected >= _MAX_STEPS:
-            raise SolverError(f"dopri5 took more than {_MAX_STEPS} steps at t = {t:.6g}; loosen rtol/atol")
-        last = t + h >= t1 - 1e-12 * abs(span)
-        if last:
-            h = t1 - t
-        if h <= 1e-14 * max(1.0, abs(t)):
-            raise SolverError(f"step size underflow (h = {h:.3g}) at t = {t:.6g}")
-        ks = [f]
-        for c, a in zip(_DP_C[:-1], _DP_A[:-1], strict=True):
-            ks.append(func(t + c * h, _combine(y, a, ks, h)))
-        y_new = _combine(y, _DP_A[-1], ks, h)
-        t_new = t1 if last else t + h
-        f_new = func(t_new, y_new)
-        ks.append(f_new)
-        err = _combine(torch.zeros_like(y), _DP_E, ks, h)
-        ratio = float(_sample_rms(err.detach() / (atol + rtol * torch.maximum(y.abs(), y_new.abs()).detach())))
-        if not math.isfinite(ratio):
-            raise SolverDivergedError(
-                f"the probability-flow drift or its divergence became non-finite in the step from t = {t:.6g} "
-                f"to {t + h:.6g}; check the model, or lower eps/rtol/atol",
-                t=t,
-                step=accepted + rejected,
-            )
-        if ratio <= 1.0:
-            t, y, f = t_new, y_new, f_new
-            accepted += 1
-        else:
-            rejected += 1
-        factor = _MAX_FACTOR if ratio == 0.0 else _SAFETY * ratio ** (-0.2)
-        h = h * min(_MAX_FACTOR, max(factor, _MIN_FACTOR if ratio > 1.0 else 1.0))
-    return y, accepted, rejected
 
 
 # --------------------------------------------------------------------------- normalized coordinates
@@ -530,10 +417,7 @@ def logp(
         sde: the forward SDE.
         x: data of shape (batch, *event_shape), any floating dtype.
         solver: torchdiffeq method (``"dopri5"``, ``"ode:dopri5"``, ``"ode"``, ``"dopri8"``, ...).
-            Fixed-grid methods (``"rk4"``, ``"euler"``, ...) need ``steps``. ``"dopri5"`` (the
-            default) without ``options=`` runs sdekit's own Dormand–Prince 5(4) loop (same tableau,
-            error norm and step control as torchdiffeq's, less overhead per step); any ``options=``
-            (e.g. ``{"max_num_steps": 10**6}``) or ``adjoint=True`` hands it to torchdiffeq.
+            Fixed-grid methods (``"rk4"``, ``"euler"``, ...) need ``steps``.
         rtol: relative tolerance of adaptive methods, applied to both x and the log-density.
         atol: absolute tolerance of adaptive methods.
         trace: ``"exact"``, ``"hutchinson"`` or ``"auto"`` (exact for event dimension
@@ -563,7 +447,6 @@ def logp(
             products) instead of backpropagating through the solver's operations: memory no longer
             grows with the number of steps, at the price of a second solve and gradients accurate
             to the solver tolerance (rather than exact gradients of the discretized solve).
-            Always runs torchdiffeq (never the native dopri5 loop).
         adjoint_params: the tensors to differentiate with ``adjoint=True`` (default: the model's
             parameters when it is a ``torch.nn.Module``, else none; gradients w.r.t. ``x`` and
             through the prior are always available). Tensors the model uses that are not listed
@@ -709,8 +592,6 @@ def logp(
         return v if (g and v.requires_grad) else v.detach().requires_grad_(True)
 
     flow = _NormalizedFlow(sde, k_fn, x) if k_fn is not None else None
-    native = method == "dopri5" and not options and not use_adjoint
-    t_float: list[float] | None = [eps] if native else None  # the native loop's time as a Python float
     if flow is None:
         drift = sde.probability_flow(score).drift
 
@@ -722,7 +603,7 @@ def logp(
                 out, div = jacobian_trace(drift, leaf(state[0], g), t, g)
             return (out, div) if g else (out.detach(), div.detach())
 
-        start, log_jac_start = (x if graph else x.detach()), 0.0
+        start = x if graph else x.detach()
     else:
 
         def score_rows(xr: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -732,70 +613,62 @@ def logp(
             where[0] = t
             where[1] += 1
             w = state[0]
-            m, c, k, k_c2 = flow.coefficients(t if t_float is None else t_float[0])
+            # On the CPU the coefficients are Python floats (no tensor dispatch, no sync to avoid);
+            # elsewhere 0-d tensors on the state's device (no host synchronisation per evaluation),
+            # and tensors too when t carries a graph (adaptive steps depend on the parameters).
+            plain = t.device.type == "cpu" and not t.requires_grad
+            m, c, k, k_c2 = flow.coefficients(float(t) if plain else t)
             g = graph_now()
             no_offset = isinstance(m, float) and m == 0.0  # (a tensor m is never compared: no host sync)
             with torch.enable_grad():
                 s, div = jacobian_trace(score_rows, leaf(w * c if no_offset else w * c + m, g), t, g)
             if not g:
                 s, div = s.detach(), div.detach()
-            if isinstance(k, float):  # native loop: scalar coefficients, no tensor ops for them
+            if isinstance(k, float):
                 return torch.add(w * k_c2, s, alpha=k / c), div * k + dim * k_c2
             return torch.addcmul(k_c2 * w, s, k / c), div * k + dim * k_c2
 
-        m0, c0, _, _ = flow.coefficients(eps if native else torch.tensor(eps, dtype=x.dtype, device=x.device))
+        m0, c0, _, _ = flow.coefficients(eps)
         start = ((x if graph else x.detach()) - m0) / c0
-        log_jac_start = math.log(c0) if native else torch.log(c0)
+        log_c0 = math.log(c0)
 
     times = torch.tensor([eps, T], dtype=x.dtype, device=x.device)
     batch = x.shape[0]
     with torch.set_grad_enabled(graph):
-        if native:
+        try:
+            integrate, extra = odeint, {}
+            if use_adjoint:
+                from torchdiffeq import odeint_adjoint as integrate
 
-            def flat_func(t: float, y: torch.Tensor) -> torch.Tensor:
-                tt = torch.full((), t, dtype=x.dtype, device=x.device)
-                t_float[0] = t
-                v, div = func(tt, (y[:, :dim].reshape(x.shape), y[:, dim]))
-                return torch.cat([v.reshape(batch, dim), div.unsqueeze(1)], dim=1)
-
-            y0 = torch.cat([start.reshape(batch, dim), x.new_zeros(batch, 1)], dim=1)
-            y1, _, _ = _dopri5(flat_func, y0, eps, T, rtol, atol)
-            xs, deltas = y1[None, :, :dim].reshape(1, *x.shape), y1[None, :, dim]
-        else:
-            try:
-                integrate, extra = odeint, {}
-                if use_adjoint:
-                    from torchdiffeq import odeint_adjoint as integrate
-
-                    adjoint_options = {k: v for k, v in opts.items() if k not in ("norm", "step_t")}
-                    extra = {"adjoint_options": adjoint_options, "adjoint_params": adjoint_params}
-                xs, deltas = integrate(
-                    func,
-                    (start, x.new_zeros(batch)),
-                    times,
-                    rtol=rtol,
-                    atol=atol,
-                    method=method,
-                    options=opts or None,
-                    **extra,
-                )
-            except AssertionError as err:  # torchdiffeq signals step-size underflow and non-finite states with assert
-                if "non-finite" in str(err):
-                    raise SolverDivergedError(
-                        f"the probability-flow state became non-finite near t = {float(where[0]):.6g} (evaluation "
-                        f"{where[1]}); check the model, or lower eps/rtol/atol",
-                        t=float(where[0]),
-                        step=int(where[1]),
-                    ) from err
-                raise SolverError(
-                    f"torchdiffeq {method} failed while integrating the probability-flow ODE from eps = {eps:g} to "
-                    f"T = {T:g}: {err}. Try looser rtol/atol, a larger eps or another solver"
+                adjoint_options = {k: v for k, v in opts.items() if k not in ("norm", "step_t")}
+                extra = {"adjoint_options": adjoint_options, "adjoint_params": adjoint_params}
+            xs, deltas = integrate(
+                func,
+                (start, x.new_zeros(batch)),
+                times,
+                rtol=rtol,
+                atol=atol,
+                method=method,
+                options=opts or None,
+                **extra,
+            )
+        except AssertionError as err:  # torchdiffeq signals step-size underflow and non-finite states with assert
+            if "non-finite" in str(err):
+                raise SolverDivergedError(
+                    f"the probability-flow state became non-finite near t = {float(where[0]):.6g} (evaluation "
+                    f"{where[1]}); check the model, or lower eps/rtol/atol",
+                    t=float(where[0]),
+                    step=int(where[1]),
                 ) from err
+            raise SolverError(
+                f"torchdiffeq {method} failed while integrating the probability-flow ODE from eps = {eps:g} to "
+                f"T = {T:g}: {err}. Try looser rtol/atol, a larger eps or another solver"
+            ) from err
         z, delta = xs[-1], deltas[-1]
         if flow is not None:  # back to x, with the log-determinant d log(c(T) / c(eps)) of the change of variables
-            mT, cT, _, _ = flow.coefficients(T if native else times[-1])
+            mT, cT, _, _ = flow.coefficients(T)
             z = cT * z + mT
-            delta = delta + dim * ((math.log(cT) if native else torch.log(cT)) - log_jac_start)
+            delta = delta + dim * (math.log(cT) - log_c0)
     prior_lp = prior.log_prob(z)
     if not isinstance(prior_lp, torch.Tensor) or prior_lp.shape != (x.shape[0],):
         raise ModelOutputError(
