@@ -21,6 +21,7 @@ import sympy as sp
 
 from ..errors import NotAffineError, SDEDeclarationError
 from . import derive
+from ._cache import cached_derivation
 from ._symbols import t as T_SYM
 from ._symbols import x as X_SYM
 
@@ -322,7 +323,10 @@ class SDE:
             )
         cached = _SYMBOLIC_CACHE[self._cache_key]
         if "marginal" not in cached:
-            cached["marginal"] = derive.derive_marginal(self._affine, self.g)
+            affine = self._affine
+            cached["marginal"] = cached_derivation(
+                "marginal", (self.f, self.g), lambda: derive.derive_marginal(affine, self.g)
+            )
         return cached["marginal"]
 
     @functools.cached_property
