@@ -168,8 +168,9 @@ def sample(
             ``"srk"`` (default), ``"heun"``, ``"midpoint"``, ``"reversible_heun"``; torchdiffeq ``"ode"``,
             ``"ode:<method>"`` / ``"dopri5"``, ``"rk4"``, ...; native ``"pc"``, ``"ancestral"``, ``"ald"``,
             ``"exp1"``–``"exp3"``.
-        steps: number of uniform steps; ``None`` runs adaptive solvers with ``rtol``/``atol`` and
-            fixed-grid ones with their ``default_steps``.
+        steps: number of steps on the solver's time grid (its default ``grid``, e.g. ``"logsnr"``, or the
+            ``grid=`` option); ``None`` runs adaptive solvers with ``rtol``/``atol`` and fixed-grid ones with
+            their ``default_steps``.
         rtol, atol: tolerances of adaptive runs.
         eps: smallest time, ``0 < eps < T`` (default ``sde.default_eps``).
         x_T: starting point of shape ``shape`` (default: a draw from ``sde.prior``).
@@ -185,16 +186,20 @@ def sample(
         ts: also return the trajectory at these times (strictly decreasing, within ``[eps, T]``): the
             result becomes ``(x, path[, info])`` with ``path`` of shape ``(len(ts), *shape)`` holding the raw
             states :math:`x_{t}` (``path[k]`` at ``ts[k]``; ``x_T`` for ``T``; never denoised). The run is split
-            at the interior times: each segment ``[a, b]`` gets ``round(steps (a - b) / (T - eps))`` steps (at
-            least 1) on the solver's own grid, and multistep solvers restart their history at each cut.
-        **options: solver-specific options (see each solver's docstring and ``docs/sampling.md``).
+            at the interior times: each segment gets the steps of the solver's full ``steps``-step grid
+            (its default ``grid`` or ``grid=``) that fall in it (at least 1), on the same kind of grid, and
+            multistep solvers restart their history at each cut.
+        **options: solver-specific options (see each solver's docstring and ``docs/sampling.md``), and
+            ``allow_unstable=True`` to run a solver whose ``can_sample`` is False (``reversible_heun``)
+            instead of getting a :class:`~sdekit.errors.SolverError` (no effect on the other solvers).
 
     Returns:
         Samples of ``shape``; then the path if ``ts`` is given; then the info if ``return_info``.
 
     Raises:
         UnknownSolverError: ``solver`` is not registered (the message suggests close names).
-        SolverError: the solver cannot handle this SDE or option.
+        SolverError: the solver cannot handle this SDE or option, or cannot sample at all
+            (``Solver.can_sample`` False; the message says why and what to use).
         ModelOutputError: the model output has the wrong shape/dtype or is non-finite (checked once).
         SolverDivergedError: the state became non-finite (the message names the time and step).
         ValueError, TypeError: any other invalid argument.
@@ -218,6 +223,12 @@ def sample(
     name = _solvers.resolve(solver)
     impl = _solvers.get(name)
     impl.check(sde)
+    options = dict(options)
+    allow_unstable = options.pop("allow_unstable", False)
+    if not isinstance(allow_unstable, bool):
+        raise TypeError(f"allow_unstable must be True or False, got {allow_unstable!r}")
+    if not impl.can_sample and not allow_unstable:
+        raise SolverError(f"{name} cannot sample: {impl.sample_refusal}; pass allow_unstable=True to run it anyway")
     check_parameterization(parameterization)
     if parameterization != "score" and not sde.is_affine:
         raise SolverError(
@@ -277,12 +288,12 @@ def sample(
         bar = _Progress(progress, total, f"sdekit.sample[{name}]")
         segments = _segments(T, eps, path_times)
         n_total = steps if steps is not None else (None if impl.adaptive else impl.default_steps)
+        split = _segment_steps(sde, impl, opts, T, eps, n_total, segments)
         x, path, stats = x_T, [], SolveStats()
         try:
-            for a, b in segments:
+            for (a, b), seg_steps in zip(segments, split, strict=True):
                 if path_times is not None and a in path_times:
                     path.append(x)
-                seg_steps = None if n_total is None else max(1, round(n_total * (a - b) / (T - eps)))
                 problem = SamplingProblem(
                     sde=sde,
                     score=score,
@@ -356,6 +367,28 @@ def _check_path_times(ts: Any, T: float, eps: float) -> list[float] | None:
     if any(b >= a for a, b in itertools.pairwise(times)):
         raise ValueError(f"ts has times closer than {tol:g} to each other or to eps/T: {times}")
     return times
+
+
+def _segment_steps(
+    sde: SDE, impl: Any, opts: dict[str, Any], T: float, eps: float, n_total: int | None, segments: list
+) -> list[int | None]:
+    """Steps of each (start, end) segment: the share of the solver's own n_total-step grid that lies in it.
+
+    The full grid (kind from ``grid=`` or the solver's default :attr:`~sdekit.solvers.Solver.grid`) is
+    built once; each interior cut takes the index of its nearest grid time, and a segment gets the
+    index difference (at least 1), so the steps add up to n_total and follow the grid's density (e.g.
+    log-SNR: most steps at small t). One segment (no interior ``ts``): n_total itself.
+    """
+    if n_total is None:
+        return [None] * len(segments)
+    if len(segments) == 1:
+        return [n_total]
+    from .solvers._grids import resolve_grid, time_grid
+
+    kind = resolve_grid(sde, opts.get("grid"), impl.grid, impl.name)
+    full = time_grid(sde, T, eps, n_total, kind, rho=opts.get("rho", 7.0))
+    idx = [0] + [int((full - b).abs().argmin()) for _, b in segments[:-1]] + [n_total]
+    return [max(1, hi - lo) for lo, hi in itertools.pairwise(idx)]
 
 
 def _segments(T: float, eps: float, path_times: list[float] | None) -> list[tuple[float, float]]:

@@ -58,11 +58,19 @@ def _solvers(args: argparse.Namespace) -> int:
     if not rows:
         print("no solvers registered")
         return 0
-    print(f"{'name':<20}{'kind':<6}{'strong':<8}{'weak':<6}{'adaptive':<10}description")
+    print(
+        f"{'name':<20}{'kind':<6}{'strong':<8}{'weak':<6}{'adaptive':<10}{'steps':<7}{'grid':<9}{'sample':<8}description"
+    )
     for name, cls in sorted(rows.items()):
+        steps = cls.default_steps or cls.recommended_steps
         print(
-            f"{name:<20}{cls.kind:<6}{cls.strong_order!s:<8}{cls.weak_order!s:<6}{cls.adaptive!s:<10}{cls.description}"
+            f"{name:<20}{cls.kind:<6}{cls.strong_order!s:<8}{cls.weak_order!s:<6}{cls.adaptive!s:<10}"
+            f"{steps if steps else '-'!s:<7}{cls.grid:<9}{'yes' if cls.can_sample else 'refused':<8}{cls.description}"
         )
+    print(
+        "steps: default (fixed-grid) or recommended fixed step count; grid: default grid of fixed-step runs; "
+        "sample: 'refused' = sdekit.sample raises SolverError (Solver.can_sample; see the solver's sample_refusal)"
+    )
     return 0
 
 

@@ -6,7 +6,8 @@ over 8 fixed directions, fixed seeds; the same test must reject a too-coarse ste
 Order tests: deterministic PF-ODE from fixed x_T for Gaussian data, where the exact flow
 map is affine. Measured on this machine (n = 5e4, KS / critical value): exp1 50 steps 1.4,
 exp2 40 steps 0.65-0.85, exp3 20 steps 0.8-1.3, ancestral 200 steps 0.67-0.87, pc 200 steps
-0.4-0.9, ald 500 levels x 3 steps 0.61 (n = 2e4); coarse runs 4-35.
+0.4-0.9, ald 500 levels x 3 steps 0.61 (n = 2e4); coarse runs 4-35. Runs of 1,000+ NFE at
+n = 20,000 (ancestral's and ald's defaults) are marked slow (CI runs them).
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def _ks_ratio(sde_name: str, solver: str, steps: int | None, seed: int = 0) -> f
 
 @pytest.mark.parametrize("sde_name", ["vp", "ve"])
 @pytest.mark.parametrize(
-    "solver", [pytest.param(s, marks=pytest.mark.slow) if s == "ald" else s for s in CASES]
-)  # ald: 1,500 NFE, ~20 s per SDE on the shared CPUs
+    "solver", [pytest.param(s, marks=pytest.mark.slow) if s in ("ald", "ancestral") else s for s in CASES]
+)  # ald: 1,500 NFE, ancestral: 1,000 steps, ~10-20 s per SDE on the shared CPUs
 def test_sliced_ks_recommended_steps_pass(sde_name: str, solver: str) -> None:
     ratio = _ks_ratio(sde_name, solver, CASES[solver][0])
     assert ratio < 1.0, f"{solver} on {sde_name}: sliced KS / critical = {ratio:.2f}"
@@ -150,23 +151,39 @@ def test_exponential_integrator_with_offset() -> None:
     assert _pf_error(sde, "exp1", 200, 1e-3) < 5e-2
 
 
-@pytest.mark.parametrize(("solver", "steps"), [("pc", None), ("ald", None), ("ancestral", 1000)])
-def test_stochastic_samplers_gaussian_moments(solver: str, steps: int | None) -> None:
-    """1-D Gaussian data under VP: mean and variance at eps within 5 MC standard errors.
+def _gauss_z(solver: str, steps: int | None, n: int = 20_000) -> tuple[float, float]:
+    """z-scores of the sample mean and variance at eps against the exact 1-D Gaussian law (VP, float64).
 
-    ancestral's plug-in posterior misses Var[x0 | x_t] (variance deficit O(1/N): measured -8% at
-    200 steps, -2.4% at 1000, n = 1e5), so it is checked at 1000 steps, where 5 standard errors
-    (5%) cover it.
+    SE(mean) = std / sqrt(n), SE(var) = var sqrt(2 / (n - 1)) (Gaussian samples).
     """
     sde = sdekit.VPSDE()
     oracle = _IsoMixtureScore(sde, *GAUSS)
-    n = 20_000
     g = torch.Generator().manual_seed(1)
     x = sdekit.sample(oracle, sde, (n, 1), solver=solver, steps=steps, denoise=False, generator=g, dtype=torch.float64)
     mean, std = _gauss_moments(sde, sde.default_eps)
     se_mean, se_var = std / math.sqrt(n), std**2 * math.sqrt(2 / (n - 1))
-    assert abs(float(x.mean()) - mean) < 5 * se_mean
-    assert abs(float(x.var()) - std**2) < 5 * se_var
+    return (float(x.mean()) - mean) / se_mean, (float(x.var()) - std**2) / se_var
+
+
+@pytest.mark.parametrize(
+    "solver", ["pc", pytest.param("ald", marks=pytest.mark.slow), pytest.param("ancestral", marks=pytest.mark.slow)]
+)  # ald: 1,500 NFE; ancestral: 1,000 steps (~10-20 s each on the shared CPUs)
+def test_stochastic_samplers_gaussian_moments(solver: str) -> None:
+    """1-D Gaussian data under VP at the solver's default steps: mean and variance at eps within 4 MC standard
+    errors (n = 20,000; a correct sampler fails one of the two with probability ~1.3e-4).
+
+    ancestral's default is 1000 log-SNR steps because its plug-in posterior misses Var[x0 | x_t]
+    (variance deficit O(1/steps): measured -1.8 % at 1000, n = 1e5, i.e. ~1.8 SE at n = 20,000).
+    """
+    z_mean, z_var = _gauss_z(solver, None)
+    assert abs(z_mean) < 4 and abs(z_var) < 4, (z_mean, z_var)
+
+
+def test_ancestral_variance_bias_at_coarse_steps() -> None:
+    """The same 4-SE variance test fails for ancestral at 50 steps: deficit O(1/steps), measured -17 % on the
+    log-SNR grid (n = 1e5), i.e. ~ -17 SE at n = 20,000 (so the default-steps test above can fail)."""
+    _, z_var = _gauss_z("ancestral", 50)
+    assert z_var < -4, z_var
 
 
 # ----------------------------------------------------------------------------- mechanics

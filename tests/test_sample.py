@@ -369,10 +369,11 @@ def test_fixed_step_brownian_law() -> None:
 _N_KS = 20_000
 _DIRECTIONS = random_directions(2, 8, seed=0)
 
-_SDE_SOLVERS = [n for n, c in sdekit.solvers.available().items() if issubclass(c, _torchsde.TorchsdeSolver)]
-_ODE_SOLVERS = [n for n, c in sdekit.solvers.available().items() if issubclass(c, _torchdiffeq.TorchdiffeqSolver)]
-# reversible Heun refuses to sample (SolverError; test_reversible_heun_refuses_to_sample)
-_SDE_SOLVERS.remove("reversible_heun")
+_AVAILABLE = sdekit.solvers.available()
+# Solvers whose class declares can_sample = False are refused by sample() (test_refused_solvers_say_why).
+_SDE_SOLVERS = [n for n, c in _AVAILABLE.items() if issubclass(c, _torchsde.TorchsdeSolver) and c.can_sample]
+_ODE_SOLVERS = [n for n, c in _AVAILABLE.items() if issubclass(c, _torchdiffeq.TorchdiffeqSolver) and c.can_sample]
+_REFUSED = [n for n, c in _AVAILABLE.items() if not c.can_sample]
 
 
 def _recommended(name: str) -> dict:
@@ -435,16 +436,29 @@ def test_sliced_ks_every_solver(solver: str, ks_case) -> None:
     assert _ks_ratio(solver, ks_case, **_too_coarse(solver)) > 1.0
 
 
-def test_reversible_heun_refuses_to_sample(vp: sdekit.SDE) -> None:
-    """Its undamped parasitic state grows like exp(int g^2/sigma^2) on the reverse SDE: a SolverError saying what
-    to use instead; allow_unstable=True runs it anyway."""
+@pytest.mark.parametrize("solver", _REFUSED)
+def test_refused_solvers_say_why(vp: sdekit.SDE, solver: str) -> None:
+    """A solver declaring can_sample = False: sample() raises SolverError with the class's reason;
+    allow_unstable=True runs it anyway (Solver.solve itself does not refuse)."""
+    cls = _AVAILABLE[solver]
+    assert cls.sample_refusal, f"{solver} declares can_sample = False without saying why"
     oracle = _gauss1d().diffuse(vp)
-    with pytest.raises(SolverError, match=r"reversible_heun cannot sample.*'heun'.*allow_unstable=True"):
-        sdekit.sample(oracle, vp, (4, 1), solver="reversible_heun", steps=10)
+    with pytest.raises(SolverError, match=rf"{solver} cannot sample.*allow_unstable=True") as err:
+        sdekit.sample(oracle, vp, (4, 1), solver=solver, steps=10)
+    assert cls.sample_refusal in str(err.value)
     x, info = sdekit.sample(
-        oracle, vp, (4, 1), solver="reversible_heun", steps=10, allow_unstable=True, return_info=True, dtype=F64
+        oracle, vp, (4, 1), solver=solver, steps=10, allow_unstable=True, return_info=True, dtype=F64
     )
     assert x.shape == (4, 1) and info.steps == 10
+
+
+def test_reversible_heun_is_refused(vp: sdekit.SDE) -> None:
+    """reversible_heun declares it cannot sample (undamped parasitic mode, see its docstring) and names 'heun'."""
+    assert "reversible_heun" in _REFUSED
+    with pytest.raises(SolverError, match=r"reversible_heun cannot sample.*'heun'.*allow_unstable=True"):
+        sdekit.sample(_gauss1d().diffuse(vp), vp, (4, 1), solver="reversible_heun", steps=10)
+    with pytest.raises(TypeError, match="allow_unstable"):
+        sdekit.sample(_gauss1d().diffuse(vp), vp, (4, 1), solver="reversible_heun", steps=10, allow_unstable="yes")
 
 
 @pytest.mark.parametrize("sde_name", ["VPSDE", "VESDE", "SubVPSDE"])

@@ -52,10 +52,6 @@ N_FULL, N_QUICK = 20_000, 20_000
 N_LOGP = 64
 LOGP_TOL = 1e-3
 
-# Fixed-step recommendations for the torchsde solvers (docs/sampling.md; steps=None would make
-# them adaptive). ODE solvers use their own ``recommended_rtol`` (adaptive) or ``default_steps``,
-# native samplers their ``default_steps``.
-SDE_STEPS = {"euler": 100, "milstein": 100, "srk": 50, "heun": 50, "midpoint": 50, "reversible_heun": 100}
 QUICK_SOLVERS = ("euler", "srk", "ode:dopri5", "exp2", "ancestral")
 QUICK_SDES = ("VPSDE", "VESDE")
 
@@ -105,15 +101,21 @@ def moment_z(x: torch.Tensor, law) -> float:
 
 
 def solver_kwargs(name: str) -> dict:
-    """The recommended ``steps`` / ``rtol`` of a solver (see the module docstring)."""
+    """The recommended ``steps`` / ``rtol`` of a solver, read from its class (see the module docstring).
+
+    torchsde solvers: their fixed-step ``recommended_steps`` (``steps=None`` would make them adaptive);
+    adaptive ODE solvers: ``recommended_rtol``; fixed-grid solvers: ``steps=None``, i.e. their
+    ``default_steps``. Every fixed-step run uses the solver's default grid.
+    """
     import sdekit
+    from sdekit.solvers._torchdiffeq import TorchdiffeqSolver
+    from sdekit.solvers._torchsde import TorchsdeSolver
 
     cls = sdekit.solvers.available()[name]
-    if name in SDE_STEPS:
-        return {"steps": SDE_STEPS[name]}
-    rtol = getattr(cls, "recommended_rtol", None)
-    if cls.adaptive and rtol:
-        return {"steps": None, "rtol": rtol, "atol": rtol}
+    if issubclass(cls, TorchsdeSolver):
+        return {"steps": cls.recommended_steps}
+    if issubclass(cls, TorchdiffeqSolver) and cls.adaptive:
+        return {"steps": None, "rtol": cls.recommended_rtol, "atol": cls.recommended_rtol}
     return {"steps": None}  # the solver's default_steps (its documented recommendation)
 
 
@@ -221,6 +223,9 @@ def samplers(ctx: Context):
             cls = sdekit.solvers.available()[solver]
             if sde.noise_type not in cls.noise_types:
                 yield CheckResult.skip(GROUP, f"{type(sde).__name__} / {solver}", f"{sde.noise_type} noise unsupported")
+                continue
+            if not cls.can_sample:  # declared: sample() refuses it (Solver.can_sample, sample_refusal)
+                yield CheckResult.skip(GROUP, f"{type(sde).__name__} / {solver}", "cannot sample (sample() refuses it)")
                 continue
             for oname, data in oracle_set.items():
                 gen = ctx.generator("analytic", type(sde).__name__, oname, solver)

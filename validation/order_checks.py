@@ -29,10 +29,13 @@ strong error over :math:`\sqrt n`, below the weak error it measures). The weak o
 lognormal tails of GBM make the finest level's estimate noisy; srk on GBM measured 1.80, 2.31, 1.97
 with seeds 0, 1, 2 at 1,000 paths.)
 
-Theory is the solver's declared ``weak_order``, except ``srk``: torchsde's ``srk`` is Rößler's (2010)
-SRA1 (additive) / SRI2 (diagonal) scheme, strong order 1.5 and weak order 2.0 (as the SRA/SRI
-family is documented, e.g. DifferentialEquations.jl's SOSRA/SOSRI), while sdekit declares 1.5;
-measured slopes are 2.0 / 1.8, so the check uses 2.0 (:data:`WEAK_ORDER_LITERATURE`).
+Theory is the solver's declared ``weak_order`` (``weak_order_additive`` on the additive problem when
+declared: ``srk``'s SRA1 scheme has weak order 2.0, measured 1.99).
+
+Strong orders are checked two-sided, except where the declaration is only a proven lower bound whose
+sharpness for that noise type is unknown (:data:`STRONG_LOWER_BOUND_ONLY`): ``reversible_heun`` on
+diagonal noise is proven order 0.5 (Kidger et al. 2021; torchsde calls its diagonal-noise order
+unknown) and measured 0.94 on the GBM problem, so there only ``slope >= 0.5 - 0.25`` is required.
 
 **ODE solvers** (fixed-step torchdiffeq methods and the exponential integrators) on the
 probability-flow ODE of a 1-D two-component Gaussian mixture with the exact score (a nonlinear
@@ -63,8 +66,8 @@ FINE_QUICK, FINE_FULL = 2**10, 2**12
 
 ODE_ROUNDOFF = 1e-11
 
-# Weak orders from the literature where sdekit's declaration is a conservative lower bound (module docstring).
-WEAK_ORDER_LITERATURE = {"srk": 2.0}
+# (solver, noise kind) whose declared strong order is a proven lower bound of unknown sharpness (module docstring).
+STRONG_LOWER_BOUND_ONLY = {("reversible_heun", "diagonal")}
 
 STRONG_QUICK = ("euler", "milstein", "srk")
 STRONG_FULL = ("euler", "milstein", "srk", "heun", "midpoint", "reversible_heun")
@@ -158,7 +161,7 @@ def solve_on_path(solver: str, sde, x0: torch.Tensor, bm, steps: int) -> torch.T
         atol=1e-3,
         generator=None,
         progress=lambda n: None,
-        options={"bm": bm},
+        options={"bm": bm, "grid": "uniform"},  # h = 1/steps exactly; t_end = 0 has no log-SNR
     )
     with torch.no_grad():
         x, _ = sdekit.solvers.get(solver).solve(problem)
@@ -273,7 +276,7 @@ def _slope_line(name: str, lad: Ladder, order: float, where: str, at_least: bool
             name,
             lad.slope,
             order - WIDTH,
-            f"{where}; slope >= {order:g} - 0.25 (super-converges); errors {errs}",
+            f"{where}; slope >= {order:g} - 0.25 (one-sided); errors {errs}",
         )
     return CheckResult.within(GROUP, name, lad.slope, order, WIDTH, f"{where}; theory {order:g} +- 0.25; errors {errs}")
 
@@ -316,8 +319,8 @@ def strong_and_weak(ctx: Context):
             def measure(solver=solver, kind=kind, order=order, res=res) -> CheckResult:
                 res["r"] = strong_weak_errors(solver, kind, levels, paths, ctx.seed + 1234)
                 lad = res["r"][0]
-                super_ = solver == "srk" and kind == "additive"
-                return _slope_line(f"strong order {solver} ({kind} noise)", lad, order, where, at_least=super_)
+                one_sided = (solver == "srk" and kind == "additive") or (solver, kind) in STRONG_LOWER_BOUND_ONLY
+                return _slope_line(f"strong order {solver} ({kind} noise)", lad, order, where, at_least=one_sided)
 
             line = guarded(GROUP, f"strong order {solver} ({kind} noise)", measure)
             strong_lines += line
@@ -326,7 +329,7 @@ def strong_and_weak(ctx: Context):
             if "r" not in res:
                 continue
             strong_curves[f"{solver} {kind}"] = (res["r"][0], order)
-            w_order = WEAK_ORDER_LITERATURE.get(solver, cls.weak_order)
+            w_order = cls.weak_order_additive if kind == "additive" and cls.weak_order_additive else cls.weak_order
             if w_order is None:
                 continue
             weak_curves[f"{solver} {kind}"] = (res["r"][1], w_order)
@@ -362,7 +365,9 @@ def ode_orders(ctx: Context):
         sdes = [zoo.VPSDE()] if ctx.quick else [zoo.VPSDE(), zoo.VESDE()]
     solvers = ODE_QUICK if ctx.quick else ODE_FULL
     # From 32 steps: exp3's multistep start makes 16 steps pre-asymptotic (error ratios 4.1, 6.4, 7.5, 7.8).
-    levels = (5, 6, 7, 8) if ctx.quick else (5, 6, 7, 8, 9)
+    # Full run from 64: the Adams methods' start (3 rk4 steps, then AB3 + AM4) is pre-asymptotic at 32 steps
+    # (implicit_adams on VP: error ratios 2.3, 17, 16, 16 from 32 to 512 steps).
+    levels = (5, 6, 7, 8) if ctx.quick else (6, 7, 8, 9, 10)
     lines: list[CheckResult] = []
     curves: dict[str, tuple[Ladder, float]] = {}
     for sde in sdes:

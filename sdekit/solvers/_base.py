@@ -70,6 +70,8 @@ class Solver(abc.ABC):
     """Strong order for additive noise, when higher than :attr:`strong_order`."""
     weak_order: ClassVar[float | None] = None
     """Weak order (ODE solvers: the global order of the method)."""
+    weak_order_additive: ClassVar[float | None] = None
+    """Weak order for additive noise, when higher than :attr:`weak_order`."""
     adaptive: ClassVar[bool] = False
     """Whether ``steps=None`` runs an adaptive step-size controller with rtol/atol."""
     noise_types: ClassVar[tuple[str, ...]] = ("additive", "diagonal")
@@ -78,6 +80,24 @@ class Solver(abc.ABC):
     """Whether the solver needs the Gaussian marginal (affine SDE)."""
     default_steps: ClassVar[int | None] = None
     """Steps used when ``steps=None`` and the solver is not adaptive (the documented recommendation)."""
+    recommended_steps: ClassVar[int | None] = None
+    """Adaptive solvers that also take ``steps=n`` (torchsde): the documented fixed step count (the
+    sliced-KS test of ``docs/sampling.md`` passes at it on every affine zoo SDE, on :attr:`grid`).
+    Fixed-grid solvers document theirs as :attr:`default_steps`."""
+    grid: ClassVar[str] = "uniform"
+    """Default time grid of fixed-step runs: ``"uniform"`` in t, ``"logsnr"`` or ``"edm"``
+    (:mod:`sdekit.solvers._grids`; option ``grid=``). Non-affine SDEs fall back to uniform."""
+    can_sample: ClassVar[bool] = True
+    r"""Whether :func:`sdekit.sample` runs this solver (on the reverse SDE or the PF-ODE).
+
+    False for a method that is fine on forward SDEs (:func:`sdekit.simulate`) but unstable on the
+    reverse dynamics of a diffusion model, which contract at the rate :math:`\approx g^2/\sigma^2`
+    (e.g. ``reversible_heun``, whose undamped parasitic mode grows at exactly that rate).
+    :func:`sdekit.sample` then raises :class:`~sdekit.errors.SolverError` with :attr:`sample_refusal`
+    unless ``allow_unstable=True`` is passed; :meth:`solve` itself does not refuse.
+    """
+    sample_refusal: ClassVar[str] = ""
+    """Why :attr:`can_sample` is False and what to use instead (the ``SolverError`` message of ``sample``)."""
     description: ClassVar[str] = ""
     """One line for ``sdekit.solvers.available()`` and the docs."""
 

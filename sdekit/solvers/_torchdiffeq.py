@@ -14,11 +14,14 @@ name is an alias when it does not clash with an SDE solver (``dopri5``, ``bosh3`
 * Adaptive methods (``dopri8``, ``dopri5``, ``bosh3``, ``fehlberg2``, ``adaptive_heun``):
   ``steps=None`` uses ``rtol``/``atol`` (torchdiffeq's RMS error norm over the batch); the last
   step is made to end exactly on :math:`t_{\rm end}` (``step_t``), so the model is never
-  evaluated below eps. ``steps=n`` forces n uniform steps instead.
+  evaluated below eps. ``steps=n`` forces n fixed steps on the default grid instead.
 * Fixed-grid methods (``euler``, ``midpoint``, ``heun2``, ``heun3``, ``rk4``, ``explicit_adams``,
-  ``implicit_adams``, ``fixed_adams``) take ``steps`` uniform steps in t; with ``steps=None``
+  ``implicit_adams``, ``fixed_adams``) take ``steps`` steps; with ``steps=None``
   they use :attr:`~sdekit.solvers.Solver.default_steps` (documented per method in
   ``docs/sampling.md``).
+* Fixed steps run on ``grid=`` (default ``"logsnr"``, uniform in the log-SNR: the step
+  recommendations then hold on every affine zoo SDE; ``"uniform"`` in t for non-affine SDEs), ``rho=``
+  for ``grid="edm"``.
 
 Extra ``**options`` are passed to torchdiffeq (e.g. ``max_num_steps``, ``first_step``).
 """
@@ -34,7 +37,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 
 from ..errors import SolverDivergedError, SolverError
 from ._base import SamplingProblem, Solver, SolveStats
-from ._grids import resolve_grid, time_grid
+from ._grids import log_snr, resolve_grid, t_of_log_snr, time_grid
 from ._registry import REGISTRY, register
 
 __all__ = ["TorchdiffeqSolver", "ODE_METHODS"]
@@ -51,17 +54,22 @@ _INFO: dict[str, tuple[int, bool, float, str]] = {
     "heun2": (2, False, 100, "2"),
     "heun3": (3, False, 50, "3"),
     "rk4": (4, False, 20, "4"),
-    "explicit_adams": (4, False, 100, "1"),
+    "explicit_adams": (3, False, 100, "1"),
     "implicit_adams": (4, False, 50, "1-2 (corrector iterations)"),
     "fixed_adams": (4, False, 50, "1-2 (corrector iterations)"),
 }
 """Order, adaptivity, recommendation and NFE per step of each method.
 
 Recommendations (steps for fixed-grid methods, rtol = atol for adaptive ones) pass the
-20,000-sample sliced-KS test of ``tests/test_sample.py`` under VP and VE; measured KS ratios
-are in ``docs/sampling.md``. ``fehlberg2`` at rtol 1e-3 stops after a few steps with a wrong
-answer (its 1st-order error estimate is too optimistic): use 1e-5. ``explicit_adams`` diverges
-on VE at every step count tried (20–200) in torchdiffeq 0.2.5; prefer ``implicit_adams``."""
+20,000-sample sliced-KS test of ``tests/test_sample.py`` under VP and VE, and (fixed steps, on the
+default log-SNR grid) the validation suite's test on every affine zoo SDE; measured KS ratios are in
+``docs/sampling.md``. ``fehlberg2`` at rtol 1e-3 stops after a few steps with a wrong answer (its
+1st-order error estimate is too optimistic): use 1e-5. The Adams methods run at ``max_order=4``:
+at torchdiffeq's default 12 ``explicit_adams`` diverged on VE at every step count tried (20–200).
+torchdiffeq's Adams–Bashforth predictor uses ``max_order - 1`` past values, so ``explicit_adams`` is
+then AB3, order 3 (measured 2.9–3.1 on VP and VE); ``implicit_adams`` / ``fixed_adams`` add the
+order-4 Adams–Moulton corrector (measured 4.0 from 64 to 512 steps). On the log-SNR grid they run
+in the log-SNR variable (:func:`_in_log_snr`), where their equal-step coefficients apply."""
 
 _ADAMS = ("explicit_adams", "implicit_adams", "fixed_adams")
 """Adams methods: run at order <= 4 (``max_order=4``) unless the option says otherwise."""
@@ -80,8 +88,9 @@ class TorchdiffeqSolver(Solver):
     recommended_rtol: ClassVar[float | None] = None
     """Adaptive methods: rtol = atol at which the sliced-KS test passes (``docs/sampling.md``)."""
 
-    grid: ClassVar[str] = "uniform"
-    """Default time grid of fixed-step runs (``"uniform"``, ``"logsnr"``, ``"edm"``: :mod:`sdekit.solvers._grids`)."""
+    grid: ClassVar[str] = "logsnr"
+    """Default time grid of fixed-step runs: uniform in log-SNR (measured: the step recommendations calibrated on
+    VP/VE then hold on every affine zoo SDE, T = 1 to 80; ``docs/sampling.md``). Non-affine SDEs: uniform in t."""
 
     def _solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
         x_T = problem.x_T
@@ -103,6 +112,7 @@ class TorchdiffeqSolver(Solver):
             return out
 
         ratios: list[torch.Tensor] = []
+        in_u = False
         if steps is not None:
             if "step_size" in opts or "grid_constructor" in opts:
                 raise SolverError(f"{self.name}: pass either steps= or step_size/grid_constructor options, not both")
@@ -125,6 +135,12 @@ class TorchdiffeqSolver(Solver):
                 opts.setdefault("first_step", 2 * float((grid_times[:-1] - grid_times[1:]).max()))
                 big = 1e10
                 rtol, atol = big, big
+            elif self.method in _ADAMS and kind == "logsnr":
+                # Adams coefficients assume equal steps: integrate in u = (lambda - lambda_0)/(lambda_n - lambda_0),
+                # where the log-SNR grid is uniform (see _in_log_snr).
+                func, in_u = _in_log_snr(sde, func, t_start, t_end)
+                opts["grid_constructor"] = lambda _f, _y0, t: torch.linspace(0.0, 1.0, n + 1).to(t)
+                rtol, atol = problem.rtol, problem.atol
             else:
                 opts["grid_constructor"] = grid
                 rtol, atol = problem.rtol, problem.atol
@@ -139,7 +155,7 @@ class TorchdiffeqSolver(Solver):
                 return r
 
             opts["norm"] = norm
-        span = torch.tensor([t_start, t_end], dtype=x_T.dtype, device=x_T.device)
+        span = torch.tensor([0.0, 1.0] if in_u else [t_start, t_end], dtype=x_T.dtype, device=x_T.device)
         try:
             xs = odeint(func, x_T, span, rtol=rtol, atol=atol, method=self.method, options=opts)
         except AssertionError as err:  # torchdiffeq signals step-size underflow with assert
@@ -165,6 +181,36 @@ class TorchdiffeqSolver(Solver):
         accepted = int((errs <= 1).sum())
         problem.progress(accepted)
         return x, SolveStats(steps=accepted, accepted=accepted, rejected=int(errs.numel()) - accepted)
+
+
+def _in_log_snr(sde: Any, func: Any, t_start: float, t_end: float) -> tuple[Any, bool]:
+    r"""``func(t, x)`` rewritten in :math:`u \in [0, 1]`, uniform in the log-SNR :math:`\lambda`, for the Adams methods.
+
+    torchdiffeq's Adams–Bashforth–Moulton coefficients are those of equal steps; on a non-uniform grid
+    in t they lose their order (measured: ~2 instead of 3–4 on VP's log-SNR grid). With
+    :math:`\lambda(u) = \lambda_0 + u(\lambda_1 - \lambda_0)` and :math:`t(u)` its exact inverse
+    (bisection, :func:`~sdekit.solvers._grids.t_of_log_snr`),
+
+    .. math:: \frac{dx}{du} = f_{PF}(x, t(u))\,\frac{\lambda_1 - \lambda_0}{\lambda'(t(u))},
+
+    with :math:`\lambda'(t)` by autograd of the derived :math:`\lambda(t)`; equal steps in u are the
+    log-SNR grid in t, and the method keeps its order (a smooth change of variable).
+    """
+    marginal = sde.marginal
+    ends = log_snr(marginal, torch.tensor([t_start, t_end], dtype=torch.float64))
+    lam0, dlam = float(ends[0]), float(ends[1] - ends[0])
+    lo, hi = min(t_start, t_end), max(t_start, t_end)
+
+    def func_u(u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        uu = u.detach().to(torch.float64).reshape(1)
+        t = t_of_log_snr(marginal, lam0 + dlam * uu, lo, hi)
+        t = t.clamp(lo, hi).requires_grad_(True)
+        with torch.enable_grad():
+            (slope,) = torch.autograd.grad(log_snr(marginal, t).sum(), t)
+        t_x = t.detach().reshape(()).to(dtype=x.dtype, device=x.device)
+        return func(t_x, x) * float(dlam / slope)
+
+    return func_u, True
 
 
 def _make(method: str) -> type[TorchdiffeqSolver]:

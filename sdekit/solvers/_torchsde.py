@@ -31,9 +31,12 @@ standard Brownian motion; the sign of the noise does not matter). The state is f
 
 ``steps=None`` runs torchsde's adaptive step-doubling controller with ``rtol``/``atol`` and a
 :class:`torchsde.BrownianInterval` seeded from the sampler's generator; ``steps=n`` takes n
-uniform steps in s with the light :class:`~sdekit.solvers._brownian.FixedStepBrownian`.
+steps with the light :class:`~sdekit.solvers._brownian.FixedStepBrownian` on the grid ``grid=``
+(default ``"logsnr"``: uniform in the log-SNR, which transfers one step count across VP, VE, sub-VP,
+EDM (T = 80), OU (T = 5); ``"uniform"`` in t for non-affine SDEs).
 
-Options (``sdekit.sample(..., **options)``): ``bm`` (a torchsde Brownian motion of shape
+Options (``sdekit.sample(..., **options)``): ``grid``, ``rho`` (fixed steps, :mod:`sdekit.solvers._grids`),
+``bm`` (a torchsde Brownian motion of shape
 ``(batch, d)`` on ``[0, S]`` in s-time, e.g. a seeded ``BrownianInterval`` to drive several
 step counts with one path), ``check_every`` (fixed steps between finiteness checks, 32),
 ``dt0`` (first adaptive step in s, default S/100), ``dt_min`` (1e-5) and ``max_steps``
@@ -231,8 +234,9 @@ class TorchsdeSolver(Solver):
     """Whether the method needs the space-time Lévy area (``return_U``)."""
     recommended_steps: ClassVar[int | None] = None
     """Fixed step count at which the 20,000-sample sliced-KS test passes under VP and VE (``docs/sampling.md``)."""
-    grid: ClassVar[str] = "uniform"
-    """Default time grid of fixed-step runs (``"uniform"``, ``"logsnr"``, ``"edm"``: :mod:`sdekit.solvers._grids`)."""
+    grid: ClassVar[str] = "logsnr"
+    """Default time grid of fixed-step runs: uniform in log-SNR (measured: the step recommendations calibrated on
+    VP/VE then hold on every affine zoo SDE, T = 1 to 80; ``docs/sampling.md``). Non-affine SDEs: uniform in t."""
     options_defaults: ClassVar[dict[str, Any]] = {
         "bm": None,
         "grid": None,
@@ -499,6 +503,12 @@ class SRK(TorchsdeSolver):
     Strong order 1.5 for both (diagonal noise is componentwise scalar noise, whose iterated
     integrals are functions of the increment and the space-time Lévy area); measured 1.44 on a
     time-dependent geometric Brownian motion (``tests/test_solvers_strong_order.py``).
+
+    Weak order: 2.0 for additive noise (SRA1 belongs to Rößler's (2010) SRA family of strong order
+    1.5 / weak order 2.0 schemes for additive noise, as DifferentialEquations.jl documents SRA1 and
+    SOSRA; measured slope 1.99 in ``validation/order_checks.py``); 1.5 declared for diagonal noise
+    (torchsde's declaration for SRID2, whose weak order-2 conditions we have not verified; measured
+    1.8-2.3 on GBM, seeds 0-2).
     """
 
     name = "srk"
@@ -507,6 +517,7 @@ class SRK(TorchsdeSolver):
     strong_order = 1.5
     strong_order_additive = 1.5
     weak_order = 1.5
+    weak_order_additive = 2.0
     additive_scheme = True
     levy_area = True
     description = (
@@ -546,8 +557,9 @@ class Midpoint(TorchsdeSolver):
 class ReversibleHeun(TorchsdeSolver):
     r"""Reversible Heun (Kidger et al. 2021; Stratonovich, drift correction applied); 1 NFE/step.
 
-    **Refuses to sample** (:class:`~sdekit.errors.SolverError`) unless the option
-    ``allow_unstable=True`` is given; :func:`sdekit.simulate` (forward SDE) uses it freely.
+    **Cannot sample** (:attr:`~sdekit.solvers.Solver.can_sample` is False): :func:`sdekit.sample`
+    raises :class:`~sdekit.errors.SolverError` unless ``allow_unstable=True`` is given;
+    :func:`sdekit.simulate` (forward SDE) uses it freely.
     The method carries a second state :math:`z` and evaluates the drift at :math:`z`, not at
     :math:`y`: :math:`z_1 = 2y_0 - z_0 + F(z_0)h + G\Delta B`,
     :math:`y_1 = y_0 + \tfrac h2(F(z_0) + F(z_1)) + \ldots`. On :math:`dy = \lambda y\,ds` the step
@@ -561,6 +573,11 @@ class ReversibleHeun(TorchsdeSolver):
     garbage: on a 3-component mixture the samples fail the sliced-KS test at every step count tried
     (200–4000, float32 and float64; median pathwise error 3 vs srk). Use ``heun`` (same Stratonovich
     family, 2 NFE/step, stable) or ``srk``.
+
+    Strong order: 0.5 in general and 1.0 for additive noise are the proven orders (Kidger et al.
+    2021; torchsde states the diagonal-noise order as unknown). On the diagonal-noise GBM of
+    ``validation/order_checks.py`` it measured 0.94; no proof of order 1 for commutative noise is
+    known to us, so 0.5 stays declared and that check is one-sided (slope >= 0.25).
     """
 
     name = "reversible_heun"
@@ -569,19 +586,13 @@ class ReversibleHeun(TorchsdeSolver):
     strong_order = 0.5
     strong_order_additive = 1.0
     weak_order = 1.0
-    options_defaults: ClassVar[dict[str, Any]] = {**TorchsdeSolver.options_defaults, "allow_unstable": False}
+    can_sample = False
+    sample_refusal = (
+        "the reverse SDE of a diffusion model contracts strongly (rate ~ g^2/sigma^2), and the method's "
+        "undamped parasitic state grows like exp(int rate ds) (~e^10 for VP/VE), so any nonlinear score is "
+        "evaluated far from the sample. Use solver='heun' (stable, 2 NFE/step) or 'srk'"
+    )
     description = (
-        "reversible Heun (Stratonovich, torchsde); 1 NFE/step; unstable on reverse SDEs: refuses to sample "
+        "reversible Heun (Stratonovich, torchsde); 1 NFE/step; unstable on reverse SDEs: sample() refuses it "
         "(forward simulate only)"
     )
-
-    def _solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
-        opts = self._options(problem)
-        if not opts["allow_unstable"]:
-            raise SolverError(
-                "reversible_heun cannot sample: the reverse SDE of a diffusion model contracts strongly "
-                "(rate ~ g^2/sigma^2), and the method's undamped parasitic state grows like exp(int rate ds) "
-                "(~e^10 for VP/VE), so any nonlinear score is evaluated far from the sample. Use solver='heun' "
-                "(stable, 2 NFE/step) or 'srk'; pass allow_unstable=True to run it anyway"
-            )
-        return super()._solve(problem)
