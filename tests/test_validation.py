@@ -257,7 +257,8 @@ def test_ladder_slope_fits_a_power_law():
 def test_ode_order_of_euler_against_the_exact_transport_map():
     from validation.order_checks import ode_errors
 
-    lad = ode_errors("ode:euler", sdekit.VPSDE(), (5, 6, 7), n=16)
+    # from 128 steps: on the default log-SNR grid 32-128 steps are pre-asymptotic (slope 0.73 there)
+    lad = ode_errors("ode:euler", sdekit.VPSDE(), (7, 8, 9), n=16)
     assert abs(lad.slope - 1.0) <= 0.25  # theory 1 +- 0.25 (TESTING.md)
     assert lad.errors[-1] < lad.errors[0]
 

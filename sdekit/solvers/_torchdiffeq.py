@@ -49,7 +49,7 @@ _INFO: dict[str, tuple[int, bool, float, str]] = {
     "bosh3": (3, True, 1e-3, "3 (FSAL)"),
     "fehlberg2": (2, True, 1e-5, "2 (FSAL)"),
     "adaptive_heun": (2, True, 1e-3, "2"),
-    "euler": (1, False, 1000, "1"),
+    "euler": (1, False, 2000, "1"),
     "midpoint": (2, False, 100, "2"),
     "heun2": (2, False, 100, "2"),
     "heun3": (3, False, 50, "3"),
