@@ -72,8 +72,9 @@ def _ks_ratio(sde_name: str, solver: str, steps: int | None, seed: int = 0) -> f
 
 @pytest.mark.parametrize("sde_name", ["vp", "ve"])
 @pytest.mark.parametrize(
-    "solver", [pytest.param(s, marks=pytest.mark.slow) if s in ("ald", "ancestral", "exp1") else s for s in CASES]
-)  # ald: 1,500 NFE, ancestral: 1,000 steps, exp1: 200 steps; ~5-20 s per SDE on the shared CPUs
+    "solver",
+    [pytest.param(s, marks=pytest.mark.slow) if s in ("ald", "ancestral", "exp1", "pc") else s for s in CASES],
+)  # default steps: ald 3,000 NFE, ancestral 1,000, pc 800, exp1 200: ~5-20 s per SDE on the shared CPUs
 def test_sliced_ks_recommended_steps_pass(sde_name: str, solver: str) -> None:
     ratio = _ks_ratio(sde_name, solver, CASES[solver][0])
     assert ratio < 1.0, f"{solver} on {sde_name}: sliced KS / critical = {ratio:.2f}"
