@@ -46,10 +46,10 @@ __all__ = ["TorchdiffeqSolver", "ODE_METHODS"]
 _INFO: dict[str, tuple[int, bool, float, str]] = {
     "dopri8": (8, True, 1e-3, "12 (FSAL)"),
     "dopri5": (5, True, 1e-3, "6 (FSAL)"),
-    "bosh3": (3, True, 1e-3, "3 (FSAL)"),
+    "bosh3": (3, True, 1e-4, "3 (FSAL)"),
     "fehlberg2": (2, True, 1e-5, "2 (FSAL)"),
     "adaptive_heun": (2, True, 1e-3, "2"),
-    "euler": (1, False, 2000, "1"),
+    "euler": (1, False, 4000, "1"),
     "midpoint": (2, False, 100, "2"),
     "heun2": (2, False, 100, "2"),
     "heun3": (3, False, 50, "3"),
