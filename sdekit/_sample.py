@@ -171,12 +171,14 @@ def sample(
         steps: number of steps on the solver's time grid (its default ``grid``, e.g. ``"logsnr"``, or the
             ``grid=`` option); ``None`` runs adaptive solvers with ``rtol``/``atol`` and fixed-grid ones with
             their ``default_steps``.
-        rtol, atol: tolerances of adaptive runs.
+        rtol: relative tolerance of adaptive runs.
+        atol: absolute tolerance of adaptive runs.
         eps: smallest time, ``0 < eps < T`` (default ``sde.default_eps``).
         x_T: starting point of shape ``shape`` (default: a draw from ``sde.prior``).
         parameterization: ``"score"``, ``"eps"``, ``"x0"``, ``"v"`` or ``"denoiser"``.
-        corrector, snr: Langevin corrector of predictor-corrector samplers (passed to solvers that
-            take them, e.g. ``"pc"``; others reject them).
+        corrector: Langevin corrector of predictor-corrector samplers (passed to solvers that
+            take it, e.g. ``"pc"``; others reject it).
+        snr: signal-to-noise ratio of that corrector (passed on when not the default 0.16).
         denoise: final Tweedie denoising step at eps (affine SDEs only; +1 NFE).
         generator: ``torch.Generator`` for the prior and the noise: the same seed gives the same samples.
         device: device of the samples (default: ``x_T``'s, else the CPU).
