@@ -107,6 +107,12 @@ def _nfe_per_step(solver: str) -> int:
     return {"pc": 2, "ald": 3}.get(solver, 1)
 
 
+STARTUP_NFE: dict[str, int] = {"exp3": 1}
+"""Evaluations a solver spends once on top of its per-step cost (``exp3``'s 2S start: the first step's log-SNR
+midpoint). Such a solver runs ``level - startup`` steps, so its NFE equals the ladder level and it is compared
+with the one-NFE-per-step solvers at equal cost."""
+
+
 def _failure(err: Exception) -> str:
     name = type(err).__name__
     if "Diverged" in name:
@@ -143,7 +149,7 @@ def run_solver(sde_name: str, sde: sdekit.SDE, solver: str, cfg: dict, grid: str
             if level * per_step > max_nfe:
                 result.runs.append(Run(level, note="skip"))
                 continue
-            kwargs.update(steps=int(level))
+            kwargs.update(steps=int(level) - STARTUP_NFE.get(solver, 0))
             if grid is not None:
                 kwargs.update(grid=grid)
         gen = torch.Generator().manual_seed(SEED + 1)
@@ -191,7 +197,8 @@ def to_markdown(results: list[Result], cfg: dict) -> str:
         f"({cfg.get('variant_max_nfe', cfg['max_nfe'])} for the `[grid]` rows); `step cap` = adaptive run hit "
         f"its step limit. Fixed-step torchsde solvers (euler, milstein, srk, ...) are run on the step ladder. "
         f"Fixed-step rows: `solver (grid)` = the solver's default time grid, `solver [grid]` = another grid "
-        f"(all grids for exp1-3 and the fixed-step ode:* solvers; see sdekit/solvers/_grids.py).",
+        f"(all grids for exp1-3 and the fixed-step ode:* solvers; see sdekit/solvers/_grids.py). "
+        f"`exp3` runs level - 1 steps (its 2S start costs one extra evaluation), so its NFE is the column's level.",
         "",
     ]
     for sde_name in dict.fromkeys(r.sde for r in results):

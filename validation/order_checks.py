@@ -364,7 +364,6 @@ def ode_orders(ctx: Context):
     else:
         sdes = [zoo.VPSDE()] if ctx.quick else [zoo.VPSDE(), zoo.VESDE()]
     solvers = ODE_QUICK if ctx.quick else ODE_FULL
-    # From 32 steps: exp3's multistep start makes 16 steps pre-asymptotic (error ratios 4.1, 6.4, 7.5, 7.8).
     # Full run from 128: the Adams methods' start (3 rk4 steps, then AB3 + AM4) is pre-asymptotic below that
     # (implicit_adams error ratios per doubling: VP 2.3, 17, 16, 16 from 32 steps; VE 4.1, 17, 16, 16 from 64).
     # Quick from 64: on the default log-SNR grid ode:euler is pre-asymptotic at 32 steps on VP (errors 0.088, 0.056,

@@ -85,7 +85,7 @@ class Solver(abc.ABC):
     sliced-KS test of ``docs/sampling.md`` passes at it on every affine zoo SDE, on :attr:`grid`).
     Fixed-grid solvers document theirs as :attr:`default_steps`."""
     grid: ClassVar[str] = "uniform"
-    """Default time grid of fixed-step runs: ``"uniform"`` in t, ``"logsnr"`` or ``"edm"``
+    """Default time grid of fixed-step runs: ``"uniform"`` in t, ``"logsnr"``, ``"edm"`` or ``"arctan"``
     (:mod:`sdekit.solvers._grids`; option ``grid=``). Non-affine SDEs fall back to uniform."""
     can_sample: ClassVar[bool] = True
     r"""Whether :func:`sdekit.sample` runs this solver (on the reverse SDE or the PF-ODE).

@@ -34,21 +34,20 @@ with :math:`L_j` the Lagrange basis. k = 1 is DDIM
 previous grid points are the multistep DPM-Solver++(2M)/(3M) (the interpolating-polynomial
 form; local error :math:`O(h^{k+1})`, global :math:`O(h^k)`).
 
-Warm-up (one NFE per step throughout, as in DPM-Solver++'s reference multistep solver): step 1
-is DDIM, ``exp3``'s step 2 is 2M, then 3M. The single lower-order steps add
-:math:`O(h^2\,|\partial_\lambda \hat x_0|)` (DDIM, once) and :math:`O(h^3)` (2M, once) to the
-global error, so ``exp2`` keeps order 2; for ``exp3`` the first DDIM step's term is formally
-:math:`O(h^2)`, but its constant is the rate of change of the denoiser at :math:`t = T`, where
-:math:`p_T` has nearly forgotten the data (:math:`\partial_\lambda \hat x_0 = O(\alpha_T s^2/\sigma_T)`
-for data of scale s; e.g. ~1e-2 s² for ``VPSDE``/``VESDE``), so the observed order is 3 over the
-practical step range. At equal NFE this start was more accurate than a singlestep 2S warm-up (an
-extra evaluation at the log-SNR midpoint): on the 2-D mixture of ``benchmarks/error_vs_nfe.py``
-(n = 1e5) KS ratio 0.85 vs 0.90 (VE) and 0.85 vs 0.89 (VP) at 20 NFE, 1.83 vs 2.14 and 1.34 vs
-2.98 at 15 NFE. For VE/EDM :math:`\alpha = 1`, :math:`\lambda = -\log\sigma`.
+Warm-up keeps the global order: ``exp2`` starts with one DDIM step (local :math:`O(h^2)`, once,
+so global :math:`O(h^2)`); ``exp3`` starts with a singlestep second-order step (DPM-Solver++(2S):
+one extra evaluation at the log-SNR midpoint, local :math:`O(h^3)`) and then one 2M step, so it
+keeps order 3. The one-NFE-per-step multistep start of DPM-Solver++(3M)'s reference code (DDIM,
+then 2M, then 3M) was tried: its DDIM step adds a global :math:`O(h^2)` term, small (its constant
+is the rate of change of :math:`\hat x_0` at T) but visible in the validation suite's order check
+on VE from 128 to 2048 steps (slope 2.62 instead of 3); at equal NFE its KS ratio on the 2-D
+mixture of ``benchmarks/error_vs_nfe.py`` (n = 1e5) was 0.85 against 0.90 (VE) and 0.89 (VP) at
+20 NFE. For VE/EDM :math:`\alpha = 1`, :math:`\lambda = -\log\sigma`.
 
-NFE: one per step. The default grid is ``"arctan"`` (:mod:`sdekit.solvers._grids`: finest
-log-SNR steps where signal and noise are comparable, coarser towards both ends, where
-:math:`\hat x_0` hardly changes); ``grid="logsnr"`` is DPM-Solver's uniform-:math:`\lambda` grid.
+NFE: ``exp1``/``exp2`` one per step; ``exp3`` one per step plus one (steps + 1 in total). The
+default grid is ``"arctan"`` (:mod:`sdekit.solvers._grids`: finest log-SNR steps where signal and
+noise are comparable, coarser towards both ends, where :math:`\hat x_0` hardly changes);
+``grid="logsnr"`` is DPM-Solver's uniform-:math:`\lambda` grid.
 """
 
 from __future__ import annotations
@@ -58,7 +57,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import SolverError
-from ._native import GridSolver, StepContext, log_snr
+from ._native import GridSolver, StepContext, log_snr, t_of_log_snr
 from ._registry import register
 
 __all__ = ["Exp1", "Exp2", "Exp3", "ExponentialIntegrator", "exp_moments", "lagrange_weights"]
@@ -130,15 +129,17 @@ class ExponentialIntegrator(GridSolver):
         if not bool((h > 0).all()):
             raise SolverError(f"{self.name}: the log-SNR must increase along the grid; is g(t) zero somewhere?")
         alpha, sigma, m = marginal.alpha(times), marginal.sigma(times), marginal.offset(times)
-        orders = [min(self.order, i + 1) for i in range(n)]  # multistep warm-up: 1, 2, 3, 3, ...
+        orders = [min(self.order, i + 1) for i in range(n)]
+        if self.order == 3:
+            orders[0] = 2  # singlestep 2S warm-up: local error O(h^3) keeps the global order 3
         if opts["lower_order_final"] and n < 15:
             orders = [min(o, n - i) for i, o in enumerate(orders)]
         # Lagrange weights for every step and order at once (vectorised; placeholders where unused).
         idx = torch.arange(n)
         a = lam[(idx - 1).clamp_min(0)] - lam[idx]  # node of x0_{i-1} relative to lambda_i
         b = lam[(idx - 2).clamp_min(0)] - lam[idx]  # node of x0_{i-2}
-        a = torch.where(idx >= 1, a, -h)  # unused placeholders (steps 0, 1 use lower orders),
-        b = torch.where(idx >= 2, b, -2 * h)  # distinct nonzero nodes keep the formulas finite
+        a = torch.where(idx >= 1, a, h / 2)  # step 0: the 2S midpoint node (+h/2)
+        b = torch.where(idx >= 2, b, -h)  # unused placeholder, keeps the formulas finite
         zero = torch.zeros_like(h)
         table = {
             1: lagrange_weights(h, [zero]),
@@ -155,6 +156,18 @@ class ExponentialIntegrator(GridSolver):
         }
         ctx.state["weights"] = weights
         ctx.state["history"] = []
+        if self.order == 3 and orders[0] == 2:  # midpoint of the first step for the 2S warm-up
+            lam_mid = (lam[0] + h[0] / 2).reshape(1)
+            t_mid = t_of_log_snr(marginal, lam_mid, float(times[-1]), float(times[0]))
+            x = ctx.problem.x_T
+            ctx.state["mid"] = {
+                "t": t_mid.to(dtype=x.dtype, device=x.device).expand(x.shape[0]),
+                "alpha": float(marginal.alpha(t_mid)),
+                "sigma2": float(marginal.sigma2(t_mid)),
+                "m": float(marginal.offset(t_mid)),
+                "ratio": float(marginal.sigma(t_mid) / sigma[0]),
+                "w": float(lagrange_weights(h[0:1] / 2, [torch.zeros(1, dtype=torch.float64)])[0]),
+            }
 
     def step(self, ctx: StepContext, x: torch.Tensor, i: int) -> torch.Tensor:
         c = ctx.coef
@@ -164,9 +177,15 @@ class ExponentialIntegrator(GridSolver):
         hist.insert(0, x0)
         del hist[self.order :]
         w = ctx.state["weights"][i]
-        est = w[0] * hist[0]
-        for j in range(1, len(w)):
-            est = est + w[j] * hist[j]
+        if i == 0 and "mid" in ctx.state:  # exp3 warm-up: DDIM to the midpoint, then 2S
+            mid = ctx.state["mid"]
+            u = mid["ratio"] * y + mid["alpha"] * mid["w"] * x0
+            x0_mid = (u + mid["sigma2"] * ctx.problem.score(u + mid["m"], mid["t"])) / mid["alpha"]
+            est = w[0] * x0 + w[1] * x0_mid
+        else:
+            est = w[0] * hist[0]
+            for j in range(1, len(w)):
+                est = est + w[j] * hist[j]
         return c["ratio"][i] * y + c["alpha"][i + 1] * est + c["m"][i + 1]
 
 
@@ -197,9 +216,9 @@ class Exp2(ExponentialIntegrator):
 
 @register
 class Exp3(ExponentialIntegrator):
-    r"""Third-order multistep exponential integrator (DPM-Solver++(3M)) on the PF-ODE. NFE per step 1.
+    r"""Third-order multistep exponential integrator (DPM-Solver++(3M), 2S warm-up) on the PF-ODE.
 
-    Multistep warm-up (orders 1, 2, 3, 3, ...; see the module docstring for its effect on the order).
+    NFE: steps + 1 (the first step evaluates the log-SNR midpoint too).
     """
 
     name = "exp3"
@@ -207,3 +226,4 @@ class Exp3(ExponentialIntegrator):
     weak_order = 3.0
     default_steps = 40
     description = "exponential integrator, order 3 (DPM-Solver++(3M)) on the PF-ODE; any affine SDE"
+    nfe_per_step = "1 (+1 in the first step)"

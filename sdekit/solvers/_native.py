@@ -98,14 +98,14 @@ class GridSolver(Solver):
     :meth:`prepare` (precompute coefficients on the grid) and :meth:`step`
     (:math:`x_{t_i} \mapsto x_{t_{i+1}}`).
 
-    Common options: ``grid`` (``"uniform"`` in t, ``"logsnr"`` or ``"edm"``, see
+    Common options: ``grid`` (``"uniform"`` in t, ``"logsnr"``, ``"edm"`` or ``"arctan"``, see
     :mod:`sdekit.solvers._grids`; default :attr:`grid`), ``rho`` (7, the ``"edm"`` exponent) and ``check_every``
     (steps between the host reads of the finiteness watch, default 16).
     """
 
     adaptive: ClassVar[bool] = False
     grid: ClassVar[str] = "uniform"
-    """Default time grid (``"uniform"``, ``"logsnr"`` or ``"edm"``; non-affine SDEs fall back to uniform)."""
+    """Default time grid (``"uniform"``, ``"logsnr"``, ``"edm"`` or ``"arctan"``; non-affine SDEs: uniform)."""
     options_defaults: ClassVar[dict[str, Any]] = {}
     """Solver-specific options and their defaults (``grid`` and ``check_every`` are always accepted)."""
     nfe_per_step: ClassVar[str] = "1"
