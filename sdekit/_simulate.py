@@ -193,7 +193,8 @@ def simulate(
             ``"heun"``, ``"midpoint"``, ``"reversible_heun"``.
         steps: number of uniform steps over ``[ts[0], ts[-1]]``.
         dt: step size (alternative to ``steps``).
-        rtol, atol: tolerances of adaptive runs (no ``steps`` and no ``dt``).
+        rtol: relative tolerance of adaptive runs (no ``steps`` and no ``dt``).
+        atol: absolute tolerance of adaptive runs.
         generator: ``torch.Generator`` of the Brownian increments: the same seed gives the same paths.
         bm: a torchsde Brownian motion of shape ``(batch, d)`` on ``[ts[0], ts[-1]]`` to drive the run
             instead (e.g. one seeded ``BrownianInterval`` shared by several step sizes: strong errors).
