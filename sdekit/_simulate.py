@@ -33,6 +33,7 @@ from torchsde._core import methods as _ts_methods
 from . import solvers as _solvers
 from .errors import SolverDivergedError, SolverError
 from .solvers import _torchsde
+from .solvers._base import FiniteWatch
 from .solvers._brownian import FixedStepBrownian
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -335,19 +336,19 @@ def _fixed(
     out = [y0]
     y = y0
     extra = solver.init_extra_solver_state(pts[0], y0)
-    next_mark, last_ok = 1, 0
+    next_mark = 1
+
+    def describe(last_ok: int, i: int) -> tuple[str, float]:
+        return (
+            f"simulate[{name}]: the state became non-finite between t = {grid[last_ok]:.6g} and t = {grid[i]:.6g} "
+            f"(step {i} of {n}); take smaller steps or check the SDE (does it explode in finite time?)",
+            grid[i],
+        )
+
+    watch = FiniteWatch(check_every, n, describe)
     for i in range(n):
         y, extra = solver.step(pts[i], pts[i + 1], y, extra)
-        if (i + 1) % check_every == 0 or i + 1 == n:
-            if not bool(torch.isfinite(y).all()):
-                raise SolverDivergedError(
-                    f"simulate[{name}]: the state became non-finite between t = {grid[last_ok]:.6g} and "
-                    f"t = {grid[i + 1]:.6g} (step {i + 1} of {n}); take smaller steps or check the SDE "
-                    f"(does it explode in finite time?)",
-                    t=grid[i + 1],
-                    step=i + 1,
-                )
-            last_ok = i + 1
+        watch(i + 1, y)
         if i + 1 == marks[next_mark]:
             out.append(y)
             next_mark += 1

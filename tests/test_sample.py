@@ -471,3 +471,28 @@ def test_fused_euler_matches_torchsde_euler(sde_name: str) -> None:
     fused = sdekit.sample(oracle, sde, (32, 2), generator=_gen(5), **kw)
     generic = sdekit.sample(oracle, sde, (32, 2), bm=FixedStepBrownian((32, 2), F64, "cpu", _gen(5)), **kw)
     torch.testing.assert_close(fused, generic, rtol=1e-10, atol=1e-10)
+
+
+def test_finite_watch_reads_every_k_steps_and_at_the_end() -> None:
+    # The watch of the fixed-step loops: a NaN is only seen at a read (steps 4, 8, ... and the last), and the
+    # error names the window since the last finite read.
+    from sdekit.solvers._base import FiniteWatch
+
+    calls: list[tuple[int, int]] = []
+
+    def describe(last_ok: int, i: int) -> tuple[str, float]:
+        calls.append((last_ok, i))
+        return f"non-finite between {last_ok} and {i}", float(i)
+
+    watch = FiniteWatch(4, 10, describe)
+    good, bad = torch.zeros(3), torch.tensor([0.0, float("nan"), 0.0])
+    for i in (1, 2, 3, 4, 5):
+        watch(i, good)
+    watch(6, bad)  # not a read: passes silently
+    assert calls == [] and watch.last_ok == 4
+    with pytest.raises(sdekit.errors.SolverDivergedError, match="between 4 and 8") as err:
+        watch(8, bad)
+    assert err.value.t == 8.0 and err.value.step == 8
+    last = FiniteWatch(4, 10, describe)
+    with pytest.raises(sdekit.errors.SolverDivergedError, match="between 0 and 10"):
+        last(10, bad)  # the last step is always read

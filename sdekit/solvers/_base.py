@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ..errors import SolverError
+from ..errors import SolverDivergedError, SolverError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..symbolic.sde import SDE
 
-__all__ = ["Solver", "SamplingProblem", "SolveStats"]
+__all__ = ["FiniteWatch", "Solver", "SamplingProblem", "SolveStats"]
 
 
 @dataclasses.dataclass
@@ -122,3 +122,26 @@ class Solver(abc.ABC):
     @abc.abstractmethod
     def _solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
         """Solver-specific integration (inputs already validated)."""
+
+
+class FiniteWatch:
+    """Finiteness watch of a fixed-step loop: one host read every ``every`` steps and at the last one.
+
+    Call it after step ``i`` (1-based) with the new state. When the state holds a NaN or an inf it
+    raises :class:`~sdekit.errors.SolverDivergedError` with ``describe(last_ok, i)``: the message and
+    the time of step ``i``, where ``last_ok`` is the last step known to be finite (0 = the start).
+    Between reads nothing is synchronised, so the loop stays asynchronous on a GPU; ``every=1``
+    pins the failing step exactly.
+    """
+
+    def __init__(self, every: int, n: int, describe: Callable[[int, int], tuple[str, float]]):
+        self.every, self.n, self.describe = max(1, int(every)), n, describe
+        self.last_ok = 0
+
+    def __call__(self, i: int, y: torch.Tensor) -> None:
+        if i % self.every and i != self.n:
+            return
+        if not bool(torch.isfinite(y).all()):
+            message, t = self.describe(self.last_ok, i)
+            raise SolverDivergedError(message, t=t, step=i)
+        self.last_ok = i

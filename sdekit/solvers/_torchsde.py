@@ -60,7 +60,7 @@ from torchsde._core import methods as _ts_methods
 from ..errors import SolverDivergedError, SolverError
 from ..symbolic._symbols import t as T_SYM
 from ..symbolic._symbols import x as X_SYM
-from ._base import SamplingProblem, Solver, SolveStats
+from ._base import FiniteWatch, SamplingProblem, Solver, SolveStats
 from ._brownian import FixedStepBrownian
 from ._grids import resolve_grid, time_grid
 from ._registry import register
@@ -319,30 +319,18 @@ class TorchsdeSolver(Solver):
         self, solver: Any, y0: torch.Tensor, s_grid: list[float], problem: SamplingProblem, opts: dict[str, Any]
     ) -> tuple[torch.Tensor, SolveStats]:
         n = len(s_grid) - 1
-        check_every = max(1, int(opts["check_every"]))
         # Python-float times (no tensor arithmetic per step) except where torchsde calls dt.sqrt().
         tensor_times = self.method == "srk" and solver.sde.noise_type != "additive"
         grid: list[Any] = list(s_grid)
         if tensor_times:
             grid = list(torch.tensor(grid, dtype=torch.float64).unbind(0))
+        watch = FiniteWatch(opts["check_every"], n, _diverged_message(self.name, problem.t_start, s_grid))
         y = y0
         extra = solver.init_extra_solver_state(grid[0], y0)
-        last_ok = 0
         for i in range(n):
             y, extra = solver.step(grid[i], grid[i + 1], y, extra)
             problem.progress(1)
-            if (i + 1) % check_every == 0 or i + 1 == n:
-                if not bool(torch.isfinite(y).all()):
-                    t_lo = problem.t_start - float(grid[last_ok])
-                    t_hi = problem.t_start - float(grid[i + 1])
-                    raise SolverDivergedError(
-                        f"{self.name}: the state became non-finite between step {last_ok + 1} (t = {t_lo:.6g}) and "
-                        f"step {i + 1} (t = {t_hi:.6g}) of {n}; take more steps, check the model, or raise eps "
-                        f"(check_every=1 pins the step)",
-                        t=t_hi,
-                        step=i + 1,
-                    )
-                last_ok = i + 1
+            watch(i + 1, y)
         return y, SolveStats(steps=n, accepted=n, rejected=0)
 
     def _adaptive(
@@ -428,13 +416,12 @@ def _fused_euler(
     a_fn, b_fn, g_fn = rsde.float_coefficients  # type: ignore[misc]
     score = rsde.score
     n = len(s_grid) - 1
-    check_every = max(1, int(opts["check_every"]))
     t_start = float(problem.t_start)
     batch = y0.shape[0]
     flat = rsde._flat
     shape = (batch, *rsde._event_shape)
+    watch = FiniteWatch(opts["check_every"], n, _diverged_message(name, t_start, s_grid))
     y = y0
-    last_ok = 0
     for i in range(n):
         s0, s1 = s_grid[i], s_grid[i + 1]
         h = s1 - s0
@@ -450,17 +437,23 @@ def _fused_euler(
             y_new.sub_(b * h)
         y = y_new
         problem.progress(1)
-        if (i + 1) % check_every == 0 or i + 1 == n:
-            if not bool(torch.isfinite(y).all()):
-                raise SolverDivergedError(
-                    f"{name}: the state became non-finite between step {last_ok + 1} "
-                    f"(t = {t_start - s_grid[last_ok]:.6g}) and step {i + 1} (t = {t_start - s1:.6g}) of {n}; "
-                    f"take more steps, check the model, or raise eps (check_every=1 pins the step)",
-                    t=t_start - s1,
-                    step=i + 1,
-                )
-            last_ok = i + 1
+        watch(i + 1, y)
     return y, SolveStats(steps=n, accepted=n, rejected=0)
+
+
+def _diverged_message(name: str, t_start: float, s_grid: list[float]) -> Callable[[int, int], tuple[str, float]]:
+    """Message and time of a non-finite state found after step ``i`` (grid in s = T - t)."""
+
+    def describe(last_ok: int, i: int) -> tuple[str, float]:
+        t_lo, t_hi = float(t_start) - float(s_grid[last_ok]), float(t_start) - float(s_grid[i])
+        return (
+            f"{name}: the state became non-finite between step {last_ok + 1} (t = {t_lo:.6g}) and step {i} "
+            f"(t = {t_hi:.6g}) of {len(s_grid) - 1}; take more steps, check the model, or raise eps "
+            f"(check_every=1 pins the step)",
+            t_hi,
+        )
+
+    return describe
 
 
 def _entropy(generator: torch.Generator | None) -> int:
