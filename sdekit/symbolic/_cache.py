@@ -85,9 +85,7 @@ def cached_derivation(kind: str, inputs: tuple[sp.Basic, ...], compute: Callable
     try:
         with path.open("rb") as fh:
             return pickle.load(fh)
-    except FileNotFoundError:
-        pass
-    except Exception:  # corrupt or incompatible entry: recompute and overwrite
+    except Exception:  # missing, corrupt or incompatible entry: compute (and overwrite) it
         pass
     value = compute()
     try:
