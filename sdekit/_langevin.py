@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from . import _random
 from .errors import ModelOutputError, SolverDivergedError
 
 __all__ = ["langevin", "annealed_langevin"]
@@ -65,7 +66,7 @@ def _ula(
         if not isinstance(s, torch.Tensor) or s.shape != x.shape:
             got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
             raise ModelOutputError(f"the score must return a tensor shaped like x {tuple(x.shape)}, got {got}")
-        x = x + h * s + noise_scale * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        x = x + h * s + noise_scale * _random.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         if not bool(torch.isfinite(x).all()):
             raise SolverDivergedError(
                 f"Langevin dynamics diverged (non-finite state) at step {k + 1}{where}; lower the step size",

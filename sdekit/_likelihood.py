@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import sympy as sp
 import torch
 
+from . import _random
 from ._checks import check_model_output
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError, SolverError, UnknownSolverError
 from .parameterization import check_parameterization, score_fn
@@ -192,8 +193,8 @@ def _hutchinson_trace(out: torch.Tensor, x: torch.Tensor, probes: torch.Tensor, 
 def _draw_probes(kind: str, n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     shape = (n, *like.shape)
     if kind == "gaussian":
-        return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
-    bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
+        return _random.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
+    bits = _random.randint(0, 2, shape, generator=generator, device=like.device)
     return (2 * bits - 1).to(like.dtype)
 
 
@@ -786,5 +787,5 @@ def dequantize(
     low, high = _data_range(data_range)
     n_bits = _check_bits(n_bits)
     dtype = dtype or torch.get_default_dtype()
-    u = torch.rand(k.shape, generator=generator, dtype=dtype, device=k.device)
+    u = _random.rand(k.shape, generator=generator, dtype=dtype, device=k.device)
     return (high - low) * (k.to(dtype) + u) / 2**n_bits + low

@@ -22,6 +22,7 @@ import numpy as np
 import sympy as sp
 import torch
 
+from . import _random
 from .compile import CompiledTimeFn, compile_time_fn
 from .errors import SdekitError
 from .symbolic._symbols import s as S_SYM
@@ -64,7 +65,7 @@ class GaussianKernel:
 
     def sample(self, x_in: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One draw per row of ``x_in``."""
-        z = torch.randn(x_in.shape, generator=generator, dtype=x_in.dtype, device=x_in.device)
+        z = _random.randn(x_in.shape, generator=generator, dtype=x_in.dtype, device=x_in.device)
         return self.mean(x_in) + self.sigma * z
 
     def log_prob(self, x: torch.Tensor, x_in: torch.Tensor) -> torch.Tensor:
@@ -93,7 +94,7 @@ class GaussianPrior:
         dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Draw a tensor of ``shape`` (batch first)."""
-        z = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+        z = _random.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
         return self.mean + self.std * z
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import _random
 from . import parameterization as _param
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -290,9 +291,8 @@ class GaussianMixture:
         if self.n_components == 1:
             comp = torch.zeros(n, dtype=torch.long, device=device)
         else:
-            probs = torch.exp(self._logw).to(device)
-            comp = torch.multinomial(probs, n, replacement=True, generator=generator)
-        z = torch.randn(n, self.dim, generator=generator, dtype=dtype, device=device)
+            comp = _random.multinomial(torch.exp(self._logw), n, generator=generator, device=device)
+        z = _random.randn((n, self.dim), generator=generator, dtype=dtype, device=device)
         y = torch.sqrt(lam)[comp] * z
         if basis is not None:
             rotated = torch.empty_like(y)
@@ -406,7 +406,7 @@ class DiffusedGaussianMixture:
         :math:`x_t = \alpha(t) x_0 + m(t) + \sigma(t) z`. ``t`` is a number or shape (n,)."""
         x0 = self.data.sample(n, generator, dtype=dtype, device=device).reshape(n, self.dim)
         alpha, m, sigma2 = _param.marginal_coefficients(self.sde, t, x0)
-        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        z = _random.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         return (alpha * x0 + m + torch.sqrt(sigma2) * z).reshape(n, *self.event_shape)
 
     def at(self, t: float | torch.Tensor) -> GaussianMixture:

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import _random
 from ._checks import check_model_output
 from ._likelihood import _draw_probes, _drift_and_exact_trace
 from .parameterization import check_parameterization, marginal_coefficients, to_score
@@ -243,7 +244,7 @@ def sample_times(
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(n, generator=generator, dtype=_F64, device=device)
+    u = _random.rand((n,), generator=generator, dtype=_F64, device=device)
     T = float(sde.T)
     if kind == "uniform":
         t = eps + (T - eps) * u
@@ -338,7 +339,7 @@ def dsm(
             raise ValueError(f"t must be a number or have shape (batch,) = ({batch},), got {tuple(tt.shape)}")
         w = torch.ones_like(tt)
     if noise is None:
-        z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        z = _random.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     else:
         if not isinstance(noise, torch.Tensor) or noise.shape != x0.shape:
             raise ValueError(f"noise must be a tensor shaped like x0 {tuple(x0.shape)}")

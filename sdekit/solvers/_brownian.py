@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torchsde import BaseBrownian
 
+from .. import _random
+
 __all__ = ["FixedStepBrownian"]
 
 
@@ -70,7 +72,7 @@ class FixedStepBrownian(BaseBrownian):
         self._levy = levy_area
 
     def _randn(self) -> torch.Tensor:
-        return torch.randn(self._size, generator=self._generator, dtype=self._dtype, device=self._device)
+        return _random.randn(self._size, generator=self._generator, dtype=self._dtype, device=self._device)
 
     def __call__(
         self, ta: Any, tb: Any = None, return_U: bool = False, return_A: bool = False

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from .. import _random
 from ..errors import SolverDivergedError, SolverError
 from ._base import SamplingProblem, Solver, SolveStats
 from ._grids import GRIDS, log_snr, resolve_grid, t_of_log_snr, time_grid
@@ -81,7 +82,7 @@ class StepContext:
 
     def noise(self, like: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped like ``like`` from the problem's generator."""
-        return torch.randn(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
+        return _random.randn(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
 
 
 def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
