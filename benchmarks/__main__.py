@@ -9,7 +9,7 @@ import argparse
 import importlib
 import time
 
-MODULES: list[str] = ["step_cost", "likelihood", "error_vs_nfe"]
+MODULES: list[str] = ["step_cost", "likelihood", "likelihood_fixed_grid", "error_vs_nfe"]
 """Benchmark modules under ``benchmarks/``, run in this order."""
 
 
