@@ -107,12 +107,6 @@ def _nfe_per_step(solver: str) -> int:
     return {"pc": 2, "ald": 3}.get(solver, 1)
 
 
-STARTUP_NFE: dict[str, int] = {"exp3": 1}
-"""Evaluations a solver spends once on top of its per-step cost (``exp3``'s 2S start: the first step's log-SNR
-midpoint). Such a solver runs ``level - startup`` steps, so its NFE equals the ladder level and it is compared
-with the one-NFE-per-step solvers at equal cost."""
-
-
 def _failure(err: Exception) -> str:
     name = type(err).__name__
     if "Diverged" in name:
@@ -149,7 +143,9 @@ def run_solver(sde_name: str, sde: sdekit.SDE, solver: str, cfg: dict, grid: str
             if level * per_step > max_nfe:
                 result.runs.append(Run(level, note="skip"))
                 continue
-            kwargs.update(steps=int(level) - STARTUP_NFE.get(solver, 0))
+            # a solver with a one-off start-up cost (exp3's 2S midpoint) runs level - startup_nfe steps, so its
+            # NFE equals the ladder level and it is compared with the one-NFE-per-step solvers at equal cost
+            kwargs.update(steps=int(level) - cls.startup_nfe)
             if grid is not None:
                 kwargs.update(grid=grid)
         gen = torch.Generator().manual_seed(SEED + 1)

@@ -205,6 +205,7 @@ def test_same_seed_same_samples_and_nfe(solver: str) -> None:
     assert torch.equal(x1, x2)
     nfe = {"exp1": 12, "exp2": 12, "exp3": 13, "ancestral": 12, "pc": 24, "ald": 36}[solver]  # exp3: 2S midpoint
     assert info.nfe == nfe + 1  # + the denoising step of sample()
+    assert sdekit.solvers.available()[solver].startup_nfe == (1 if solver == "exp3" else 0)
     assert info.steps == 12
 
 

@@ -98,6 +98,9 @@ class Solver(abc.ABC):
     """
     sample_refusal: ClassVar[str] = ""
     """Why :attr:`can_sample` is False and what to use instead (the ``SolverError`` message of ``sample``)."""
+    startup_nfe: ClassVar[int] = 0
+    """Model evaluations spent once per run on top of the per-step cost (``exp3``: 1, the log-SNR
+    midpoint of its singlestep start). Benchmarks at equal NFE run such a solver for fewer steps."""
     description: ClassVar[str] = ""
     """One line for ``sdekit.solvers.available()`` and the docs."""
 

@@ -227,3 +227,4 @@ class Exp3(ExponentialIntegrator):
     default_steps = 40
     description = "exponential integrator, order 3 (DPM-Solver++(3M)) on the PF-ODE; any affine SDE"
     nfe_per_step = "1 (+1 in the first step)"
+    startup_nfe = 1
