@@ -51,7 +51,7 @@ def test_operator_matches_symbolic_fokker_planck(make):
     import sympy as sp
 
     sde = make()
-    p_expr = sp.exp(-sdekit.x**2) / sp.sqrt(sp.pi)
+    p_expr = sp.exp(-(sdekit.x**2)) / sp.sqrt(sp.pi)
     rhs = sp.lambdify((sdekit.x, sdekit.t), -sde.subs(sde.fokker_planck(p_expr)), "numpy")
     p_np = sp.lambdify(sdekit.x, p_expr, "numpy")
     t = 0.3
@@ -108,8 +108,9 @@ def test_vp_published_closed_form():
         assert sol.l1(k, gaussian(a * M0, std)) < L1_TOL
 
 
-@pytest.mark.parametrize("make", [sdekit.VPSDE, sdekit.SubVPSDE, sdekit.OrnsteinUhlenbeck, sdekit.VESDE],
-                         ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "make", [sdekit.VPSDE, sdekit.SubVPSDE, sdekit.OrnsteinUhlenbeck, sdekit.VESDE], ids=lambda m: m.__name__
+)
 def test_kernels_against_sdekit_oracle(make):
     times, l1, sol = C.kernel_errors(make(), h=0.03, steps=300)
     assert times[-1] > 0
@@ -128,8 +129,10 @@ def test_stationary_gibbs_density():
 def test_spectral_gap_of_ou_is_theta():
     """OU's generator has eigenvalues -n theta (Hermite functions): the gap is theta, approached at order 2 in h."""
     theta = 1.5
-    errs = [abs(C.spectral_gap(FokkerPlanck1D(sdekit.OrnsteinUhlenbeck(theta=theta), (-7, 7), c)) - theta)
-            for c in (200, 400)]
+    errs = [
+        abs(C.spectral_gap(FokkerPlanck1D(sdekit.OrnsteinUhlenbeck(theta=theta), (-7, 7), c)) - theta)
+        for c in (200, 400)
+    ]
     assert errs[1] < errs[0] / 3 and errs[1] < 1e-3
 
 
@@ -218,8 +221,17 @@ def test_bad_input():
 
 
 # ------------------------------------------------------------------------------ forward / reverse
-SMALL = C.Settings(h_kernel=0.03, steps_kernel=300, cells=800, fp_steps=800, n_forward=10_000,
-                   steps_forward=200, n_reverse=10_000, steps_reverse=500, steps_pf=60)
+SMALL = C.Settings(
+    h_kernel=0.03,
+    steps_kernel=300,
+    cells=800,
+    fp_steps=800,
+    n_forward=10_000,
+    steps_forward=200,
+    n_reverse=10_000,
+    steps_reverse=500,
+    steps_pf=60,
+)
 
 
 def test_forward_paths_match_fp():
@@ -240,17 +252,28 @@ def test_reverse_check_passes_with_derived_drift_and_fails_without_divergence():
 
 def test_checks_registered():
     groups = {(g, fn.__name__) for g, fn in _core.registered(quick=True)}
-    for pair in [("fokker-planck", "check_kernels"), ("fokker-planck", "check_stationary"),
-                 ("fokker-planck", "check_operator"), ("fokker-planck", "check_time_order"),
-                 ("forward", "check_forward"), ("reverse", "check_reverse")]:
+    for pair in [
+        ("fokker-planck", "check_kernels"),
+        ("fokker-planck", "check_stationary"),
+        ("fokker-planck", "check_operator"),
+        ("fokker-planck", "check_time_order"),
+        ("forward", "check_forward"),
+        ("reverse", "check_reverse"),
+    ]:
         assert pair in groups
 
 
 def test_user_sde_unresolvable_is_skipped_with_reason():
     """VE spreads p_0 (std 0.2) over hundreds of units: no uniform grid resolves both, so the line is a skip."""
     ctx = _core.Context(sdes=[sdekit.VESDE()], quick=True, out=Path("unused"), user_sde=True)
-    (line,) = C._user_lines("forward", "VESDE: simulate vs numeric FP", sdekit.VESDE(), C.QUICK, ctx,
-                            lambda problem: pytest.fail("should have been skipped"))
+    (line,) = C._user_lines(
+        "forward",
+        "VESDE: simulate vs numeric FP",
+        sdekit.VESDE(),
+        C.QUICK,
+        ctx,
+        lambda problem: pytest.fail("should have been skipped"),
+    )
     assert line.skipped and "too coarse" in line.where
 
 
@@ -268,8 +291,14 @@ def test_user_sde_forward_and_reverse_pass(tmp_path: Path):
 @pytest.mark.slow
 def test_quick_checks_pass_and_write_figures(tmp_path: Path):
     ctx = _core.Context(sdes=[sdekit.VPSDE(), sdekit.VESDE(), sdekit.OrnsteinUhlenbeck()], quick=True, out=tmp_path)
-    for fn in (C.check_kernels, C.check_operator, C.check_stationary, C.check_time_order, C.check_forward,
-               C.check_reverse):
+    for fn in (
+        C.check_kernels,
+        C.check_operator,
+        C.check_stationary,
+        C.check_time_order,
+        C.check_forward,
+        C.check_reverse,
+    ):
         results = fn(ctx)
         assert results and all(r.passed for r in results), [r for r in results if not r.passed]
         for r in results:

@@ -377,8 +377,10 @@ class FPScore:
     def _on(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = (like.dtype, like.device)
         if key not in self._cache:
-            self._cache[key] = (self._table.to(dtype=like.dtype, device=like.device),
-                                self._times.to(dtype=like.dtype, device=like.device))
+            self._cache[key] = (
+                self._table.to(dtype=like.dtype, device=like.device),
+                self._times.to(dtype=like.dtype, device=like.device),
+            )
         return self._cache[key]
 
     def __call__(self, x: torch.Tensor, t: Any) -> torch.Tensor:

@@ -166,8 +166,9 @@ def ks_critical(n: int, alpha: float) -> float:
     return float(kstwo.ppf(1.0 - alpha, n))
 
 
-def binned_l1(samples: torch.Tensor | np.ndarray, solution: FPSolution, k: int, bins: int = 40,
-              alpha: float = ALPHA) -> tuple[float, float, np.ndarray, np.ndarray]:
+def binned_l1(
+    samples: torch.Tensor | np.ndarray, solution: FPSolution, k: int, bins: int = 40, alpha: float = ALPHA
+) -> tuple[float, float, np.ndarray, np.ndarray]:
     r"""Binned L1 :math:`\sum_j |N_j/n - P_j|` and its Monte-Carlo bound at level alpha.
 
     Bins: about ``bins`` equal bins between the numeric 0.1% and 99.9% quantiles, snapped to cell edges
@@ -225,8 +226,15 @@ def _kernel_case(sde: sdekit.SDE, m0: float, s0: float, max_sd: float) -> tuple[
     return times, (min(m0, float(mean[keep].min())) - width, max(m0, float(mean[keep].max())) + width)
 
 
-def kernel_errors(sde: sdekit.SDE, h: float = 0.02, steps: int = 400, m0: float = 0.5, s0: float = 0.3,
-                  max_sd: float = 5.0, method: str = "cn") -> tuple[np.ndarray, np.ndarray, FPSolution]:
+def kernel_errors(
+    sde: sdekit.SDE,
+    h: float = 0.02,
+    steps: int = 400,
+    m0: float = 0.5,
+    s0: float = 0.3,
+    max_sd: float = 5.0,
+    method: str = "cn",
+) -> tuple[np.ndarray, np.ndarray, FPSolution]:
     r"""L1 errors of the numeric solution from :math:`p_0 = N(m_0, s_0^2)` against the exact Gaussian kernels.
 
     The exact :math:`p_t` is ``sdekit.analytic.Gaussian(m0, s0).diffuse(sde).at(t)`` (derived from the
@@ -256,8 +264,13 @@ def spectral_gap(fp: FokkerPlanck1D, t: float = 0.0) -> float:
     return float(-top[0])
 
 
-def stationary_errors(U: str = "x**4/4 - x**2/2", cells: int = 400, domain: tuple[float, float] = (-4.0, 4.0),
-                      t_end: float = 20.0, steps: int = 1000) -> tuple[float, float, float]:
+def stationary_errors(
+    U: str = "x**4/4 - x**2/2",
+    cells: int = 400,
+    domain: tuple[float, float] = (-4.0, 4.0),
+    t_end: float = 20.0,
+    steps: int = 1000,
+) -> tuple[float, float, float]:
     r"""L1 distances to the Gibbs density :math:`e^{-U}/Z` for :math:`dx = -U'\,dt + \sqrt2\,dW`.
 
     Returns ``(l1_stationary_state, l1_long_time, mass_error)``: the discrete zero-flux state, the
@@ -270,8 +283,10 @@ def stationary_errors(U: str = "x**4/4 - x**2/2", cells: int = 400, domain: tupl
     Ue = sp.sympify(U, locals={"x": X_SYM})
     U_np = sp.lambdify(X_SYM, Ue, "numpy")
     Z = quad(lambda z: math.exp(-float(U_np(z))), -50, 50, limit=200)[0]
-    tail = quad(lambda z: math.exp(-float(U_np(z))), -50, domain[0], limit=200)[0] + quad(
-        lambda z: math.exp(-float(U_np(z))), domain[1], 50, limit=200)[0]
+    tail = (
+        quad(lambda z: math.exp(-float(U_np(z))), -50, domain[0], limit=200)[0]
+        + quad(lambda z: math.exp(-float(U_np(z))), domain[1], 50, limit=200)[0]
+    )
     gibbs = lambda z: np.exp(-U_np(z)) / Z  # noqa: E731
     fp = FokkerPlanck1D(langevin_sde(Ue), domain, cells)
     st = FPSolution(fp, np.array([0.0]), fp.stationary()[None])
@@ -301,7 +316,7 @@ def operator_errors(sde: sdekit.SDE, t: float, cells: tuple[int, ...] = (200, 40
     For :math:`p = e^{-x^2}/\sqrt\pi` (free of t), :math:`\partial_t p = -\texttt{sde.fokker\_planck}(p)`
     = :math:`-(f p)' + \tfrac12 (g^2 p)''`, evaluated in cell averages; grid (-6, 6) with ``cells`` cells.
     """
-    p_expr = sp.exp(-X_SYM**2) / sp.sqrt(sp.pi)
+    p_expr = sp.exp(-(X_SYM**2)) / sp.sqrt(sp.pi)
     rhs = sp.lambdify((X_SYM, T_SYM), -sde.subs(sde.fokker_planck(p_expr)), "numpy")
     p_np = sp.lambdify(X_SYM, p_expr, "numpy")
     errs = []
@@ -340,8 +355,14 @@ def example_problem(s: Settings) -> Problem:
     return Problem(example_sde(), example_p0(), (-6.0, 6.0), s.cells, "double well x sqrt(1+x^2)")
 
 
-def user_problem(sde: sdekit.SDE, s: Settings, generator: torch.Generator, h: float = 0.01,
-                 max_cells: int = 20_000, max_h: float = 0.05) -> Problem:
+def user_problem(
+    sde: sdekit.SDE,
+    s: Settings,
+    generator: torch.Generator,
+    h: float = 0.01,
+    max_cells: int = 20_000,
+    max_h: float = 0.05,
+) -> Problem:
     """A problem for any SDE: p_0 = :func:`example_p0`, domain from a pilot simulation.
 
     4,000 pilot paths (``sdekit.simulate``, Euler, 400 steps) give the range [lo, hi] visited on [0, T];
@@ -370,8 +391,12 @@ def user_problem(sde: sdekit.SDE, s: Settings, generator: torch.Generator, h: fl
     return Problem(sde, data, domain, cells, type(sde).__name__)
 
 
-def forward_statistics(s: Settings, problem: Problem | None = None, generator: torch.Generator | None = None,
-                       fractions: tuple[float, ...] = (0.1, 0.3, 1.0)) -> dict[str, Any]:
+def forward_statistics(
+    s: Settings,
+    problem: Problem | None = None,
+    generator: torch.Generator | None = None,
+    fractions: tuple[float, ...] = (0.1, 0.3, 1.0),
+) -> dict[str, Any]:
     """Simulate ``problem.sde`` with :func:`sdekit.simulate` from p_0 and compare with the numeric density.
 
     Compared at times ``fractions * T``: KS and binned L1 per time, with the bounds described in the
@@ -393,15 +418,32 @@ def forward_statistics(s: Settings, problem: Problem | None = None, generator: t
         ks = ks_statistic(xk, sol, k)
         ks_tol = ks_critical(xk.size, ALPHA / k_tests) + fp_err[k] / 2 + cdf_interpolation_error(sol, k)
         l1, bound, edges, counts = binned_l1(xk, sol, k, alpha=ALPHA / k_tests)
-        rows.append(dict(t=ts[k], ks=ks, ks_tol=ks_tol, l1=l1, l1_tol=bound + fp_err[k], fp_err=fp_err[k],
-                         edges=edges, counts=counts, n=xk.size))
+        rows.append(
+            dict(
+                t=ts[k],
+                ks=ks,
+                ks_tol=ks_tol,
+                l1=l1,
+                l1_tol=bound + fp_err[k],
+                fp_err=fp_err[k],
+                edges=edges,
+                counts=counts,
+                n=xk.size,
+            )
+        )
     return dict(solution=sol, rows=rows, problem=problem)
 
 
-def reverse_statistics(s: Settings, problem: Problem | None = None, generator: torch.Generator | None = None,
-                       eps: float | None = None, drop_divergence: bool = False,
-                       kinds: tuple[str, ...] = ("sde", "ode"), n: int | None = None,
-                       steps_reverse: int | None = None) -> dict[str, Any]:
+def reverse_statistics(
+    s: Settings,
+    problem: Problem | None = None,
+    generator: torch.Generator | None = None,
+    eps: float | None = None,
+    drop_divergence: bool = False,
+    kinds: tuple[str, ...] = ("sde", "ode"),
+    n: int | None = None,
+    steps_reverse: int | None = None,
+) -> dict[str, Any]:
     r"""Derived reverse SDE and PF-ODE of ``problem.sde``, driven by the numeric score, vs :math:`p_\epsilon`.
 
     The FP solution on [0, T] is stored at ``fp_steps // 2 + 1`` times; its score
@@ -425,6 +467,7 @@ def reverse_statistics(s: Settings, problem: Problem | None = None, generator: t
     fp_err = _richardson(fp, p0, np.array([0.0, eps]), eps / 8, at_eps)[1]
     score = sol.score_model()
     if drop_divergence:
+
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return score(x, t) - sde.dg2_dx_fn(x, t) / sde.diffusion_fn(x, t) ** 2
     else:
@@ -435,14 +478,25 @@ def reverse_statistics(s: Settings, problem: Problem | None = None, generator: t
     m = 2 * len(kinds)
     for kind in kinds:
         solver, steps = ("euler", steps_reverse or s.steps_reverse) if kind == "sde" else ("ode:rk4", s.steps_pf)
-        x = sdekit.sample(model, sde, (n, 1), solver=solver, steps=steps, x_T=x_T, eps=eps, denoise=False,
-                          generator=generator)
+        x = sdekit.sample(
+            model, sde, (n, 1), solver=solver, steps=steps, x_T=x_T, eps=eps, denoise=False, generator=generator
+        )
         xs = x.reshape(-1).numpy()
         ks = ks_statistic(xs, at_eps, 1)
         l1, bound, edges, counts = binned_l1(xs, at_eps, 1, alpha=ALPHA / m)
         ks_tol = ks_critical(n, ALPHA / m) + fp_err / 2 + cdf_interpolation_error(at_eps, 1)
-        rows[kind] = dict(solver=solver, steps=steps, ks=ks, ks_tol=ks_tol, l1=l1,
-                          l1_tol=bound + fp_err, edges=edges, counts=counts, n=n, fp_err=fp_err)
+        rows[kind] = dict(
+            solver=solver,
+            steps=steps,
+            ks=ks,
+            ks_tol=ks_tol,
+            l1=l1,
+            l1_tol=bound + fp_err,
+            edges=edges,
+            counts=counts,
+            n=n,
+            fp_err=fp_err,
+        )
     return dict(solution=at_eps, rows=rows, x_T=x_T, problem=problem, eps=eps)
 
 
@@ -503,14 +557,21 @@ def _kernel_lines(sde: sdekit.SDE, s: Settings, panels: list) -> list[CheckResul
     name = type(sde).__name__
     return [
         CheckResult.below(
-            "fokker-planck", f"{name}: numeric FP vs exact Gaussian kernel, max L1 over t <= {times[-1]:.3g}",
-            float(l1.max()), KERNEL_L1_TOL,
+            "fokker-planck",
+            f"{name}: numeric FP vs exact Gaussian kernel, max L1 over t <= {times[-1]:.3g}",
+            float(l1.max()),
+            KERNEL_L1_TOL,
             f"issue #8 target; scheme error O(h^2 + dt^2) at h = {s.h_kernel}, {s.steps_kernel} CN steps; "
-            f"exact: sdekit.analytic.Gaussian(0.5, 0.3).diffuse(sde)", seconds=time.perf_counter() - start),
+            f"exact: sdekit.analytic.Gaussian(0.5, 0.3).diffuse(sde)",
+            seconds=time.perf_counter() - start,
+        ),
         CheckResult.below(
-            "fokker-planck", f"{name}: mass conserved by the FP solver",
-            max(abs(sol.mass(k) - 1) for k in range(times.size)), 1e-10,
-            "round-off: conservative fluxes, the columns of L sum to 0 (1e-16 per step and cell, with margin)"),
+            "fokker-planck",
+            f"{name}: mass conserved by the FP solver",
+            max(abs(sol.mass(k) - 1) for k in range(times.size)),
+            1e-10,
+            "round-off: conservative fluxes, the columns of L sum to 0 (1e-16 per step and cell, with margin)",
+        ),
     ]
 
 
@@ -522,15 +583,24 @@ def check_kernels(ctx: Context) -> list[CheckResult]:
     panels: list = []
     sdes = _affine(ctx)
     if not sdes:
-        return [CheckResult.skip("fokker-planck", "numeric FP vs exact Gaussian kernels",
-                                 "no affine SDE to check (the kernel needs f = a(t) x + b(t), g = g(t))")]
+        return [
+            CheckResult.skip(
+                "fokker-planck",
+                "numeric FP vs exact Gaussian kernels",
+                "no affine SDE to check (the kernel needs f = a(t) x + b(t), g = g(t))",
+            )
+        ]
     for sde in sdes:
-        out += guarded("fokker-planck", f"{type(sde).__name__}: numeric FP vs exact Gaussian kernel",
-                       lambda: _kernel_lines(sde, s, panels))
+        out += guarded(
+            "fokker-planck",
+            f"{type(sde).__name__}: numeric FP vs exact Gaussian kernel",
+            lambda: _kernel_lines(sde, s, panels),
+        )
 
     def draw(axes: list[Any]) -> None:
-        gauss = sdekit.analytic.Gaussian(torch.tensor([0.5], dtype=torch.float64),
-                                         torch.tensor([0.3], dtype=torch.float64))
+        gauss = sdekit.analytic.Gaussian(
+            torch.tensor([0.5], dtype=torch.float64), torch.tensor([0.3], dtype=torch.float64)
+        )
         for ax, (sde, times, sol) in zip(axes, panels):
             x = sol.solver.centers
             for k in range(1, times.size):
@@ -557,9 +627,14 @@ def check_operator(ctx: Context) -> list[CheckResult]:
             errs = operator_errors(sde, t, cells)
             slope = float(-np.polyfit(np.log(cells), np.log(errs), 1)[0])
             return CheckResult.within(
-                "fokker-planck", f"{name}: numeric FP operator -> sde.fokker_planck, order in h at t = {t:g}", slope,
-                2.0, 0.25, f"target 2 (second-order fluxes), +-0.25 (TESTING.md); p = e^(-x^2)/sqrt(pi), |x| <= 3, "
-                f"max error {errs[-1]:.1e} at {cells[-1]} cells of (-6, 6)")
+                "fokker-planck",
+                f"{name}: numeric FP operator -> sde.fokker_planck, order in h at t = {t:g}",
+                slope,
+                2.0,
+                0.25,
+                f"target 2 (second-order fluxes), +-0.25 (TESTING.md); p = e^(-x^2)/sqrt(pi), |x| <= 3, "
+                f"max error {errs[-1]:.1e} at {cells[-1]} cells of (-6, 6)",
+            )
 
         out += guarded("fokker-planck", f"{name}: numeric FP operator vs sde.fokker_planck", line)
     return out
@@ -577,15 +652,36 @@ def check_stationary(ctx: Context) -> list[CheckResult]:
     where = "issue #8 target; exact: p_inf = e^{-U}/Z (Z by quadrature) for dx = -U' dt + sqrt(2) dW"
     sec = time.perf_counter() - start
     return [
-        CheckResult.below("fokker-planck", "double well: zero-flux stationary state vs e^{-U}/Z (L1, 400 cells)",
-                          st[2], KERNEL_L1_TOL, where, seconds=sec),
-        CheckResult.below("fokker-planck", "double well: p(t = 20) from N(1, 0.3^2) vs e^{-U}/Z (L1, 400 cells)",
-                          errs[2][1], KERNEL_L1_TOL,
-                          f"{where}; spectral gap of L = {gap:.3g}: e^(-gap t) = {math.exp(-20 * gap):.1e} at t = 20"),
-        CheckResult.within("fokker-planck", "double well: order of the L1 error in h (100..800 cells)", slope, 2.0,
-                           0.25, "target 2 (second-order scheme), +-0.25 (TESTING.md)"),
-        CheckResult.below("fokker-planck", "double well: mass conserved over 20 time units", errs[2][2], 1e-10,
-                          "round-off (conservative scheme)"),
+        CheckResult.below(
+            "fokker-planck",
+            "double well: zero-flux stationary state vs e^{-U}/Z (L1, 400 cells)",
+            st[2],
+            KERNEL_L1_TOL,
+            where,
+            seconds=sec,
+        ),
+        CheckResult.below(
+            "fokker-planck",
+            "double well: p(t = 20) from N(1, 0.3^2) vs e^{-U}/Z (L1, 400 cells)",
+            errs[2][1],
+            KERNEL_L1_TOL,
+            f"{where}; spectral gap of L = {gap:.3g}: e^(-gap t) = {math.exp(-20 * gap):.1e} at t = 20",
+        ),
+        CheckResult.within(
+            "fokker-planck",
+            "double well: order of the L1 error in h (100..800 cells)",
+            slope,
+            2.0,
+            0.25,
+            "target 2 (second-order scheme), +-0.25 (TESTING.md)",
+        ),
+        CheckResult.below(
+            "fokker-planck",
+            "double well: mass conserved over 20 time units",
+            errs[2][2],
+            1e-10,
+            "round-off (conservative scheme)",
+        ),
     ]
 
 
@@ -594,10 +690,22 @@ def check_time_order(ctx: Context) -> list[CheckResult]:
     """Order in dt of the FP time stepping on VPSDE: Crank-Nicolson 2, backward Euler 1."""
     where = "target {} ({}), +-0.25 (TESTING.md); VPSDE, dt = 0.05, 0.025, 0.0125, 2000 cells"
     return [
-        CheckResult.within("fokker-planck", "VPSDE: order in dt of Crank-Nicolson (Rannacher start)",
-                           time_order("cn"), 2.0, 0.25, where.format(2, "second order")),
-        CheckResult.within("fokker-planck", "VPSDE: order in dt of backward Euler", time_order("euler"), 1.0, 0.25,
-                           where.format(1, "first order")),
+        CheckResult.within(
+            "fokker-planck",
+            "VPSDE: order in dt of Crank-Nicolson (Rannacher start)",
+            time_order("cn"),
+            2.0,
+            0.25,
+            where.format(2, "second order"),
+        ),
+        CheckResult.within(
+            "fokker-planck",
+            "VPSDE: order in dt of backward Euler",
+            time_order("euler"),
+            1.0,
+            0.25,
+            where.format(1, "first order"),
+        ),
     ]
 
 
@@ -610,21 +718,34 @@ def _forward_lines(problem: Problem, s: Settings, gen: torch.Generator, panels: 
     for k, r in enumerate(rows, start=1):
         n = r["n"]
         panels.append((sol, k, r, f"{problem.label}: forward, t = {r['t']:g}"))
-        out.append(CheckResult.below(
-            "forward",
-            f"{problem.label}: simulate (euler, {s.steps_forward} steps) vs numeric FP, KS at t = {r['t']:g}",
-            r["ks"], r["ks_tol"],
-            f"exact KS critical value, n = {n}, alpha = {ALPHA:g} over {len(rows)} times; + FP error/2 "
-            f"({r['fp_err']:.1e}, Richardson)", seconds=sec))
-        out.append(CheckResult.below(
-            "forward", f"{problem.label}: simulate vs numeric FP, binned L1 at t = {r['t']:g}", r["l1"], r["l1_tol"],
-            f"sum sqrt(P(1-P)/n) + sqrt(2 ln(k/alpha)/n) (Jensen + McDiarmid), n = {n}, alpha = {ALPHA:g}; "
-            f"+ FP error", seconds=sec))
+        out.append(
+            CheckResult.below(
+                "forward",
+                f"{problem.label}: simulate (euler, {s.steps_forward} steps) vs numeric FP, KS at t = {r['t']:g}",
+                r["ks"],
+                r["ks_tol"],
+                f"exact KS critical value, n = {n}, alpha = {ALPHA:g} over {len(rows)} times; + FP error/2 "
+                f"({r['fp_err']:.1e}, Richardson)",
+                seconds=sec,
+            )
+        )
+        out.append(
+            CheckResult.below(
+                "forward",
+                f"{problem.label}: simulate vs numeric FP, binned L1 at t = {r['t']:g}",
+                r["l1"],
+                r["l1_tol"],
+                f"sum sqrt(P(1-P)/n) + sqrt(2 ln(k/alpha)/n) (Jensen + McDiarmid), n = {n}, alpha = {ALPHA:g}; "
+                f"+ FP error",
+                seconds=sec,
+            )
+        )
     return out
 
 
-def _user_lines(group: str, name: str, sde: sdekit.SDE, s: Settings, ctx: Context,
-                run: Callable[[Problem], list[CheckResult]]) -> list[CheckResult]:
+def _user_lines(
+    group: str, name: str, sde: sdekit.SDE, s: Settings, ctx: Context, run: Callable[[Problem], list[CheckResult]]
+) -> list[CheckResult]:
     try:
         problem = user_problem(sde, s, ctx.generator(group + "-domain", type(sde).__name__))
     except _Unresolved as why:
@@ -638,14 +759,26 @@ def check_forward(ctx: Context) -> list[CheckResult]:
     s = settings(ctx.quick)
     out: list[CheckResult] = []
     panels: list = []
-    out += guarded("forward", "double well x sqrt(1+x^2): simulate vs numeric FP",
-                   lambda: _forward_lines(example_problem(s), s, ctx.generator("forward", "example"), panels))
+    out += guarded(
+        "forward",
+        "double well x sqrt(1+x^2): simulate vs numeric FP",
+        lambda: _forward_lines(example_problem(s), s, ctx.generator("forward", "example"), panels),
+    )
     if ctx.user_sde:
         for sde in ctx.sdes:
             name = type(sde).__name__
-            out += guarded("forward", f"{name}: simulate vs numeric FP", lambda: _user_lines(
-                "forward", f"{name}: simulate vs numeric FP", sde, s, ctx,
-                lambda problem: _forward_lines(problem, s, ctx.generator("forward", name), panels)))
+            out += guarded(
+                "forward",
+                f"{name}: simulate vs numeric FP",
+                lambda: _user_lines(
+                    "forward",
+                    f"{name}: simulate vs numeric FP",
+                    sde,
+                    s,
+                    ctx,
+                    lambda problem: _forward_lines(problem, s, ctx.generator("forward", name), panels),
+                ),
+            )
 
     def draw(axes: list[Any]) -> None:
         for ax, (sol, k, r, title) in zip(axes, panels):
@@ -666,25 +799,51 @@ def _reverse_lines(problem: Problem, s: Settings, ctx: Context, panels: list, co
         what = f"{problem.label}: {_KIND[kind]} ({r['solver']}, {r['steps']} steps) with the FP score"
         panels.append((sol, 1, r, f"{problem.label}: {_KIND[kind]} -> t = {res['eps']:g}"))
         sec = (time.perf_counter() - start) / 2
-        out.append(CheckResult.below(
-            "reverse", f"{what} vs p_eps, KS", r["ks"], r["ks_tol"],
-            f"exact KS critical value, n = {r['n']}, alpha = {ALPHA:g} over 4 tests; + FP error/2 "
-            f"({r['fp_err']:.1e}, Richardson)", seconds=sec))
-        out.append(CheckResult.below(
-            "reverse", f"{what} vs p_eps, binned L1", r["l1"], r["l1_tol"],
-            f"Jensen + McDiarmid bound, n = {r['n']}, alpha = {ALPHA:g} over 4 tests; + FP error", seconds=sec))
+        out.append(
+            CheckResult.below(
+                "reverse",
+                f"{what} vs p_eps, KS",
+                r["ks"],
+                r["ks_tol"],
+                f"exact KS critical value, n = {r['n']}, alpha = {ALPHA:g} over 4 tests; + FP error/2 "
+                f"({r['fp_err']:.1e}, Richardson)",
+                seconds=sec,
+            )
+        )
+        out.append(
+            CheckResult.below(
+                "reverse",
+                f"{what} vs p_eps, binned L1",
+                r["l1"],
+                r["l1_tol"],
+                f"Jensen + McDiarmid bound, n = {r['n']}, alpha = {ALPHA:g} over 4 tests; + FP error",
+                seconds=sec,
+            )
+        )
     if control:
         start = time.perf_counter()
         n = min(s.n_reverse, QUICK.n_reverse)
-        wrong = reverse_statistics(s, problem, ctx.generator("reverse-control", problem.label), drop_divergence=True,
-                                   n=n, steps_reverse=min(s.steps_reverse, 500))["rows"]
+        wrong = reverse_statistics(
+            s,
+            problem,
+            ctx.generator("reverse-control", problem.label),
+            drop_divergence=True,
+            n=n,
+            steps_reverse=min(s.steps_reverse, 500),
+        )["rows"]
         for kind, r in wrong.items():
             panels.append((sol, 1, r, f"{_KIND[kind]} without d(g^2)/dx"))
-            out.append(CheckResult.at_least(
-                "reverse", f"negative control: {problem.label}: {_KIND[kind]} without d(g^2)/dx must FAIL the KS test",
-                r["ks"], r["ks_tol"],
-                "passes when the KS statistic EXCEEDS its critical value: the check detects a missing divergence term",
-                seconds=(time.perf_counter() - start) / 2))
+            out.append(
+                CheckResult.at_least(
+                    "reverse",
+                    f"negative control: {problem.label}: {_KIND[kind]} without d(g^2)/dx must FAIL the KS test",
+                    r["ks"],
+                    r["ks_tol"],
+                    "passes when the KS statistic EXCEEDS its critical value: "
+                    "the check detects a missing divergence term",
+                    seconds=(time.perf_counter() - start) / 2,
+                )
+            )
     return out
 
 
@@ -694,14 +853,26 @@ def check_reverse(ctx: Context) -> list[CheckResult]:
     s = settings(ctx.quick)
     out: list[CheckResult] = []
     panels: list = []
-    out += guarded("reverse", "double well x sqrt(1+x^2): reverse SDE / PF-ODE with the FP score",
-                   lambda: _reverse_lines(example_problem(s), s, ctx, panels, control=True))
+    out += guarded(
+        "reverse",
+        "double well x sqrt(1+x^2): reverse SDE / PF-ODE with the FP score",
+        lambda: _reverse_lines(example_problem(s), s, ctx, panels, control=True),
+    )
     if ctx.user_sde:
         for sde in ctx.sdes:
             name = type(sde).__name__
-            out += guarded("reverse", f"{name}: reverse SDE / PF-ODE with the FP score", lambda: _user_lines(
-                "reverse", f"{name}: reverse SDE / PF-ODE with the FP score", sde, s, ctx,
-                lambda problem: _reverse_lines(problem, s, ctx, panels, control=sde.noise_type != "additive")))
+            out += guarded(
+                "reverse",
+                f"{name}: reverse SDE / PF-ODE with the FP score",
+                lambda: _user_lines(
+                    "reverse",
+                    f"{name}: reverse SDE / PF-ODE with the FP score",
+                    sde,
+                    s,
+                    ctx,
+                    lambda problem: _reverse_lines(problem, s, ctx, panels, control=sde.noise_type != "additive"),
+                ),
+            )
 
     def draw(axes: list[Any]) -> None:
         for ax, (sol, k, r, title) in zip(axes, panels):
