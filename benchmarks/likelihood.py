@@ -143,6 +143,16 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def mixture_2d(sde: sdekit.SDE) -> MixtureScore:
+    """The 2-D, 3-component mixture of the 2-D cases (means, stds, weights fixed)."""
+    return MixtureScore(
+        sde,
+        torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.0]]),
+        torch.tensor([0.4, 0.6, 0.5]),
+        torch.tensor([0.3, 0.5, 0.2]),
+    )
+
+
 def _time_both(ours: Callable[[], object], ref: Callable[[], object], repeats: int):
     """Interleave the two sides (the machines are shared): minimum time of each over ``repeats`` runs.
 
@@ -291,12 +301,7 @@ def main(repeats: int = 3, threads: int = 1, images: bool = True, device: str = 
     gen = torch.Generator().manual_seed(1)
     x2 = (torch.randn(256, 2, generator=gen, dtype=DT) * 1.5).to(device)
     for sde_name, sde in (("VP", sdekit.VPSDE()), ("VE", sdekit.VESDE())):
-        mix = MixtureScore(
-            sde,
-            torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.0]]),
-            torch.tensor([0.4, 0.6, 0.5]),
-            torch.tensor([0.3, 0.5, 0.2]),
-        ).to(device)
+        mix = mixture_2d(sde).to(device)
         exact2 = mix.log_prob(x2, eps)
         kw = {"trace": "exact", "eps": eps, "prior": mix.at(sde.T), "truth": exact2, "repeats": repeats}
         name = f"2-D mixture, {sde_name}, batch 256"

@@ -40,7 +40,7 @@ from sdekit._likelihood import _ExactTrace
 from sdekit.solvers._exponential import lagrange_weights
 from sdekit.solvers._grids import log_snr, t_of_log_snr, time_grid
 
-from .likelihood import DT, MixtureScore, reference_logp
+from .likelihood import DT, mixture_2d, reference_logp
 
 
 def cubic_quadrature_weights(nodes: np.ndarray) -> np.ndarray:
@@ -132,12 +132,7 @@ def main(repeats: int = 3, threads: int = 1) -> None:
     x2 = torch.randn(256, 2, generator=torch.Generator().manual_seed(1), dtype=DT) * 1.5
     print("Fixed-grid exp3 + cubic quadrature of sigma^2 div s vs adaptive solvers (2-D mixture, batch 256, float64)")
     for sde_name, sde in (("VP", sdekit.VPSDE()), ("VE", sdekit.VESDE())):
-        mix = MixtureScore(
-            sde,
-            torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, -2.0]]),
-            torch.tensor([0.4, 0.6, 0.5]),
-            torch.tensor([0.3, 0.5, 0.2]),
-        )
+        mix = mixture_2d(sde)
         exact, prior = mix.log_prob(x2, eps), mix.at(sde.T)
 
         def row(label: str, lp: torch.Tensor, nfe: int) -> None:

@@ -11,7 +11,7 @@ on the target device from torch's default generator for that device.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -27,28 +27,24 @@ def _moved(z: torch.Tensor, source: torch.device, target: torch.device) -> torch
     return z if source == target else z.to(target)
 
 
-def randn(
-    shape: Sequence[int],
-    *,
-    generator: torch.Generator | None,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Standard normal draws of ``shape`` on ``device`` (drawn on the generator's device)."""
-    source, target = _source(generator, device)
-    return _moved(torch.randn(tuple(shape), generator=generator, dtype=dtype, device=source), source, target)
+def _floating(draw: Callable[..., torch.Tensor], what: str) -> Callable[..., torch.Tensor]:
+    def sampler(
+        shape: Sequence[int],
+        *,
+        generator: torch.Generator | None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        source, target = _source(generator, device)
+        return _moved(draw(tuple(shape), generator=generator, dtype=dtype, device=source), source, target)
+
+    sampler.__name__ = sampler.__qualname__ = draw.__name__
+    sampler.__doc__ = f"{what} draws of ``shape`` on ``device`` (drawn on the generator's device)."
+    return sampler
 
 
-def rand(
-    shape: Sequence[int],
-    *,
-    generator: torch.Generator | None,
-    dtype: torch.dtype | None = None,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Uniform [0, 1) draws of ``shape`` on ``device`` (drawn on the generator's device)."""
-    source, target = _source(generator, device)
-    return _moved(torch.rand(tuple(shape), generator=generator, dtype=dtype, device=source), source, target)
+randn = _floating(torch.randn, "Standard normal")
+rand = _floating(torch.rand, "Uniform [0, 1)")
 
 
 def randint(
