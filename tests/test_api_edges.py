@@ -1,0 +1,422 @@
+"""Edge cases of the public API found by an adversarial pass (regression tests).
+
+Each xfail(strict=True) test pins a confirmed bug: it fails today and must start passing (then
+drop the marker) when the fix lands. All tests are seeded, small and exact (no statistical
+tolerance): they record the times at which the model is called, the exception type raised, or
+compare two declared values.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import pytest
+import torch
+
+import sdekit
+from sdekit import analytic, losses
+from sdekit.errors import SdekitError, SolverError
+
+ACCEPTED_ERRORS = (ValueError, TypeError, SdekitError)
+
+
+class _TimeRecorder:
+    """Wrap a model and record the smallest and largest time it was called with."""
+
+    def __init__(self, model):
+        self.model = model
+        self.lo = float("inf")
+        self.hi = -float("inf")
+
+    def __call__(self, x, t):
+        td = t.detach()
+        self.lo = min(self.lo, float(td.min()))
+        self.hi = max(self.hi, float(td.max()))
+        return self.model(x, t)
+
+
+def _mixture(dtype=torch.float32):
+    return analytic.GaussianMixture(
+        means=torch.tensor([[-1.0, 0.0], [1.0, 0.5]], dtype=dtype), stds=torch.tensor([0.5, 0.3], dtype=dtype)
+    )
+
+
+# --------------------------------------------------------------------------- model called outside [eps, T]
+@pytest.mark.xfail(
+    strict=True,
+    reason="logp: torchdiffeq's initial-step heuristic probes t = eps + h0 with h0 unbounded (no first_step is "
+    "passed), so the model is evaluated far past T (t = 5.83 here) and float32 VE overflows -> SolverDivergedError",
+)
+def test_logp_ve_float32_1d_does_not_call_the_model_past_T():
+    sde = sdekit.VESDE()
+    data = analytic.Gaussian(torch.zeros(1), std=0.7)
+    oracle = data.diffuse(sde)
+    x = data.sample(4, generator=torch.Generator().manual_seed(0))
+    model = _TimeRecorder(oracle)
+    lp = sdekit.logp(model, sde, x, prior=oracle.at(sde.T))
+    assert model.hi <= sde.T * (1 + 1e-6)
+    assert torch.isfinite(lp).all()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="logp on SubVPSDE (default normalize) probes t = 2437 > T while picking its first step; the x0 "
+    "conversion divides by alpha(t) = 0 there -> SolverDivergedError",
+)
+@pytest.mark.parametrize("parameterization", ["x0", "v", "denoiser"])
+def test_logp_subvp_runs_for_x0_like_parameterizations(parameterization):
+    sde = sdekit.SubVPSDE()
+    data = _mixture(torch.float64)
+    oracle = data.diffuse(sde)
+    x = data.sample(32, generator=torch.Generator().manual_seed(0))
+    lp = sdekit.logp(
+        oracle.as_model(parameterization), sde, x, parameterization=parameterization, prior=oracle.at(sde.T)
+    )
+    exact = oracle.log_prob(x, torch.full((32,), 1e-5, dtype=torch.float64))
+    assert (lp - exact).abs().max() < 1e-3
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sample(solver='ode'): the adaptive torchdiffeq path sets step_t but no first_step, so the initial-step "
+    "probe evaluates the model at t = -1.6 on OrnsteinUhlenbeck (below eps and below 0)",
+)
+@pytest.mark.parametrize("solver", ["ode", "ode:bosh3"])
+def test_sample_adaptive_ode_calls_the_model_only_on_eps_T(solver):
+    sde = sdekit.OrnsteinUhlenbeck()
+    model = _TimeRecorder(_mixture().diffuse(sde))
+    sdekit.sample(model, sde, (16, 2), solver=solver, generator=torch.Generator().manual_seed(0))
+    assert model.lo >= sde.default_eps * (1 - 1e-6)
+    assert model.hi <= sde.T * (1 + 1e-6)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sample(solver='ode'): a discrete-time model (integer timestep embedding) is indexed with the "
+    "out-of-range probe time and raises a raw IndexError",
+)
+def test_sample_ode_works_with_a_discrete_time_model():
+    sde = sdekit.OrnsteinUhlenbeck()
+    oracle = analytic.Gaussian(torch.zeros(2), std=1.01).diffuse(sde)
+    table = torch.zeros(1000)
+
+    def ddpm_like(x, t):
+        return oracle(x, t) + table[(t / sde.T * 999).round().long()][:, None]
+
+    x = sdekit.sample(ddpm_like, sde, (64, 2), solver="ode", generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="logp(adjoint=True): the adjoint's backward solve gets no step_t (adjoint_options drops it), so "
+    "dopri5 steps past eps and evaluates the model at a negative time (t = -0.016 here)",
+)
+def test_logp_adjoint_backward_solve_stays_on_eps_T():
+    sde = sdekit.VPSDE()
+    data = _mixture(torch.float64)
+    oracle = data.diffuse(sde)
+    x = data.sample(8, generator=torch.Generator().manual_seed(0))
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Parameter(torch.tensor(1.0, dtype=torch.float64))
+
+        def forward(self, x, t):
+            return self.a * oracle(x, t)
+
+    net = Scaled()
+    model = _TimeRecorder(net)
+    # (with normalize=False the same run raises SolverDivergedError: g(t) = sqrt(beta(t)) is NaN for t < 0)
+    lp = sdekit.logp(model, sde, x, adjoint=True, adjoint_params=list(net.parameters()))
+    lp.mean().backward()
+    assert model.lo >= 1e-5 * (1 - 1e-6)
+    assert model.hi <= sde.T * (1 + 1e-6)
+
+
+def test_logp_backprop_without_adjoint_stays_on_eps_T():
+    """Control for the test above (passes today): plain backpropagation never leaves [eps, T] on VP."""
+    sde = sdekit.VPSDE()
+    data = _mixture(torch.float64)
+    oracle = data.diffuse(sde)
+    x = data.sample(8, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    model = _TimeRecorder(oracle)
+    sdekit.logp(model, sde, x).sum().backward()
+    assert model.lo >= 1e-5 * (1 - 1e-6) and model.hi <= sde.T * (1 + 1e-6)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="logp under torch.inference_mode() dies in torch.autograd.grad with a raw RuntimeError ('element 0 of "
+    "tensors does not require grad'); it should work (inference_mode(False) around the trace) or say what to do",
+)
+def test_logp_under_inference_mode_works_or_says_why():
+    sde = sdekit.VPSDE()
+    data = _mixture()
+    oracle = data.diffuse(sde)
+    x = data.sample(4, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        try:
+            lp = sdekit.logp(oracle, sde, x, solver="rk4", steps=2)
+        except ACCEPTED_ERRORS:
+            return
+    assert torch.isfinite(lp).all()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/native_samplers.md: corrector=None disables pc's Langevin corrector; sample() only forwards "
+    "corrector when it is not None (its own default), so None runs the corrector (2 NFE/step instead of 1)",
+)
+def test_sample_pc_corrector_none_disables_the_corrector():
+    sde = sdekit.VPSDE()
+    oracle = _mixture().diffuse(sde)
+    _, info = sdekit.sample(
+        oracle,
+        sde,
+        (8, 2),
+        solver="pc",
+        steps=4,
+        corrector=None,
+        denoise=False,
+        return_info=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    _, off = sdekit.sample(
+        oracle,
+        sde,
+        (8, 2),
+        solver="pc",
+        steps=4,
+        corrector="none",
+        denoise=False,
+        return_info=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert off.nfe == 4
+    assert info.nfe == off.nfe
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="losses.ism(score, x, t=...): the exact trace replicates x d times but passes t unreplicated, so every "
+    "time-conditioned model with d >= 2 gets (d * batch) rows with batch times and fails",
+)
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_ism_with_times_matches_the_closure(as_tensor):
+    sde = sdekit.VPSDE()
+    oracle = _mixture().diffuse(sde)
+    x = oracle.sample(8, 0.5, generator=torch.Generator().manual_seed(0))
+    t = torch.full((8,), 0.5) if as_tensor else 0.5
+    expected = losses.ism(lambda y: oracle(y, torch.full((y.shape[0],), 0.5)), x)
+    assert torch.allclose(losses.ism(oracle, x, t=t), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_ssm_with_times_runs():
+    """Control (passes today): ssm passes t through unchanged (no replication)."""
+    sde = sdekit.VPSDE()
+    oracle = _mixture().diffuse(sde)
+    x = oracle.sample(8, 0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(losses.ssm(oracle, x, t=0.5, generator=torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sample(solver='ode') in float32: step_t is a float64 tensor while the solve runs in float32 times, so "
+    "the last step lands on float64(eps) != float32(eps); dopri5 then steps past eps to t < 0 and dies with "
+    "'underflow in dt' (VP/EDM at eps = 7e-4, 2e-4, <= 1e-4; VE silently calls the model at t = -0.8); the "
+    "steps=n path (step_t = the float64 grid) fails the same way",
+)
+@pytest.mark.parametrize("eps", [1e-4, 1e-5])
+@pytest.mark.parametrize("steps", [None, 7], ids=["adaptive", "fixed-grid"])
+def test_sample_ode_float32_small_eps(eps, steps):
+    sde = sdekit.VPSDE()
+    model = _TimeRecorder(_mixture().diffuse(sde))
+    x = sdekit.sample(
+        model, sde, (64, 2), solver="ode", steps=steps, eps=eps, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.isfinite(x).all()
+    assert model.lo >= eps * (1 - 1e-6)
+
+
+def test_sample_ode_float32_small_eps_works_with_a_float32_step_t():
+    """Pins the cause (passes today): the same run with step_t in the solve's dtype stays on [eps, T]."""
+    sde = sdekit.VPSDE()
+    eps = 1e-4
+    model = _TimeRecorder(_mixture().diffuse(sde))
+    step_t = torch.tensor([eps], dtype=torch.float32)
+    sdekit.sample(model, sde, (64, 2), solver="ode", eps=eps, step_t=step_t, generator=torch.Generator().manual_seed(0))
+    assert model.lo >= eps * (1 - 1e-6)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="logp in float32 on CosineVPSDE (T = 0.995, not a float32 number): step_t = [T] in float64 does not "
+    "stop the float32 solve, which steps past T (6 model calls up to t = 1.27) and interpolates back",
+)
+def test_logp_float32_cosine_does_not_call_the_model_past_T():
+    sde = sdekit.CosineVPSDE()
+    data = _mixture()
+    model = _TimeRecorder(data.diffuse(sde))
+    sdekit.logp(model, sde, data.sample(16, generator=torch.Generator().manual_seed(0)))
+    assert model.hi <= sde.T * (1 + 1e-6)
+
+
+# --------------------------------------------------------------------------- option and input validation
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/sampling.md: unknown solver options raise SolverError; the torchdiffeq solvers pass them to "
+    "torchdiffeq, which only warns ('Unexpected arguments')",
+)
+@pytest.mark.parametrize("steps", [None, 3])
+def test_sample_ode_rejects_unknown_options(steps):
+    sde = sdekit.VPSDE()
+    with pytest.raises(SolverError):
+        sdekit.sample(_mixture().diffuse(sde), sde, (8, 2), solver="ode", steps=steps, tolerance=1e-3)
+
+
+def test_sample_native_and_torchsde_reject_unknown_options():
+    """Control (passes today): the other solver families do raise SolverError."""
+    sde = sdekit.VPSDE()
+    oracle = _mixture().diffuse(sde)
+    for solver in ("euler", "pc", "exp2"):
+        with pytest.raises(SolverError):
+            sdekit.sample(oracle, sde, (8, 2), solver=solver, steps=2, tolerance=1e-3)
+
+
+def _dsm(generator):
+    sde = sdekit.VPSDE()
+    return losses.dsm(_mixture().diffuse(sde), sde, torch.zeros(4, 2), generator=generator)
+
+
+def _bound(generator):
+    sde = sdekit.VPSDE()
+    return losses.likelihood_bound(_mixture().diffuse(sde), sde, torch.zeros(4, 2), generator=generator)
+
+
+def _langevin(generator):
+    return sdekit.langevin(lambda x: -x, torch.zeros(4, 2), 0.1, 2, generator=generator)
+
+
+def _dequantize(generator):
+    return sdekit.dequantize(torch.tensor([1, 2]), generator=generator)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="generator= is not type-checked here (sample/logp/simulate do check it): a raw AttributeError "
+    "\"'int' object has no attribute 'device'\" comes from deep inside",
+)
+@pytest.mark.parametrize(
+    "call", [_dsm, _bound, _langevin, _dequantize], ids=["dsm", "likelihood_bound", "langevin", "dequantize"]
+)
+def test_generator_must_be_a_torch_generator(call):
+    with pytest.raises(TypeError, match="generator"):
+        call(0)
+
+
+@pytest.mark.xfail(strict=True, reason="dequantize does not check its input: a list raises AttributeError")
+def test_dequantize_rejects_a_list():
+    with pytest.raises(TypeError):
+        sdekit.dequantize([1, 2])
+
+
+@pytest.mark.xfail(strict=True, reason="dequantize accepts values outside {0, ..., 2**n_bits - 1} silently")
+def test_dequantize_rejects_out_of_range_levels():
+    with pytest.raises(ValueError):
+        sdekit.dequantize(torch.tensor([300, -1]))
+
+
+@pytest.mark.xfail(
+    strict=True, reason="dsm(t=...) does not check 0 < eps <= t <= T: t=0 gives inf, t=2 > T a finite wrong number"
+)
+@pytest.mark.parametrize("t", [0.0, 2.0, -0.5])
+def test_dsm_rejects_times_outside_eps_T(t):
+    sde = sdekit.VPSDE()
+    with pytest.raises(ValueError):
+        losses.dsm(_mixture().diffuse(sde), sde, torch.zeros(8, 2), t=t, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.xfail(strict=True, reason="bits_per_dim does not check that logp has one value per sample of x")
+def test_bits_per_dim_rejects_a_batch_mismatch():
+    with pytest.raises(ValueError):
+        sdekit.bits_per_dim(torch.zeros(3), torch.zeros(8, 2))
+
+
+@pytest.mark.xfail(strict=True, reason="logp accepts create_graph='yes' (anything truthy) without a TypeError")
+def test_logp_create_graph_must_be_bool_or_none():
+    sde = sdekit.VPSDE()
+    with pytest.raises(TypeError):
+        sdekit.logp(_mixture().diffuse(sde), sde, torch.zeros(2, 2), create_graph="yes", solver="rk4", steps=2)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a CPU-only torch")
+@pytest.mark.xfail(
+    strict=True, reason="sample(device='cuda') on a CPU-only torch raises torch's AssertionError from the prior draw"
+)
+def test_sample_unavailable_device_is_reported_up_front():
+    sde = sdekit.VPSDE()
+    with pytest.raises(ACCEPTED_ERRORS):
+        sdekit.sample(_mixture().diffuse(sde), sde, (4, 2), solver="euler", steps=2, device="cuda")
+
+
+# --------------------------------------------------------------------------- docs vs declarations
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/sampling.md's solver table says ode:explicit_adams has weak order 4; the class declares 3 "
+    "(AB3 at max_order=4, measured 2.9-3.1) and `sdekit solvers` prints 3",
+)
+def test_sampling_docs_table_matches_declared_explicit_adams_order():
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "sampling.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `ode:explicit_adams`"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    documented = float(re.sub(r"[^0-9.]", "", cells[3]))
+    declared = float(sdekit.solvers.get("ode:explicit_adams").weak_order)
+    assert documented == declared
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="langevin checks only the score's shape: a float64 score silently turns a float32 chain into float64 "
+    "(sample/logp/dsm raise ModelOutputError for the same model)",
+)
+def test_langevin_rejects_a_score_of_another_dtype():
+    with pytest.raises(sdekit.errors.ModelOutputError):
+        sdekit.langevin(lambda x: -x.double(), torch.zeros(4, 2), 0.1, 2, generator=torch.Generator().manual_seed(0))
+
+
+# --------------------------------------------------------------------------- CLI
+class _DemoStarted(Exception):
+    pass
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="`sdekit demo --solver reversible_heun` passes the up-front option check (names only, not "
+    "can_sample), trains the network, then every run fails with SolverError and the command exits 0",
+)
+def test_demo_refuses_a_solver_that_cannot_sample_before_any_work(monkeypatch, tmp_path, capsys):
+    from sdekit import _demo, cli
+
+    def started(*args, **kwargs):
+        raise _DemoStarted
+
+    monkeypatch.setattr(_demo, "demo", started)  # the work itself: must not be reached
+    argv = ["demo", "--quick", "--no-plots", "--out", str(tmp_path / "out"), "--solver", "reversible_heun"]
+    try:
+        code = cli.main(argv)
+    except _DemoStarted:
+        pytest.fail("the demo started although reversible_heun cannot sample")
+    assert code == 2
+    assert "reversible_heun" in capsys.readouterr().err
+
+
+def test_demo_rejects_an_unknown_solver_before_any_work(monkeypatch, tmp_path, capsys):
+    """Control (passes today): unknown names are refused up front with exit code 2."""
+    from sdekit import _demo, cli
+
+    monkeypatch.setattr(_demo, "demo", lambda *a, **k: (_ for _ in ()).throw(_DemoStarted()))
+    assert cli.main(["demo", "--quick", "--out", str(tmp_path / "out"), "--solver", "eulr"]) == 2
+    assert "eulr" in capsys.readouterr().err
