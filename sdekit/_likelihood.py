@@ -52,6 +52,7 @@ from . import _random
 from ._checks import check_model_output
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError, SolverError, UnknownSolverError
 from .parameterization import check_parameterization, score_fn
+from .solvers._odestart import bounded_start, end_time, uses_first_step
 
 if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
@@ -537,9 +538,6 @@ def logp(
     else:
         if steps is not None:
             raise ValueError(f"steps= is for fixed-grid solvers; {method!r} is adaptive (use rtol/atol)")
-        # torchdiffeq's adaptive solvers otherwise step past T and interpolate back (evaluating
-        # the model at t > T and adding the dense-output error); step_t makes the last step end on T.
-        opts.setdefault("step_t", torch.tensor([T], dtype=torch.float64))
         opts.setdefault("norm", _per_sample_norm)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
@@ -635,17 +633,32 @@ def logp(
 
     times = torch.tensor([eps, T], dtype=x.dtype, device=x.device)
     batch = x.shape[0]
+    state0 = (start, x.new_zeros(batch))
+    if method not in _FIXED_GRID:
+        # torchdiffeq's adaptive solvers otherwise step past T and interpolate back (evaluating the model at
+        # t > T and adding the dense-output error): step_t makes the last step end on T, given in the solve's
+        # dtype (torchdiffeq compares in float64: float64(T) != float32(T) for T = 0.995). Their first-step
+        # probe is unbounded (it reached t = 2437 on sub-VP): bounded_start keeps it inside [eps, T].
+        opts.setdefault("step_t", end_time(times))
+        if "first_step" not in opts and uses_first_step(method):
+            with torch.set_grad_enabled(graph and not use_adjoint):  # the adjoint's forward solve runs without grad
+                func, opts["first_step"] = bounded_start(
+                    func, state0, times, method=method, rtol=rtol, atol=atol, norm=opts["norm"]
+                )
     with torch.set_grad_enabled(graph):
         try:
             integrate, extra = odeint, {}
             if use_adjoint:
                 from torchdiffeq import odeint_adjoint as integrate
 
+                # the backward solve (T down to eps) ends on eps and starts with the forward's bounded first step
                 adjoint_options = {k: v for k, v in opts.items() if k not in ("norm", "step_t")}
+                if method not in _FIXED_GRID:
+                    adjoint_options["step_t"] = end_time(times[:1])
                 extra = {"adjoint_options": adjoint_options, "adjoint_params": adjoint_params}
             xs, deltas = integrate(
                 func,
-                (start, x.new_zeros(batch)),
+                state0,
                 times,
                 rtol=rtol,
                 atol=atol,

@@ -43,11 +43,6 @@ def _mixture(dtype=torch.float32):
 
 
 # --------------------------------------------------------------------------- model called outside [eps, T]
-@pytest.mark.xfail(
-    strict=True,
-    reason="logp: torchdiffeq's initial-step heuristic probes t = eps + h0 with h0 unbounded (no first_step is "
-    "passed), so the model is evaluated far past T (t = 5.83 here) and float32 VE overflows -> SolverDivergedError",
-)
 def test_logp_ve_float32_1d_does_not_call_the_model_past_T():
     sde = sdekit.VESDE()
     data = analytic.Gaussian(torch.zeros(1), std=0.7)
@@ -59,11 +54,6 @@ def test_logp_ve_float32_1d_does_not_call_the_model_past_T():
     assert torch.isfinite(lp).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="logp on SubVPSDE (default normalize) probes t = 2437 > T while picking its first step; the x0 "
-    "conversion divides by alpha(t) = 0 there -> SolverDivergedError",
-)
 @pytest.mark.parametrize("parameterization", ["x0", "v", "denoiser"])
 def test_logp_subvp_runs_for_x0_like_parameterizations(parameterization):
     sde = sdekit.SubVPSDE()
@@ -77,11 +67,6 @@ def test_logp_subvp_runs_for_x0_like_parameterizations(parameterization):
     assert (lp - exact).abs().max() < 1e-3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sample(solver='ode'): the adaptive torchdiffeq path sets step_t but no first_step, so the initial-step "
-    "probe evaluates the model at t = -1.6 on OrnsteinUhlenbeck (below eps and below 0)",
-)
 @pytest.mark.parametrize("solver", ["ode", "ode:bosh3"])
 def test_sample_adaptive_ode_calls_the_model_only_on_eps_T(solver):
     sde = sdekit.OrnsteinUhlenbeck()
@@ -91,11 +76,6 @@ def test_sample_adaptive_ode_calls_the_model_only_on_eps_T(solver):
     assert model.hi <= sde.T * (1 + 1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sample(solver='ode'): a discrete-time model (integer timestep embedding) is indexed with the "
-    "out-of-range probe time and raises a raw IndexError",
-)
 def test_sample_ode_works_with_a_discrete_time_model():
     sde = sdekit.OrnsteinUhlenbeck()
     oracle = analytic.Gaussian(torch.zeros(2), std=1.01).diffuse(sde)
@@ -108,11 +88,6 @@ def test_sample_ode_works_with_a_discrete_time_model():
     assert torch.isfinite(x).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="logp(adjoint=True): the adjoint's backward solve gets no step_t (adjoint_options drops it), so "
-    "dopri5 steps past eps and evaluates the model at a negative time (t = -0.016 here)",
-)
 def test_logp_adjoint_backward_solve_stays_on_eps_T():
     sde = sdekit.VPSDE()
     data = _mixture(torch.float64)
@@ -222,13 +197,6 @@ def test_ssm_with_times_runs():
     assert torch.isfinite(losses.ssm(oracle, x, t=0.5, generator=torch.Generator().manual_seed(0)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sample(solver='ode') in float32: step_t is a float64 tensor while the solve runs in float32 times, so "
-    "the last step lands on float64(eps) != float32(eps); dopri5 then steps past eps to t < 0 and dies with "
-    "'underflow in dt' (VP/EDM at eps = 7e-4, 2e-4, <= 1e-4; VE silently calls the model at t = -0.8); the "
-    "steps=n path (step_t = the float64 grid) fails the same way",
-)
 @pytest.mark.parametrize("eps", [1e-4, 1e-5])
 @pytest.mark.parametrize("steps", [None, 7], ids=["adaptive", "fixed-grid"])
 def test_sample_ode_float32_small_eps(eps, steps):
@@ -251,11 +219,6 @@ def test_sample_ode_float32_small_eps_works_with_a_float32_step_t():
     assert model.lo >= eps * (1 - 1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="logp in float32 on CosineVPSDE (T = 0.995, not a float32 number): step_t = [T] in float64 does not "
-    "stop the float32 solve, which steps past T (6 model calls up to t = 1.27) and interpolates back",
-)
 def test_logp_float32_cosine_does_not_call_the_model_past_T():
     sde = sdekit.CosineVPSDE()
     data = _mixture()

@@ -38,6 +38,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 from ..errors import SolverDivergedError, SolverError
 from ._base import SamplingProblem, Solver, SolveStats
 from ._grids import log_snr, resolve_grid, t_of_log_snr, time_grid
+from ._odestart import bounded_start, end_time, uses_first_step
 from ._registry import REGISTRY, register
 
 __all__ = ["TorchdiffeqSolver", "ODE_METHODS"]
@@ -108,8 +109,7 @@ class TorchdiffeqSolver(Solver):
 
         def func(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             calls[0] += 1
-            out = drift(x, t)
-            return out
+            return drift(x, t)
 
         ratios: list[torch.Tensor] = []
         in_u = False
@@ -131,7 +131,8 @@ class TorchdiffeqSolver(Solver):
                 # apply, so pin every step with step_t and make every step acceptable.
                 # first_step is twice the largest spacing so that every step is clipped onto the next grid
                 # point (a step that lands on a grid point by itself leaves a zero-length step behind).
-                opts.setdefault("step_t", grid_times[1:])
+                # step_t in the solve's dtype (torchdiffeq compares in float64; see _odestart)
+                opts.setdefault("step_t", grid_times[1:].to(x_T.dtype).to(torch.float64))
                 opts.setdefault("first_step", 2 * float((grid_times[:-1] - grid_times[1:]).max()))
                 big = 1e10
                 rtol, atol = big, big
@@ -146,8 +147,14 @@ class TorchdiffeqSolver(Solver):
                 rtol, atol = problem.rtol, problem.atol
         else:
             rtol, atol = problem.rtol, problem.atol
-            opts.setdefault("step_t", torch.tensor([t_end], dtype=torch.float64))
+            span = torch.tensor([t_start, t_end], dtype=x_T.dtype, device=x_T.device)
+            opts.setdefault("step_t", end_time(span))
             user_norm = opts.pop("norm", _rms_norm)
+            if "first_step" not in opts and uses_first_step(self.method):
+                # torchdiffeq's first-step probe is unbounded (it reached t = -10874 on OU): see _odestart
+                func, opts["first_step"] = bounded_start(
+                    func, x_T, span, method=self.method, rtol=rtol, atol=atol, norm=user_norm
+                )
 
             def norm(v: torch.Tensor) -> torch.Tensor:
                 r = user_norm(v)
@@ -174,10 +181,9 @@ class TorchdiffeqSolver(Solver):
         if steps is not None:
             problem.progress(int(steps))
             return x, SolveStats(steps=int(steps), accepted=int(steps), rejected=0)
-        # torchdiffeq calls the norm 3 times to pick the first step (unless first_step is given),
-        # then once per attempted step on the scaled error estimate (accepted iff <= 1).
-        skip = 0 if "first_step" in problem.options else 3
-        errs = torch.stack(ratios[skip:]) if len(ratios) > skip else torch.zeros(0)
+        # the norm is called once per attempted step on the scaled error estimate (accepted iff <= 1); the
+        # first step is chosen before the solve (bounded_start or the caller's first_step), not through it
+        errs = torch.stack(ratios) if ratios else torch.zeros(0)
         accepted = int((errs <= 1).sum())
         problem.progress(accepted)
         return x, SolveStats(steps=accepted, accepted=accepted, rejected=int(errs.numel()) - accepted)
