@@ -759,9 +759,12 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, list[str], tuple[int, ...] 
         from . import solvers
 
         try:
-            solvers.get(s).check(sde)
+            impl = solvers.get(s)
+            impl.check(sde)
         except Exception as err:
             raise DemoError(f"--solver {s}: {str(err).splitlines()[0]}") from err
+        if not impl.can_sample:
+            raise DemoError(f"--solver {s}: {' '.join(impl.sample_refusal.split())}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise DemoError(f"--out {args.out!r} exists and is not a directory")

@@ -39,6 +39,7 @@ bits-per-dimension offset.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -52,7 +53,7 @@ from . import _random
 from ._checks import check_model_output
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError, SolverError, UnknownSolverError
 from .parameterization import check_parameterization, score_fn
-from .solvers._odestart import bounded_start, end_time, uses_first_step
+from .solvers._odestart import bounded_start, end_time, torchdiffeq_options, uses_first_step
 
 if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
@@ -381,6 +382,24 @@ def _needs_graph(x: torch.Tensor, out: torch.Tensor, create_graph: bool | None) 
 
 
 # --------------------------------------------------------------------------- logp
+def _outside_inference_mode(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` with inference mode off: the divergence needs autograd, which ``torch.inference_mode`` removes.
+
+    Under ``torch.inference_mode()`` the call runs under ``torch.no_grad()`` instead (no graph is kept, as the
+    caller asked), on a normal copy of ``x`` (inference tensors cannot enter autograd).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(model: Any, sde: Any, x: Any, *args: Any, **kwargs: Any) -> Any:
+        if not torch.is_inference_mode_enabled():
+            return fn(model, sde, x, *args, **kwargs)
+        with torch.inference_mode(False), torch.no_grad():
+            return fn(model, sde, x.clone() if isinstance(x, torch.Tensor) else x, *args, **kwargs)
+
+    return wrapper
+
+
+@_outside_inference_mode
 def logp(
     model: Model,
     sde: SDE,
@@ -527,7 +546,15 @@ def logp(
         prior = sde.prior
     if not callable(getattr(prior, "log_prob", None)):
         raise TypeError(f"prior must have a log_prob(z) method, got {type(prior).__name__}")
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"options must be a dict of torchdiffeq options, got {type(options).__name__}")
     opts = dict(options or {})
+    unknown = set(opts) - torchdiffeq_options(method)
+    if unknown:
+        raise ValueError(
+            f"options has key(s) {', '.join(sorted(map(repr, unknown)))} that torchdiffeq's {method!r} does not take "
+            f"(it would ignore them); it accepts {', '.join(sorted(torchdiffeq_options(method)))}"
+        )
     if method in _FIXED_GRID:
         if steps is None and "step_size" not in opts and "grid_constructor" not in opts:
             raise ValueError(f"solver {method!r} takes fixed steps: pass steps=<number of steps> (or options=)")
@@ -541,6 +568,8 @@ def logp(
         opts.setdefault("norm", _per_sample_norm)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if create_graph is not None and not isinstance(create_graph, bool):
+        raise TypeError(f"create_graph must be True, False or None (automatic), got {create_graph!r}")
 
     dim = x[0].numel()
     trace_kind = trace if trace != "auto" else ("exact" if dim <= EXACT_TRACE_MAX_DIM else "hutchinson")
@@ -774,6 +803,10 @@ def bits_per_dim(
     if isinstance(x, torch.Tensor):
         if x.ndim < 1 or x.shape[0] == 0:
             raise ValueError(f"x must have shape (batch, *event_shape), got {tuple(x.shape)}")
+        if logp.shape != (x.shape[0],):
+            raise ValueError(
+                f"logp must hold one log-density per sample of x: shape ({x.shape[0]},), got {tuple(logp.shape)}"
+            )
         dim = x[0].numel()
     elif isinstance(x, int) and not isinstance(x, bool) and x >= 1:
         dim = x
@@ -796,9 +829,36 @@ def dequantize(
     r"""Uniform dequantization :math:`x = a\,(k + u)/2^{n} + b`, :math:`u \sim U[0,1)`, of integer data ``k``.
 
     ``data_range`` = :math:`[b, a + b]`; the convention matches :func:`bits_per_dim`.
+
+    Args:
+        k: integer levels in :math:`\{0, \dots, 2^{n} - 1\}` (an integer tensor, e.g. uint8 images, or a
+            floating tensor holding whole numbers).
+        data_range: ``"[-1,1]"`` (default), ``"[0,1]"`` or a ``(low, high)`` pair.
+        n_bits: bits per value (8 for images).
+        generator: random generator for u.
+        dtype: floating dtype of the result (default: torch's default dtype).
+
+    Raises:
+        TypeError: ``k`` is not a tensor, ``dtype`` is not floating, ``generator`` is not a ``torch.Generator``.
+        ValueError: ``k`` holds fractional values or levels outside :math:`[0, 2^{n})`.
     """
+    if not isinstance(k, torch.Tensor):
+        raise TypeError(f"k must be a tensor of integer levels (e.g. torch.as_tensor(images)), got {type(k).__name__}")
     low, high = _data_range(data_range)
     n_bits = _check_bits(n_bits)
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if k.numel():
+        if k.is_floating_point() and not bool((k == k.round()).all()):
+            raise ValueError("k must hold whole-number levels; it has fractional values (already dequantized?)")
+        lo, hi = float(k.min()), float(k.max())
+        if lo < 0 or hi > 2**n_bits - 1:
+            raise ValueError(
+                f"k must hold levels in [0, {2**n_bits - 1}] for n_bits={n_bits}; got values in [{lo:g}, {hi:g}] "
+                f"(pass the matching n_bits, or integer data rather than scaled data)"
+            )
     dtype = dtype or torch.get_default_dtype()
     u = _random.rand(k.shape, generator=generator, dtype=dtype, device=k.device)
     return (high - low) * (k.to(dtype) + u) / 2**n_bits + low

@@ -128,6 +128,20 @@ def _check_tolerance(name: str, value: Any) -> float:
     return float(value)
 
 
+def _check_device(device: torch.device | str) -> torch.device:
+    """``device`` as a ``torch.device`` that this torch build can allocate on, else a ValueError saying so."""
+    try:
+        dev = torch.device(device)
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"device={device!r} is not usable with this torch build ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'unavailable'}); use device='cpu' or install a torch "
+            f"build for that device"
+        ) from err
+    return dev
+
+
 def sample(
     model: Model,
     sde: SDE,
@@ -139,7 +153,7 @@ def sample(
     eps: float | None = None,
     x_T: torch.Tensor | None = None,
     parameterization: str = "score",
-    corrector: str | None = None,
+    corrector: str | None = "default",
     snr: float = 0.16,
     denoise: bool = True,
     generator: torch.Generator | None = None,
@@ -176,8 +190,9 @@ def sample(
         eps: smallest time, ``0 < eps < T`` (default ``sde.default_eps``).
         x_T: starting point of shape ``shape`` (default: a draw from ``sde.prior``).
         parameterization: ``"score"``, ``"eps"``, ``"x0"``, ``"v"`` or ``"denoiser"``.
-        corrector: Langevin corrector of predictor-corrector samplers (passed to solvers that
-            take it, e.g. ``"pc"``; others reject it).
+        corrector: Langevin corrector of predictor-corrector samplers: ``"default"`` (the solver's own;
+            ``"langevin"`` for ``"pc"``), ``"langevin"``, or ``None`` / ``"none"`` to run the predictor
+            alone. Anything but ``"default"`` is passed to the solver; solvers without a corrector reject it.
         snr: signal-to-noise ratio of that corrector (passed on when not the default 0.16).
         denoise: final Tweedie denoising step at eps (affine SDEs only; +1 NFE).
         generator: ``torch.Generator`` for the prior and the noise: the same seed gives the same samples.
@@ -265,6 +280,8 @@ def sample(
             raise ValueError("x_T contains NaN or infinite values")
         dtype, device = x_T.dtype, x_T.device
     dtype = dtype or torch.get_default_dtype()
+    if device is not None and x_T is None:
+        device = _check_device(device)
     device = torch.device(device) if device is not None else torch.device("cpu")
     if x_T is None and not sde.is_affine:
         raise SolverError(
@@ -277,9 +294,9 @@ def sample(
             f"pass denoise=False"
         )
     opts = dict(options)
-    if corrector is not None:
+    if corrector != "default":
         opts["corrector"] = corrector
-    if corrector is not None or snr != 0.16:
+    if corrector != "default" or snr != 0.16:
         opts["snr"] = snr
 
     with torch.no_grad():

@@ -18,6 +18,8 @@ step runs past the end (measured: the model was called at t = -0.8 on VE).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +27,7 @@ import torch
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 
-__all__ = ["bounded_start", "end_time", "uses_first_step"]
+__all__ = ["bounded_start", "end_time", "torchdiffeq_options", "uses_first_step"]
 
 State = Any  # a tensor or a tuple of tensors
 
@@ -34,6 +36,21 @@ def _map(fn: Callable[..., torch.Tensor], *states: State) -> State:
     if isinstance(states[0], tuple):
         return tuple(fn(*parts) for parts in zip(*states))
     return fn(*states)
+
+
+@functools.cache
+def torchdiffeq_options(method: str) -> frozenset[str]:
+    """The ``options`` keys torchdiffeq's ``method`` accepts (its solver's keyword arguments).
+
+    torchdiffeq only warns about others ("Unexpected arguments") and ignores them, so a misspelt
+    option would silently do nothing; sdekit rejects them up front with this list.
+    """
+    names: set[str] = set()
+    for cls in SOLVERS[method].__mro__:
+        if "__init__" in cls.__dict__:
+            params = inspect.signature(cls.__dict__["__init__"]).parameters.values()
+            names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    return frozenset(names - {"self", "func", "y0", "rtol", "atol", "dtype"})
 
 
 def uses_first_step(method: str) -> bool:

@@ -38,7 +38,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 from ..errors import SolverDivergedError, SolverError
 from ._base import SamplingProblem, Solver, SolveStats
 from ._grids import log_snr, resolve_grid, t_of_log_snr, time_grid
-from ._odestart import bounded_start, end_time, uses_first_step
+from ._odestart import bounded_start, end_time, torchdiffeq_options, uses_first_step
 from ._registry import REGISTRY, register
 
 __all__ = ["TorchdiffeqSolver", "ODE_METHODS"]
@@ -98,6 +98,13 @@ class TorchdiffeqSolver(Solver):
         sde = problem.sde
         drift = sde.probability_flow(problem.score).drift
         opts = dict(problem.options)
+        allowed = {"grid", "rho"} | torchdiffeq_options(self.method)
+        unknown = set(opts) - allowed
+        if unknown:
+            raise SolverError(
+                f"solver {self.name!r} got unknown option(s) {', '.join(sorted(map(repr, unknown)))}; it accepts "
+                f"{', '.join(sorted(allowed))} (sdekit's grid/rho and torchdiffeq's options of {self.method!r})"
+            )
         grid_kind, rho = opts.pop("grid", None), opts.pop("rho", 7.0)
         if self.method in _ADAMS:
             opts.setdefault("max_order", 4)  # torchdiffeq's default 12 is unstable here (module docstring)
