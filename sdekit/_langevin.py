@@ -26,9 +26,13 @@ from typing import Any
 import torch
 
 from . import _random
+from ._checks import check_model_output
 from .errors import ModelOutputError, SolverDivergedError
 
 __all__ = ["langevin", "annealed_langevin"]
+
+
+_RUNAWAY = 1e6  # a state this many times larger than the first one has run away (a divergence, not a bad score)
 
 
 def _check_x0(x0: Any) -> torch.Tensor:
@@ -46,6 +50,42 @@ def _check_steps(n_steps: Any, name: str = "n_steps") -> int:
     return n_steps
 
 
+def _check_generator(generator: Any) -> torch.Generator | None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator, got {type(generator).__name__}; "
+            "pass e.g. torch.Generator().manual_seed(0), or None for the global generator"
+        )
+    return generator
+
+
+def _check_sigmas(sigmas: Any) -> list[float]:
+    """The noise levels as a list of floats: a 1-D tensor or a sequence of numbers, non-empty, positive, decreasing."""
+    how = "pass e.g. sigmas=torch.logspace(1, -2, 10) or [10.0, 1.0, 0.1] (largest first)"
+    if isinstance(sigmas, torch.Tensor):
+        if sigmas.ndim != 1:
+            raise ValueError(
+                f"sigmas must be a 1-D tensor of noise levels, got a {sigmas.ndim}-D tensor of shape "
+                f"{tuple(sigmas.shape)}; {how} (a single level: sigmas=[sigma])"
+            )
+        levels = [float(s) for s in sigmas.tolist()]
+    elif isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, Sequence):
+        raise TypeError(
+            f"sigmas must be a sequence or 1-D tensor of noise levels, got {type(sigmas).__name__}; "
+            f"{how} (a single level: sigmas=[sigma])"
+        )
+    else:
+        if any(isinstance(s, bool) or not isinstance(s, (int, float)) for s in sigmas):
+            raise TypeError(f"sigmas must hold numbers, got {list(sigmas)!r}; {how}")
+        levels = [float(s) for s in sigmas]
+    finite = all(0 < s < float("inf") for s in levels)
+    if not levels or not finite or any(b > a for a, b in itertools.pairwise(levels)):
+        raise ValueError(
+            f"sigmas must be a non-empty decreasing sequence of positive finite noise levels, got {levels!r}; {how}"
+        )
+    return levels
+
+
 def _positive(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -59,20 +99,40 @@ def _ula(
     n_steps: int,
     generator: torch.Generator | None,
     where: str,
+    what: str = "score(x)",
 ) -> torch.Tensor:
     noise_scale = (2 * h) ** 0.5
+    start_scale: float | None = None
     for k in range(n_steps):
-        s = score(x)
-        if not isinstance(s, torch.Tensor) or s.shape != x.shape:
-            got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
-            raise ModelOutputError(f"the score must return a tensor shaped like x {tuple(x.shape)}, got {got}")
-        x = x + h * s + noise_scale * _random.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        if not bool(torch.isfinite(x).all()):
+        s = check_model_output(score(x), x, what=what)
+        x_new = x + h * s + noise_scale * _random.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        if not bool(torch.isfinite(x_new).all()):
+            size = float(x.abs().max())
+            if not bool(torch.isfinite(s).all()):
+                scale = size if start_scale is None else start_scale
+                if size <= _RUNAWAY * scale:
+                    # the state is still of the size it started at: the score itself is broken there
+                    raise ModelOutputError(
+                        f"{what} returned non-finite values (NaN or inf) at step {k + 1}{where}, at finite states of "
+                        f"moderate size (largest |x| = {size:.3g}); check the score function (e.g. a log or a "
+                        "division by zero): a smaller step size would not help"
+                    )
+                raise SolverDivergedError(
+                    f"Langevin dynamics diverged at step {k + 1}{where}: {what} returned non-finite values after the "
+                    f"chain ran away (largest |x| = {size:.3g}, started within {scale:.3g}); lower the step size "
+                    "(it is too large for the score's stiffness)",
+                    t=None,
+                    step=k + 1,
+                )
             raise SolverDivergedError(
-                f"Langevin dynamics diverged (non-finite state) at step {k + 1}{where}; lower the step size",
+                f"Langevin dynamics diverged (non-finite state, finite score) at step {k + 1}{where}; lower the "
+                "step size (it is too large for the score's stiffness)",
                 t=None,
                 step=k + 1,
             )
+        if start_scale is None:
+            start_scale = max(1.0, float(x.abs().max()))
+        x = x_new
     return x
 
 
@@ -101,13 +161,16 @@ def langevin(
         The states after ``n_steps`` steps, shaped like ``x0`` (no graph is kept).
 
     Raises:
-        SolverDivergedError: the state became non-finite (step too large for the score's stiffness).
+        SolverDivergedError: the state became non-finite with a finite score (step too large for the score's
+            stiffness).
+        ModelOutputError: the score's output is not a tensor with x's shape and dtype, or it is non-finite.
     """
     if not callable(score):
         raise TypeError(f"score must be a callable score(x), got {type(score).__name__}")
     x = _check_x0(x0).detach()
     h = _positive(step_size, "step_size")
     n_steps = _check_steps(n_steps)
+    _check_generator(generator)
     with torch.no_grad():
         return _ula(score, x, h, n_steps, generator, "")
 
@@ -152,11 +215,12 @@ def annealed_langevin(
     if not callable(score):
         raise TypeError(f"score must be a callable score(x, sigma), got {type(score).__name__}")
     x = _check_x0(x0).detach()
-    levels = [float(s) for s in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
-    if not levels or any(not s > 0 for s in levels) or any(b > a for a, b in itertools.pairwise(levels)):
-        raise ValueError(f"sigmas must be a non-empty decreasing sequence of positive noise levels, got {levels!r}")
+    levels = _check_sigmas(sigmas)
     eps = _positive(step_lr, "step_lr")
     n_steps_each = _check_steps(n_steps_each, "n_steps_each")
+    _check_generator(generator)
+    if not isinstance(denoise, bool):
+        raise TypeError(f"denoise must be True or False, got {denoise!r}")
     smallest = levels[-1]
     with torch.no_grad():
         for i, sigma in enumerate(levels):
@@ -169,8 +233,9 @@ def annealed_langevin(
                 n_steps_each,
                 generator,
                 f" of noise level {i} (sigma = {sigma:g})",
+                "score(x, sigma)",
             )
         if denoise:
             level = torch.full((x.shape[0],), smallest, dtype=x.dtype, device=x.device)
-            x = x + smallest**2 * score(x, level)
+            x = x + smallest**2 * check_model_output(score(x, level), x, what="score(x, sigma)")
     return x

@@ -112,6 +112,15 @@ def _check_data(x: Any, name: str = "x0") -> torch.Tensor:
     return x
 
 
+def _check_generator(generator: Any) -> torch.Generator | None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator, got {type(generator).__name__}; "
+            "pass e.g. torch.Generator().manual_seed(0), or None for the global generator"
+        )
+    return generator
+
+
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
@@ -242,6 +251,7 @@ def sample_times(
     _check_choice("kind", kind, TIME_SAMPLINGS)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
+    _check_generator(generator)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
     u = _random.rand((n,), generator=generator, dtype=_F64, device=device)
@@ -328,6 +338,7 @@ def dsm(
     _check_choice("time_sampling", time_sampling, TIME_SAMPLINGS)
     _check_choice("reduction", reduction, _REDUCTIONS)
     eps = _check_eps(sde, eps)
+    _check_generator(generator)
     batch = x0.shape[0]
     if t is None:
         tt, w = sample_times(batch, sde, eps, time_sampling, generator=generator, device=x0.device)
@@ -337,6 +348,13 @@ def dsm(
             tt = tt.reshape(()).expand(batch)
         if tt.shape != (batch,):
             raise ValueError(f"t must be a number or have shape (batch,) = ({batch},), got {tuple(tt.shape)}")
+        T = float(sde.T)
+        if not bool(((tt >= eps) & (tt <= T)).all()):
+            bad = tt[~((tt >= eps) & (tt <= T))]
+            raise ValueError(
+                f"t must lie in [eps, T] = [{eps:g}, {T:g}] (the kernel is degenerate at 0 and the SDE ends at T), "
+                f"got {float(bad[0]):g}; pass times inside that range, or lower eps= to reach smaller times"
+            )
         w = torch.ones_like(tt)
     if noise is None:
         z = _random.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
@@ -413,6 +431,7 @@ def likelihood_bound(
     x0 = _check_data(x0)
     eps = _check_eps(sde, eps)
     _check_choice("reduction", reduction, _REDUCTIONS)
+    _check_generator(generator)
     prior = sde.prior if prior is None else prior
     if not callable(getattr(prior, "log_prob", None)):
         raise TypeError(f"prior must have a log_prob(z) method, got {type(prior).__name__}")
@@ -449,7 +468,19 @@ def _prepare(x: Any, t: Any) -> tuple[torch.Tensor, Any]:
     if t is not None:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         t = t.reshape(()).expand(x.shape[0]) if t.numel() == 1 else t
+        if t.shape != (x.shape[0],):
+            raise ValueError(
+                f"t must be a number or have shape (batch,) = ({x.shape[0]},), got {tuple(t.shape)}; "
+                "pass one time per sample of x"
+            )
     return x.detach().requires_grad_(True), t
+
+
+def _tiled(t: Any, rows: int) -> Any:
+    """``t`` (shape (batch,)) repeated to ``rows`` rows, matching a batch replicated ``rows // batch`` times."""
+    if t is None or t.shape[0] == rows:
+        return t
+    return t.repeat(rows // t.shape[0])
 
 
 def ism(
@@ -483,7 +514,8 @@ def ism(
     x, t = _prepare(x, t)
     graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        out, trace = _drift_and_exact_trace(lambda xx, tt: _call_score(score, xx, tt), x, t, graph)
+        # the exact trace calls the model on x replicated copy by copy (rows j * batch + b): tile t alike
+        out, trace = _drift_and_exact_trace(lambda xx, tt: _call_score(score, xx, _tiled(tt, xx.shape[0])), x, t, graph)
     if not graph:
         out, trace = out.detach(), trace.detach()
     return _reduce(0.5 * _event_sum(out * out) + trace, reduction)
@@ -528,6 +560,7 @@ def ssm(
     _check_choice("projection", projection, ("rademacher", "gaussian"))
     if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
         raise ValueError(f"n_projections must be a positive integer, got {n_projections!r}")
+    _check_generator(generator)
     x, t = _prepare(x, t)
     graph = torch.is_grad_enabled()
     v = _draw_probes(projection, n_projections, x, generator)  # (n, *x.shape)

@@ -174,11 +174,6 @@ def test_sample_pc_corrector_none_disables_the_corrector():
     assert info.nfe == off.nfe
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="losses.ism(score, x, t=...): the exact trace replicates x d times but passes t unreplicated, so every "
-    "time-conditioned model with d >= 2 gets (d * batch) rows with batch times and fails",
-)
 @pytest.mark.parametrize("as_tensor", [False, True])
 def test_ism_with_times_matches_the_closure(as_tensor):
     sde = sdekit.VPSDE()
@@ -267,11 +262,6 @@ def _dequantize(generator):
     return sdekit.dequantize(torch.tensor([1, 2]), generator=generator)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="generator= is not type-checked here (sample/logp/simulate do check it): a raw AttributeError "
-    "\"'int' object has no attribute 'device'\" comes from deep inside",
-)
 @pytest.mark.parametrize(
     "call", [_dsm, _bound, _langevin, _dequantize], ids=["dsm", "likelihood_bound", "langevin", "dequantize"]
 )
@@ -292,9 +282,6 @@ def test_dequantize_rejects_out_of_range_levels():
         sdekit.dequantize(torch.tensor([300, -1]))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="dsm(t=...) does not check 0 < eps <= t <= T: t=0 gives inf, t=2 > T a finite wrong number"
-)
 @pytest.mark.parametrize("t", [0.0, 2.0, -0.5])
 def test_dsm_rejects_times_outside_eps_T(t):
     sde = sdekit.VPSDE()
@@ -340,11 +327,6 @@ def test_sampling_docs_table_matches_declared_explicit_adams_order():
     assert documented == declared
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="langevin checks only the score's shape: a float64 score silently turns a float32 chain into float64 "
-    "(sample/logp/dsm raise ModelOutputError for the same model)",
-)
 def test_langevin_rejects_a_score_of_another_dtype():
     with pytest.raises(sdekit.errors.ModelOutputError):
         sdekit.langevin(lambda x: -x.double(), torch.zeros(4, 2), 0.1, 2, generator=torch.Generator().manual_seed(0))

@@ -120,3 +120,53 @@ def test_langevin_input_checks():
     with pytest.raises(ValueError, match="decreasing"):
         sdekit.annealed_langevin(lambda x, s: -x, x0, [0.1, 1.0], 1e-3, 5)
     torch.testing.assert_close(sdekit.langevin(lambda x: -x, x0, 0.1, 0), x0)
+
+
+def test_langevin_nan_score_is_reported_as_a_score_problem():
+    def score(x):
+        out = -x.clone()
+        out[0, 0] = float("nan")
+        return out
+
+    with pytest.raises(ModelOutputError, match="non-finite") as info:
+        sdekit.langevin(score, torch.zeros(4, 2), 0.1, 5, generator=torch.Generator().manual_seed(0))
+    assert "check the score" in str(info.value)
+    # a score that turns NaN only after the chain ran away is a divergence: the message says both things
+    with pytest.raises(SolverDivergedError, match=r"non-finite values after the chain ran away.*lower the step size"):
+        sdekit.langevin(lambda x: -1e3 * x, torch.ones(4, 2), 1.0, 200)
+
+
+def test_langevin_checks_the_score_dtype_and_the_generator():
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(ModelOutputError, match="dtype"):
+        sdekit.annealed_langevin(lambda x, s: -x.half(), torch.zeros(4, 2), [1.0, 0.1], 1e-3, 2, generator=gen)
+    with pytest.raises(ModelOutputError, match="dtype"):
+        sdekit.annealed_langevin(lambda x, s: -x.half(), torch.zeros(4, 2), [1.0], 1e-3, 0, denoise=True)
+    for call in (
+        lambda g: sdekit.langevin(lambda x: -x, torch.zeros(4, 2), 0.1, 2, generator=g),
+        lambda g: sdekit.annealed_langevin(lambda x, s: -x, torch.zeros(4, 2), [1.0, 0.1], 1e-3, 2, generator=g),
+    ):
+        with pytest.raises(TypeError, match=r"generator must be a torch\.Generator, got int"):
+            call(0)
+
+
+@pytest.mark.parametrize(
+    ("sigmas", "error"),
+    [
+        (torch.tensor(1.0), ValueError),  # 0-d tensor
+        (torch.ones(2, 2), ValueError),
+        (1.0, TypeError),
+        ("1.0", TypeError),
+        ([1.0, "a"], TypeError),
+        ([], ValueError),
+        ([1.0, float("inf")], ValueError),
+        ([float("inf"), 1.0], ValueError),
+        ([1.0, float("nan")], ValueError),
+    ],
+    ids=["0-d", "2-d", "number", "string", "mixed", "empty", "inf-last", "inf-first", "nan"],
+)
+def test_annealed_langevin_rejects_bad_sigmas_clearly(sigmas, error):
+    with pytest.raises(error, match="sigmas"):
+        sdekit.annealed_langevin(lambda x, s: -x, torch.zeros(4, 2), sigmas, 1e-3, 1)
+    # a single level is accepted as a one-element sequence or 1-D tensor
+    sdekit.annealed_langevin(lambda x, s: -x, torch.zeros(4, 2), torch.tensor([1.0]), 1e-3, 1)
