@@ -516,6 +516,11 @@ def logp(
             f"x must be a floating-point tensor of shape (batch, *event_shape), got "
             f"{type(x).__name__ if not isinstance(x, torch.Tensor) else x.dtype}"
         )
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"logp integrates in float32 or float64, got x of dtype {x.dtype} (half precision cannot resolve the "
+            f"log-density's increments); convert with x.float() or x.double()"
+        )
     if x.ndim < 1 or x.shape[0] == 0 or x.numel() == 0:
         raise ValueError(
             f"x must have shape (batch, *event_shape) with batch >= 1 and no empty dimension, got {tuple(x.shape)}"

@@ -658,7 +658,8 @@ def assert_logp_matches(
         model: the score model (or what ``parameterization=`` in ``logp_kwargs`` says it predicts).
         sde: the forward SDE.
         exact_log_prob: the exact log-density of the time-:math:`\epsilon` marginal, as a callable
-            ``log_prob(x) -> (batch,)``, a tensor of values, or a
+            ``log_prob(x) -> (batch,)``, a distribution with ``.log_prob(x)`` (e.g. ``oracle.at(eps)``), a
+            tensor of values, or a
             :class:`~sdekit.analytic.DiffusedGaussianMixture` (then its ``log_prob(x, eps)`` is used and, unless
             you pass ``prior=``, its exact :math:`p_T` is the prior, so only the ODE solve is tested).
         x: points of shape (batch, \*event_shape).
@@ -678,8 +679,15 @@ def assert_logp_matches(
         exact = exact_log_prob.log_prob(x, eps)
     elif callable(exact_log_prob):
         exact = exact_log_prob(x)
+    elif callable(getattr(exact_log_prob, "log_prob", None)):  # a distribution, e.g. oracle.at(eps)
+        exact = exact_log_prob.log_prob(x)
+    elif isinstance(exact_log_prob, torch.Tensor):
+        exact = exact_log_prob
     else:
-        exact = torch.as_tensor(exact_log_prob)
+        raise TypeError(
+            f"exact_log_prob must be a callable log_prob(x), an object with .log_prob(x) (e.g. oracle.at(eps)), a "
+            f"tensor of values or a DiffusedGaussianMixture; got {type(exact_log_prob).__name__}"
+        )
     got = logp(model, sde, x, **logp_kwargs)
     err = (got.detach() - exact.detach().to(got.dtype)).reshape(-1)
     if not torch.isfinite(err).all() or err.abs().max() > tol:

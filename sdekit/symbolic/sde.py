@@ -108,7 +108,7 @@ class SDE:
     Raises:
         SDEDeclarationError: at construction, for a missing method, a result that is
             not a sympy expression, unknown free symbols, a diffusion identically zero,
-            an unknown keyword, a non-numeric parameter or ``T <= 0``.
+            an unknown keyword, a non-numeric parameter, ``T <= 0`` or ``default_eps`` outside (0, T).
     """
 
     T: ClassVar[float] = 1.0
@@ -153,6 +153,12 @@ class SDE:
         if not _is_numeric(horizon) or float(horizon) <= 0:
             raise SDEDeclarationError(f"{cls.__name__}: the horizon T must be a positive number, got T={horizon!r}")
         self.T = float(horizon)
+        eps = cls.default_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < self.T:
+            raise SDEDeclarationError(
+                f"{cls.__name__}: default_eps must be a number with 0 < default_eps < T = {self.T:g}, got {eps!r} "
+                f"(it is the smallest time sampling runs to; 1e-3 is the usual choice)"
+            )
         self._values = values
         for name, value in values.items():
             setattr(self, name, value)
