@@ -313,11 +313,6 @@ def test_sample_unavailable_device_is_reported_up_front():
 
 
 # --------------------------------------------------------------------------- docs vs declarations
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/sampling.md's solver table says ode:explicit_adams has weak order 4; the class declares 3 "
-    "(AB3 at max_order=4, measured 2.9-3.1) and `sdekit solvers` prints 3",
-)
 def test_sampling_docs_table_matches_declared_explicit_adams_order():
     text = (pathlib.Path(__file__).parents[1] / "docs" / "sampling.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| `ode:explicit_adams`"))
