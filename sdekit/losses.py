@@ -83,6 +83,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 _F64 = torch.float64
 _GRID = 2049  # points of each of the two grids (geometric + uniform) used to invert the CDF
 _NEWTON = 4  # safeguarded Newton steps after interpolation (quadratic convergence: ~1e-15 in t)
+_T_SLACK = 1e-6  # relative tolerance of the [eps, T] check of dsm(t=...): eps or T rounded to float32 pass
 
 
 # --------------------------------------------------------------------------- checks
@@ -314,8 +315,9 @@ def dsm(
         eps: smallest time (default ``sde.default_eps``).
         time_sampling: ``"uniform"`` or ``"likelihood"`` (importance sampling with :math:`q \propto g^2/\sigma^2`;
             the variance-reduced choice for ``weighting="likelihood"``), see :func:`sample_times`.
-        t: fixed times instead of sampled ones (a number or shape (batch,)): then no integral is estimated
-            and the per-sample value is the integrand :math:`\tfrac12\lambda(t)\|s_\theta + z/\sigma\|^2`.
+        t: fixed times in :math:`[\epsilon, T]` instead of sampled ones (a number or shape (batch,)): then no
+            integral is estimated and the per-sample value is the integrand
+            :math:`\tfrac12\lambda(t)\|s_\theta + z/\sigma\|^2`.
         noise: the standard normal :math:`z` (shape of ``x0``) instead of a draw.
         generator: random generator for the times (drawn first) and the noise.
         reduction: ``"mean"`` over the batch (default), ``"sum"`` or ``"none"`` (shape (batch,)).
@@ -349,8 +351,9 @@ def dsm(
         if tt.shape != (batch,):
             raise ValueError(f"t must be a number or have shape (batch,) = ({batch},), got {tuple(tt.shape)}")
         T = float(sde.T)
-        if not bool(((tt >= eps) & (tt <= T)).all()):
-            bad = tt[~((tt >= eps) & (tt <= T))]
+        inside = (tt >= eps * (1 - _T_SLACK)) & (tt <= T * (1 + _T_SLACK))  # slack: eps or T rounded to float32
+        if not bool(inside.all()):
+            bad = tt[~inside]
             raise ValueError(
                 f"t must lie in [eps, T] = [{eps:g}, {T:g}] (the kernel is degenerate at 0 and the SDE ends at T), "
                 f"got {float(bad[0]):g}; pass times inside that range, or lower eps= to reach smaller times"
@@ -505,7 +508,8 @@ def ism(
     Args:
         score: ``score(x)`` (or ``score(x, t)`` when ``t`` is given) returning a tensor like x.
         x: data, shape (batch, *event_shape).
-        t: optional time/noise level passed to the model (a number or shape (batch,)).
+        t: optional time/noise level passed to the model (a number or shape (batch,)); the model sees it
+            with the batch (the trace evaluates a replicated batch, whose times are replicated alike).
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
     """
     if not callable(score):
