@@ -20,7 +20,8 @@ practical number of steps); small levels refine.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -62,22 +63,22 @@ def _check_generator(generator: Any) -> torch.Generator | None:
 def _check_sigmas(sigmas: Any) -> list[float]:
     """The noise levels as a list of floats: a 1-D tensor or a sequence of numbers, non-empty, positive, decreasing."""
     how = "pass e.g. sigmas=torch.logspace(1, -2, 10) or [10.0, 1.0, 0.1] (largest first)"
-    if isinstance(sigmas, torch.Tensor):
+    if isinstance(sigmas, torch.Tensor) or (hasattr(sigmas, "ndim") and hasattr(sigmas, "tolist")):  # or numpy
         if sigmas.ndim != 1:
             raise ValueError(
-                f"sigmas must be a 1-D tensor of noise levels, got a {sigmas.ndim}-D tensor of shape "
+                f"sigmas must be a 1-D tensor or array of noise levels, got {sigmas.ndim}-D of shape "
                 f"{tuple(sigmas.shape)}; {how} (a single level: sigmas=[sigma])"
             )
-        levels = [float(s) for s in sigmas.tolist()]
-    elif isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, Sequence):
+        sigmas = sigmas.tolist()
+    elif isinstance(sigmas, (str, bytes)) or not isinstance(sigmas, Iterable):
         raise TypeError(
             f"sigmas must be a sequence or 1-D tensor of noise levels, got {type(sigmas).__name__}; "
             f"{how} (a single level: sigmas=[sigma])"
         )
-    else:
-        if any(isinstance(s, bool) or not isinstance(s, (int, float)) for s in sigmas):
-            raise TypeError(f"sigmas must hold numbers, got {list(sigmas)!r}; {how}")
-        levels = [float(s) for s in sigmas]
+    sigmas = list(sigmas)
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Real) for s in sigmas):
+        raise TypeError(f"sigmas must hold numbers, got {sigmas!r}; {how}")
+    levels = [float(s) for s in sigmas]
     finite = all(0 < s < float("inf") for s in levels)
     if not levels or not finite or any(b > a for a, b in itertools.pairwise(levels)):
         raise ValueError(

@@ -170,3 +170,11 @@ def test_annealed_langevin_rejects_bad_sigmas_clearly(sigmas, error):
         sdekit.annealed_langevin(lambda x, s: -x, torch.zeros(4, 2), sigmas, 1e-3, 1)
     # a single level is accepted as a one-element sequence or 1-D tensor
     sdekit.annealed_langevin(lambda x, s: -x, torch.zeros(4, 2), torch.tensor([1.0]), 1e-3, 1)
+
+
+def test_annealed_langevin_accepts_numpy_levels():
+    np = pytest.importorskip("numpy")
+    x0 = torch.zeros(4, 2)
+    a = sdekit.annealed_langevin(lambda x, s: -x, x0, np.geomspace(1.0, 0.1, 3), 1e-3, 2, generator=torch.Generator())
+    b = sdekit.annealed_langevin(lambda x, s: -x, x0, [1.0, 10**-0.5, 0.1], 1e-3, 2, generator=torch.Generator())
+    torch.testing.assert_close(a, b)
