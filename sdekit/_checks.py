@@ -1,4 +1,4 @@
-"""The one check of a model's output, shared by sampling, likelihoods and losses."""
+"""Checks shared by every entry point: a model's output and the ``generator=`` argument."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from .errors import ModelOutputError
 
-__all__ = ["check_model_output"]
+__all__ = ["check_generator", "check_model_output"]
 
 
 def check_model_output(
@@ -27,3 +27,13 @@ def check_model_output(
     if nonfinite_hint is not None and not bool(torch.isfinite(out).all()):
         raise ModelOutputError(f"{what} returned non-finite values at {nonfinite_hint}")
     return out
+
+
+def check_generator(generator: Any) -> torch.Generator | None:
+    """Return ``generator`` if it is None or a ``torch.Generator``, else raise TypeError saying what to pass."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator, got {type(generator).__name__}; "
+            "pass e.g. torch.Generator().manual_seed(0), or None for the global generator"
+        )
+    return generator

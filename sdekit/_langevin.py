@@ -24,10 +24,11 @@ import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import _random
-from ._checks import check_model_output
+from ._checks import check_generator, check_model_output
 from .errors import ModelOutputError, SolverDivergedError
 
 __all__ = ["langevin", "annealed_langevin"]
@@ -51,19 +52,10 @@ def _check_steps(n_steps: Any, name: str = "n_steps") -> int:
     return n_steps
 
 
-def _check_generator(generator: Any) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator, got {type(generator).__name__}; "
-            "pass e.g. torch.Generator().manual_seed(0), or None for the global generator"
-        )
-    return generator
-
-
 def _check_sigmas(sigmas: Any) -> list[float]:
     """The noise levels as a list of floats: a 1-D tensor or a sequence of numbers, non-empty, positive, decreasing."""
     how = "pass e.g. sigmas=torch.logspace(1, -2, 10) or [10.0, 1.0, 0.1] (largest first)"
-    if isinstance(sigmas, torch.Tensor) or (hasattr(sigmas, "ndim") and hasattr(sigmas, "tolist")):  # or numpy
+    if isinstance(sigmas, (torch.Tensor, np.ndarray)):
         if sigmas.ndim != 1:
             raise ValueError(
                 f"sigmas must be a 1-D tensor or array of noise levels, got {sigmas.ndim}-D of shape "
@@ -171,7 +163,7 @@ def langevin(
     x = _check_x0(x0).detach()
     h = _positive(step_size, "step_size")
     n_steps = _check_steps(n_steps)
-    _check_generator(generator)
+    check_generator(generator)
     with torch.no_grad():
         return _ula(score, x, h, n_steps, generator, "")
 
@@ -219,7 +211,7 @@ def annealed_langevin(
     levels = _check_sigmas(sigmas)
     eps = _positive(step_lr, "step_lr")
     n_steps_each = _check_steps(n_steps_each, "n_steps_each")
-    _check_generator(generator)
+    check_generator(generator)
     if not isinstance(denoise, bool):
         raise TypeError(f"denoise must be True or False, got {denoise!r}")
     smallest = levels[-1]

@@ -50,7 +50,7 @@ import sympy as sp
 import torch
 
 from . import _random
-from ._checks import check_model_output
+from ._checks import check_generator, check_model_output
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError, SolverError, UnknownSolverError
 from .parameterization import check_parameterization, score_fn
 from .solvers._odestart import bounded_start, end_time, torchdiffeq_options, uses_first_step
@@ -571,8 +571,7 @@ def logp(
         if steps is not None:
             raise ValueError(f"steps= is for fixed-grid solvers; {method!r} is adaptive (use rtol/atol)")
         opts.setdefault("norm", _per_sample_norm)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    check_generator(generator)
     if create_graph is not None and not isinstance(create_graph, bool):
         raise TypeError(f"create_graph must be True, False or None (automatic), got {create_graph!r}")
 
@@ -853,8 +852,7 @@ def dequantize(
     n_bits = _check_bits(n_bits)
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    check_generator(generator)
     if k.numel():
         if k.is_floating_point() and not bool((k == k.round()).all()):
             raise ValueError("k must hold whole-number levels; it has fractional values (already dequantized?)")

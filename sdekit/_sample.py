@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import solvers as _solvers
-from ._checks import check_model_output
+from ._checks import check_generator, check_model_output
 from .errors import SolverDivergedError, SolverError
 from .parameterization import check_parameterization, score_fn
 from .solvers import SamplingProblem, SolveStats
@@ -263,8 +263,7 @@ def sample(
     rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
     if steps is None and not impl.adaptive and impl.default_steps is None:
         raise ValueError(f"solver {name!r} takes fixed steps: pass steps=<number of steps>")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    check_generator(generator)
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
     if x_T is not None:

@@ -31,6 +31,7 @@ from torchsde._core import base_sde as _ts_base
 from torchsde._core import methods as _ts_methods
 
 from . import solvers as _solvers
+from ._checks import check_generator
 from .errors import SolverDivergedError, SolverError
 from .solvers import _torchsde
 from .solvers._base import FiniteWatch
@@ -252,8 +253,7 @@ def simulate(
     if dt is not None:
         dt = _positive("dt", dt)
     rtol, atol = _positive("rtol", rtol), _positive("atol", atol)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    check_generator(generator)
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
 

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import _random
-from ._checks import check_model_output
+from ._checks import check_generator, check_model_output
 from ._likelihood import _draw_probes, _drift_and_exact_trace
 from .parameterization import check_parameterization, marginal_coefficients, to_score
 
@@ -111,15 +111,6 @@ def _check_data(x: Any, name: str = "x0") -> torch.Tensor:
     if x.ndim < 1 or x.shape[0] == 0 or x.numel() == 0:
         raise ValueError(f"{name} must have shape (batch, *event_shape) with batch >= 1, got {tuple(x.shape)}")
     return x
-
-
-def _check_generator(generator: Any) -> torch.Generator | None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"generator must be a torch.Generator, got {type(generator).__name__}; "
-            "pass e.g. torch.Generator().manual_seed(0), or None for the global generator"
-        )
-    return generator
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -252,7 +243,7 @@ def sample_times(
     _check_choice("kind", kind, TIME_SAMPLINGS)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    _check_generator(generator)
+    check_generator(generator)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
     u = _random.rand((n,), generator=generator, dtype=_F64, device=device)
@@ -340,7 +331,7 @@ def dsm(
     _check_choice("time_sampling", time_sampling, TIME_SAMPLINGS)
     _check_choice("reduction", reduction, _REDUCTIONS)
     eps = _check_eps(sde, eps)
-    _check_generator(generator)
+    check_generator(generator)
     batch = x0.shape[0]
     if t is None:
         tt, w = sample_times(batch, sde, eps, time_sampling, generator=generator, device=x0.device)
@@ -434,7 +425,7 @@ def likelihood_bound(
     x0 = _check_data(x0)
     eps = _check_eps(sde, eps)
     _check_choice("reduction", reduction, _REDUCTIONS)
-    _check_generator(generator)
+    check_generator(generator)
     prior = sde.prior if prior is None else prior
     if not callable(getattr(prior, "log_prob", None)):
         raise TypeError(f"prior must have a log_prob(z) method, got {type(prior).__name__}")
@@ -564,7 +555,7 @@ def ssm(
     _check_choice("projection", projection, ("rademacher", "gaussian"))
     if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
         raise ValueError(f"n_projections must be a positive integer, got {n_projections!r}")
-    _check_generator(generator)
+    check_generator(generator)
     x, t = _prepare(x, t)
     graph = torch.is_grad_enabled()
     v = _draw_probes(projection, n_projections, x, generator)  # (n, *x.shape)

@@ -122,29 +122,36 @@ def test_logp_backprop_without_adjoint_stays_on_eps_T():
     assert model.lo >= 1e-5 * (1 - 1e-6) and model.hi <= sde.T * (1 + 1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="logp under torch.inference_mode() dies in torch.autograd.grad with a raw RuntimeError ('element 0 of "
-    "tensors does not require grad'); it should work (inference_mode(False) around the trace) or say what to do",
-)
-def test_logp_under_inference_mode_works_or_says_why():
+def test_logp_under_inference_mode_works():
+    """Inference mode removes autograd, which the divergence needs: logp leaves it (running under no_grad)."""
     sde = sdekit.VPSDE()
     data = _mixture()
     oracle = data.diffuse(sde)
     x = data.sample(4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = sdekit.logp(oracle, sde, x, solver="rk4", steps=2)
     with torch.inference_mode():
-        try:
-            lp = sdekit.logp(oracle, sde, x, solver="rk4", steps=2)
-        except ACCEPTED_ERRORS:
-            return
-    assert torch.isfinite(lp).all()
+        x_inference = x.clone()
+        lp = sdekit.logp(oracle, sde, x_inference, solver="rk4", steps=2)
+        assert torch.is_inference_mode_enabled()
+    assert torch.equal(lp, expected) and not lp.requires_grad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/native_samplers.md: corrector=None disables pc's Langevin corrector; sample() only forwards "
-    "corrector when it is not None (its own default), so None runs the corrector (2 NFE/step instead of 1)",
-)
+def test_logp_rejects_options_torchdiffeq_would_ignore():
+    sde = sdekit.VPSDE()
+    with pytest.raises(ValueError, match="max_num_step"):
+        sdekit.logp(_mixture().diffuse(sde), sde, torch.zeros(2, 2), options={"max_num_step": 10})
+
+
+def test_dequantize_rejects_fractional_levels_and_integer_dtype():
+    with pytest.raises(ValueError, match="whole-number"):
+        sdekit.dequantize(torch.tensor([0.5, 3.0]))
+    with pytest.raises(TypeError, match="floating"):
+        sdekit.dequantize(torch.tensor([1, 2]), dtype=torch.int64)
+    x = sdekit.dequantize(torch.tensor([0.0, 255.0]), data_range="[0,1]", generator=torch.Generator().manual_seed(0))
+    assert ((x >= torch.tensor([0.0, 255 / 256])) & (x < torch.tensor([1 / 256, 1.0]))).all()
+
+
 def test_sample_pc_corrector_none_disables_the_corrector():
     sde = sdekit.VPSDE()
     oracle = _mixture().diffuse(sde)
@@ -223,11 +230,6 @@ def test_logp_float32_cosine_does_not_call_the_model_past_T():
 
 
 # --------------------------------------------------------------------------- option and input validation
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/sampling.md: unknown solver options raise SolverError; the torchdiffeq solvers pass them to "
-    "torchdiffeq, which only warns ('Unexpected arguments')",
-)
 @pytest.mark.parametrize("steps", [None, 3])
 def test_sample_ode_rejects_unknown_options(steps):
     sde = sdekit.VPSDE()
@@ -270,13 +272,11 @@ def test_generator_must_be_a_torch_generator(call):
         call(0)
 
 
-@pytest.mark.xfail(strict=True, reason="dequantize does not check its input: a list raises AttributeError")
 def test_dequantize_rejects_a_list():
     with pytest.raises(TypeError):
         sdekit.dequantize([1, 2])
 
 
-@pytest.mark.xfail(strict=True, reason="dequantize accepts values outside {0, ..., 2**n_bits - 1} silently")
 def test_dequantize_rejects_out_of_range_levels():
     with pytest.raises(ValueError):
         sdekit.dequantize(torch.tensor([300, -1]))
@@ -289,13 +289,11 @@ def test_dsm_rejects_times_outside_eps_T(t):
         losses.dsm(_mixture().diffuse(sde), sde, torch.zeros(8, 2), t=t, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.xfail(strict=True, reason="bits_per_dim does not check that logp has one value per sample of x")
 def test_bits_per_dim_rejects_a_batch_mismatch():
     with pytest.raises(ValueError):
         sdekit.bits_per_dim(torch.zeros(3), torch.zeros(8, 2))
 
 
-@pytest.mark.xfail(strict=True, reason="logp accepts create_graph='yes' (anything truthy) without a TypeError")
 def test_logp_create_graph_must_be_bool_or_none():
     sde = sdekit.VPSDE()
     with pytest.raises(TypeError):
@@ -303,9 +301,6 @@ def test_logp_create_graph_must_be_bool_or_none():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a CPU-only torch")
-@pytest.mark.xfail(
-    strict=True, reason="sample(device='cuda') on a CPU-only torch raises torch's AssertionError from the prior draw"
-)
 def test_sample_unavailable_device_is_reported_up_front():
     sde = sdekit.VPSDE()
     with pytest.raises(ACCEPTED_ERRORS):
@@ -332,11 +327,6 @@ class _DemoStarted(Exception):
     pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`sdekit demo --solver reversible_heun` passes the up-front option check (names only, not "
-    "can_sample), trains the network, then every run fails with SolverError and the command exits 0",
-)
 def test_demo_refuses_a_solver_that_cannot_sample_before_any_work(monkeypatch, tmp_path, capsys):
     from sdekit import _demo, cli
 
@@ -360,3 +350,40 @@ def test_demo_rejects_an_unknown_solver_before_any_work(monkeypatch, tmp_path, c
     monkeypatch.setattr(_demo, "demo", lambda *a, **k: (_ for _ in ()).throw(_DemoStarted()))
     assert cli.main(["demo", "--quick", "--out", str(tmp_path / "out"), "--solver", "eulr"]) == 2
     assert "eulr" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- minor checks of the same pass
+def test_logp_rejects_half_precision_with_advice():
+    sde = sdekit.VPSDE()
+    with pytest.raises(TypeError, match=r"x\.float\(\)"):
+        sdekit.logp(_mixture().diffuse(sde), sde, torch.zeros(2, 2, dtype=torch.float16))
+
+
+def test_default_eps_outside_zero_T_is_a_declaration_error():
+    from sdekit.errors import SDEDeclarationError
+
+    class LateEps(sdekit.SDE):
+        default_eps = 2.0
+
+        def drift(self, x, t):
+            return -x
+
+        def diffusion(self, x, t):
+            return 1
+
+    with pytest.raises(SDEDeclarationError, match="default_eps"):
+        LateEps()
+
+
+def test_assert_logp_matches_takes_a_distribution():
+    """oracle.at(eps) (a distribution with .log_prob) is accepted as the exact log-density."""
+    from sdekit import testing
+
+    sde = sdekit.VPSDE()
+    data = analytic.Gaussian(torch.zeros(2, dtype=torch.float64), std=0.8)
+    oracle = data.diffuse(sde)
+    x = data.sample(8, generator=torch.Generator().manual_seed(0))
+    err = testing.assert_logp_matches(oracle, sde, oracle.at(1e-5), x, tol=1e-3, prior=oracle.at(sde.T))
+    assert err.abs().max() <= 1e-3
+    with pytest.raises(TypeError, match="exact_log_prob"):
+        testing.assert_logp_matches(oracle, sde, "not a density", x)

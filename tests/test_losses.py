@@ -355,3 +355,21 @@ def test_example_script_numbers():
     assert gap_after < 0.3 < gap_before
     assert res["sliced_ks_over_crit"] < 1.5
     assert res["bound_model"] > res["entropy_p_eps"] - 0.5
+
+
+def test_dsm_fixed_times_accept_eps_rounded_to_float32():
+    """float32(1e-5) = 9.99999975e-06 < 1e-5: times equal to eps in float32 are inside [eps, T] up to rounding."""
+    sde = sdekit.VPSDE()
+    oracle = GaussianMixture(torch.tensor([[-1.0, 0.0], [1.0, 0.5]]), torch.tensor([0.5, 0.3])).diffuse(sde)
+    x0 = torch.zeros(4, 2)
+    t = torch.full((4,), 1e-5, dtype=torch.float32)
+    loss = losses.dsm(oracle, sde, x0, eps=1e-5, t=t, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match=r"\[eps, T\]"):
+        losses.dsm(oracle, sde, x0, eps=1e-5, t=torch.full((4,), 0.9e-5))
+
+
+def test_ism_with_times_checks_their_shape():
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError):
+        losses.ism(lambda y, t: -y * (1 + t[:, None]), x, t=torch.ones(4))
