@@ -407,6 +407,18 @@ def _identity_holds(residual: sp.Expr, scale: sp.Expr, sde: SDE, tolerance: floa
     with np.errstate(all="ignore"):
         r = np.broadcast_to(np.asarray(fr(xs, ts), dtype=float), xs.shape)
         w = np.broadcast_to(np.asarray(fs(xs, ts), dtype=float), xs.shape)
+        # Only points where the SDE is defined (f, g finite: g = x**(1/4) lives on x >= 0) and the scale is finite.
+        inside = np.isfinite(w)
+        for coefficient in (sde.subs(sde.f), sde.subs(sde.g)):
+            fc = sp.lambdify((X_SYM, T_SYM), coefficient, "numpy")
+            inside &= np.isfinite(np.broadcast_to(np.asarray(fc(xs, ts), dtype=float), xs.shape))
+    if int(inside.sum()) < 16:
+        raise ValueError(
+            f"assert_reverse_consistent: f, g of {describe(sde)} and the forward rate dp/dt / p are finite at only "
+            f"{int(inside.sum())} of 64 sampled points (x, t) in [-3, 3] x [0, T]; the check needs at least 16. "
+            f"Declare the SDE so that f and g are finite on a larger part of [-3, 3] (e.g. shift or rescale x)"
+        )
+    r, w = r[inside], w[inside]
     rel = np.abs(r) / (1.0 + np.abs(w))
     worst = float(np.nanmax(rel)) if np.isfinite(rel).all() else math.inf
     if worst > tolerance:
@@ -445,6 +457,10 @@ def assert_reverse_consistent(sde: SDE, tolerance: float = 1e-8, rtol: float = 1
     tries to prove it zero (``.symbolic`` of the result says whether it did), and finally checks that the
     torch drifts built from a *callable* score, and the reverse diffusion, match the symbolic ones at a grid
     of (x, t) to ``rtol`` (float64).
+
+    Points where ``f`` or ``g`` is not finite (outside the SDE's domain, e.g. :math:`x < 0` for
+    :math:`g = \sigma\sqrt x`) are skipped, and so are torch grid points where the reference formula is not
+    finite; ``ValueError`` if fewer than 16 of the 64 points, or 4 of the 13 grid points per time, remain.
     """
     f, g = sde.subs(sde.f), sde.subs(sde.g)
     score = _TEST_SCORE
@@ -467,24 +483,41 @@ def assert_reverse_consistent(sde: SDE, tolerance: float = 1e-8, rtol: float = 1
             f"probability flow: -d(v p)/dx != forward dp/dt (max |diff/p| = {pf.max_abs:.3g});"
             f" v = {sp.sstr(pf_f)[:200]}, expected f - 1/2 d(g^2)/dx - 1/2 g^2 * score"
         )
-    # Torch path: callable score, compiled drifts, against the symbolic formulas.
+    # Torch path: callable score, compiled drifts, against the symbolic formulas, at the grid points inside the
+    # SDE's domain (f, g finite: e.g. g = sqrt(x) lives on x >= 0) where the reference formula is finite.
     score_fn = _compiled_test_score()
-    xs = torch.linspace(-3.0, 3.0, 13, dtype=_F64).reshape(13, 1)
+    n_grid = 13
+    xs = torch.linspace(-3.0, 3.0, n_grid, dtype=_F64).reshape(n_grid, 1)
     worst = 0.0
     want_rev = _compile(f - sp.diff(g2, X_SYM) - g2 * score)
     want_pf = _compile(f - sp.diff(g2, X_SYM) / 2 - g2 * score / 2)
     reverse_obj, pf_obj = sde.reverse(score_fn), sde.probability_flow(score_fn)
     for tv in (0.0, 0.37 * sde.T, sde.T):
-        tt = torch.full((13,), tv, dtype=_F64)
+        tt = torch.full((n_grid,), tv, dtype=_F64)
+        domain = _finite(sde.drift_fn(xs, tt)) & _finite(sde.diffusion_fn(xs, tt))
         for label, got, want in (
             ("reverse drift", reverse_obj.drift(xs, tt), want_rev(xs, tt)),
             ("reverse diffusion", reverse_obj.diffusion(xs, tt), sde.diffusion_fn(xs, tt)),
             ("probability-flow drift", pf_obj.drift(xs, tt), want_pf(xs, tt)),
         ):
-            err = float(((got - want).abs() / (1 + want.abs())).max())
-            worst = max(worst, err)
+            got, want = torch.broadcast_tensors(got, want)
+            keep = domain & _finite(want)
+            n_kept = int(keep.sum())
+            if n_kept < _MIN_GRID_POINTS:
+                raise ValueError(
+                    f"assert_reverse_consistent: the {label} of {describe(sde)} is finite (and f, g are defined) at "
+                    f"only {n_kept} of the {n_grid} grid points x in [-3, 3] at t={tv:g}; the torch comparison needs "
+                    f"at least {_MIN_GRID_POINTS}. Declare the SDE so that f and g are finite on a part of [-3, 3] "
+                    f"(e.g. shift or rescale x)"
+                )
+            got, want = got[keep], want[keep]
+            err = float(((got - want).abs() / (1 + want.abs())).max())  # NaN if got is not finite: a failure
+            worst = max(worst, err) if err == err else math.inf
             if not err <= rtol:
-                problems.append(f"torch {label} (callable score) differs from the formula by {err:.3g} at t={tv:g}")
+                problems.append(
+                    f"torch {label} (callable score) differs from the formula by {err:.3g} at t={tv:g}"
+                    f" (max over the {n_kept} grid points x in [-3, 3] where f, g and the formula are finite)"
+                )
     if problems:
         _fail(
             "assert_reverse_consistent failed: the reverse-time dynamics do not reproduce the forward marginals",
@@ -492,6 +525,15 @@ def assert_reverse_consistent(sde: SDE, tolerance: float = 1e-8, rtol: float = 1
             [*problems, "test density p_t = N(sin(t)/2 + 1/3, 1 + t^2/2), score = d/dx log p_t"],
         )
     return ReverseCheck(rev, pf, worst)
+
+
+_MIN_GRID_POINTS = 4  # of the 13 torch grid points per time in assert_reverse_consistent
+
+
+def _finite(values: torch.Tensor) -> torch.Tensor:
+    """Per row (first axis), whether every entry is finite (rows are grid points)."""
+    finite = torch.isfinite(values)
+    return finite.reshape(finite.shape[0], -1).all(dim=1) if finite.ndim > 1 else finite
 
 
 def _compile(expr: sp.Expr) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

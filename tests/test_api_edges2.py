@@ -182,7 +182,6 @@ def test_assert_fokker_planck_density_with_the_sdes_own_symbols():
     assert testing.assert_fokker_planck(ou, sp.exp(-theta * sdekit.x**2 / sigma**2)).symbolic
 
 
-@pytest.mark.xfail(strict=True, reason="the torch comparison evaluates sqrt(x) at x < 0 (NaN) and reports a mismatch")
 def test_assert_reverse_consistent_passes_on_an_sde_defined_for_positive_x():
     # The symbolic identities hold (proved); only the torch grid on x in [-3, 3] hits NaN = NaN -> "differs by nan".
     result = testing.assert_reverse_consistent(_CIR())

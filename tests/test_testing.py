@@ -203,6 +203,14 @@ def test_torch_reverse_drift_missing_divergence_fails():
         sdt.assert_reverse_consistent(sde)
 
 
+def test_reverse_consistent_skips_points_outside_the_sdes_domain():
+    # g^2 = sqrt(x)/4 is NaN for x < 0: those points are skipped, the identities are still proved
+    result = sdt.assert_reverse_consistent(sdekit.SDE.from_expressions("2*(1 - x)", "x**(1/4)/2"))
+    assert result.reverse.symbolic and result.probability_flow.symbolic
+    with pytest.raises(ValueError, match=r"finite at only \d+ of .* needs at least"):  # defined on x >= 2.9 only
+        sdt.assert_reverse_consistent(sdekit.SDE.from_expressions("1 - x", "sqrt(x - 2.9)"))
+
+
 # ---------------------------------------------------------------- assert_samples_match: calibration and power
 def _upper(n: int, p: float) -> int:
     """Largest count not rejected at level 1e-3 for Binomial(n, p): P(count > bound) <= 1e-3."""
