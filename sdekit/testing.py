@@ -196,14 +196,26 @@ def _round(value: float) -> float:
     return float(f"{value:.4g}")
 
 
-def _finite_at_grid(sde: SDE, n: int = 7) -> bool:
-    """f and g compiled, finite at a grid of (x, t) in [-3, 3] x [0, T], and g > 0 there."""
+def _grid_problem(sde: SDE, n: int = 7) -> str | None:
+    """Why ``sde`` is unusable on the grid of (x, t) in [-3, 3] x [0, T], or ``None``.
+
+    Points where f or g is NaN are outside the SDE's domain (e.g. x < 0 for g = sigma sqrt(x)) and are skipped;
+    at every grid time some x must be inside, f and g must be finite (not +-inf) there, and g must not vanish
+    at every such point (g = sigma x is zero at x = 0 only, which is fine).
+    """
     x = torch.linspace(-3.0, 3.0, n, dtype=_F64)
+    g_nonzero = False
     for t in torch.linspace(0.0, sde.T, n, dtype=_F64):
-        f, g = sde.drift_fn(x, t), sde.diffusion_fn(x, t)
-        if not (torch.isfinite(f).all() and torch.isfinite(g).all() and (g > 0).all()):
-            return False
-    return True
+        f, g = torch.broadcast_tensors(sde.drift_fn(x, t), sde.diffusion_fn(x, t))
+        inside = ~(torch.isnan(f) | torch.isnan(g))
+        if not inside.any():
+            return f"f or g is NaN at every x in [-3, 3] at t = {float(t):g}"
+        if not (torch.isfinite(f[inside]).all() and torch.isfinite(g[inside]).all()):
+            return f"f or g is infinite at some x in [-3, 3] at t = {float(t):g}"
+        g_nonzero = g_nonzero or bool((g[inside] != 0).any())
+    if not g_nonzero:
+        return "g is zero at every grid point (x, t) in [-3, 3] x [0, T]"
+    return None
 
 
 def parameters(
@@ -216,9 +228,11 @@ def parameters(
     shrinks to the default); a zero default is drawn from [-1, 1]. With ``exact=True`` (default) values are
     exact sympy rationals (``sympy.Rational('0.1234')``), so the symbolic assertions prove their residuals
     zero instead of sampling them (with floats sympy cannot cancel and falls back to slow numeric checks).
-    Pass ``name=strategy`` to override one. Draws are kept only if the instance builds and f, g are finite with g > 0 on
-    :math:`[-3, 3] \times [0, T]` (and, for affine SDEs, :math:`\alpha, \sigma` are finite with
-    :math:`\sigma(T) > 0`).
+    Pass ``name=strategy`` to override one. Draws are kept only if the instance builds and, on the grid
+    :math:`[-3, 3] \times [0, T]`, f and g are finite wherever they are defined (NaN marks points outside the
+    SDE's domain, e.g. :math:`x < 0` for :math:`g = \sigma\sqrt x`; every grid time needs some), g is not zero
+    at every point (it may vanish at some, as :math:`g = \sigma x` does at 0), and, for affine SDEs,
+    :math:`\alpha, \sigma` are finite with :math:`\sigma(T) > 0`.
 
     Example::
 
@@ -247,7 +261,7 @@ def parameters(
     def valid(params: dict[str, Any]) -> bool:
         try:
             sde = sde_class(**params)
-            if not _finite_at_grid(sde):
+            if _grid_problem(sde) is not None:
                 return False
             if sde.is_affine:
                 tt = torch.tensor([0.5 * sde.T, sde.T], dtype=_F64)

@@ -97,6 +97,60 @@ def test_parameters_are_valid(cls):
     check()
 
 
+class _GBM(SDE):
+    """Geometric Brownian motion: g = sigma x vanishes at x = 0."""
+
+    mu = 0.5
+    sigma = 0.4
+
+    def drift(self, x, t):
+        return self.mu * x
+
+    def diffusion(self, x, t):
+        return self.sigma * x
+
+
+class _CIR(SDE):
+    """Cox-Ingersoll-Ross: g = sigma sqrt(x) is NaN (undefined) for x < 0."""
+
+    kappa = 2.0
+    theta = 1.0
+    sigma = 0.5
+
+    def drift(self, x, t):
+        return self.kappa * (self.theta - x)
+
+    def diffusion(self, x, t):
+        return self.sigma * sp.sqrt(x)
+
+
+@pytest.mark.parametrize("cls", [_GBM, _CIR])
+def test_parameters_of_sdes_with_a_vanishing_or_partly_undefined_diffusion(cls):
+    # the validity filter used to require g > 0 on all of [-3, 3]: no draw ever passed (hypothesis Unsatisfiable)
+    drawn = []
+
+    @settings(max_examples=10, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(sdt.parameters(cls))
+    def check(params):
+        assert set(params) == set(cls().params)
+        sde = cls(**params)
+        x = torch.linspace(0.0, 3.0, 7, dtype=F64)  # where both SDEs are defined
+        assert torch.isfinite(sde.drift_fn(x, 0.5)).all() and torch.isfinite(sde.diffusion_fn(x, 0.5)).all()
+        assert (sde.diffusion_fn(x[1:], 0.5) != 0).all()
+        drawn.append(params)
+
+    check()
+    assert len(drawn) == 10
+
+
+def test_parameters_filter_names_the_problem():
+    assert sdt._grid_problem(_CIR()) is None and sdt._grid_problem(_GBM()) is None
+    quiet = types.SimpleNamespace(T=1.0, drift_fn=lambda x, t: -x, diffusion_fn=lambda x, t: torch.zeros_like(x))
+    assert "zero at every grid point" in sdt._grid_problem(quiet)
+    assert "NaN at every x" in sdt._grid_problem(SDE.from_expressions("-x", "sqrt(x - 4)"))
+    assert "infinite" in sdt._grid_problem(SDE.from_expressions("1/x", "1"))
+
+
 def test_parameters_rejects_unknown_override():
     with pytest.raises(ValueError, match="no parameter"):
         sdt.parameters(sdekit.VPSDE, gamma=None)
