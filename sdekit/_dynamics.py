@@ -47,7 +47,7 @@ class _ScoreDynamics:
         self.sde = sde
         self.symbolic = isinstance(score, (sp.Expr, str))
         if self.symbolic:
-            score_expr = sp.sympify(score, locals={"x": X_SYM, "t": T_SYM})
+            score_expr = sde.sympify(score)
             self.score_expr = score_expr
             self.f = self._drift_expr(score_expr)
             self._compiled = compile_expr(sde.subs(self.f), X_SYM, T_SYM)

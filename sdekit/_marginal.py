@@ -15,6 +15,7 @@ exact derivatives, so values are accurate to ~1e-12 relative and differentiable 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -314,11 +315,21 @@ class GaussianMarginal:
         dtype: torch.dtype = torch.float64,
         device: Any = None,
     ) -> Discretization:
-        """Exact transitions between consecutive ``times`` (default: n uniform steps on [0, T])."""
+        """Exact transitions between consecutive ``times`` (default: n uniform steps on [0, T]).
+
+        ``times``, when given, must be n + 1 strictly increasing times in [0, T] (a tensor or a sequence).
+        """
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ValueError(f"discretize(n) needs a positive integer number of steps, got {n!r}")
         if times is None:
-            if int(n) != n or n < 1:
-                raise ValueError(f"discretize(n) needs a positive integer number of steps, got {n!r}")
             times = torch.linspace(0.0, self.T, int(n) + 1, dtype=dtype, device=device)
+        else:
+            times = torch.as_tensor(times, dtype=torch.float64).detach()
+            if times.ndim != 1 or times.numel() != n + 1:
+                raise ValueError(f"times must hold n + 1 = {n + 1} times (1-D), got shape {tuple(times.shape)}")
+            lo, hi = float(times.min()), float(times.max())
+            if not bool((times[1:] > times[:-1]).all()) or lo < 0 or hi > self.T * (1 + 1e-6):
+                raise ValueError(f"times must increase strictly within [0, T] = [0, {self.T:g}], got {times.tolist()}")
         times = times.to(dtype=dtype, device=device)
         k = self.transition(times[:-1], times[1:])
         return Discretization(times=times, scale=k.alpha, shift=k.offset, noise=k.sigma)

@@ -153,7 +153,9 @@ def _check_times(ts: Any, T: float) -> list[float]:
         raise ValueError("ts contains NaN or infinite values")
     if any(b <= a for a, b in itertools.pairwise(times)):
         raise ValueError(f"ts must be strictly increasing (forward time), got {times}")
-    if times[0] < 0 or times[-1] > T * (1 + 1e-12):
+    if times[-1] > T and times[-1] <= T * (1 + 1e-6):
+        times[-1] = T  # T rounded up in float32 (e.g. torch.linspace(0, 0.995, k)): snap, as sample(ts=) does
+    if times[0] < 0 or times[-1] > T:
         raise ValueError(f"ts must lie in [0, T] = [0, {T:g}], got [{times[0]:g}, {times[-1]:g}]")
     return times
 
@@ -266,6 +268,21 @@ def simulate(
             raise TypeError(f"bm must be a torchsde Brownian motion (BaseBrownian), got {type(bm).__name__}")
         if tuple(bm.shape) != tuple(y0.shape):
             raise ValueError(f"bm must have shape (batch, d) = {tuple(y0.shape)}, got {tuple(bm.shape)}")
+        if bm.dtype != y0.dtype or torch.device(bm.device) != y0.device:
+            raise ValueError(
+                f"bm has dtype {bm.dtype} on {bm.device} but x0 has {y0.dtype} on {y0.device}; build bm with x0's"
+            )
+        if generator is not None:
+            raise ValueError("pass either bm= (which carries its own randomness) or generator=, not both")
+        # BrownianInterval knows its interval (private attributes of torchsde 0.2); outside it torchsde only
+        # warns and extrapolates the noise
+        start, end = getattr(bm, "_start", None), getattr(bm, "_end", None)
+        if isinstance(bm, BrownianInterval) and isinstance(start, float) and isinstance(end, float):
+            span = max(abs(end - start), 1e-300)
+            if start > t0 + 1e-9 * span or end < t1 - 1e-9 * span:
+                raise ValueError(
+                    f"bm covers [{start:g}, {end:g}] but ts spans [{t0:g}, {t1:g}]; build it with t0={t0:g}, t1={t1:g}"
+                )
     noise_type = "additive" if (impl.additive_scheme and sde.noise_type == "additive") else "diagonal"
     fsde = ForwardSDEFlat(sde, tuple(x0.shape[1:]), noise_type, impl.sde_type)
 

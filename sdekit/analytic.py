@@ -288,7 +288,7 @@ class GaussianMixture:
             device = generator.device if generator is not None else torch.device("cpu")
         device = torch.device(device)
         mu, lam, basis, _ = self._params(dtype, device)
-        if self.n_components == 1:
+        if self.n_components == 1 or n == 0:  # (torch.multinomial refuses n = 0)
             comp = torch.zeros(n, dtype=torch.long, device=device)
         else:
             comp = _random.multinomial(torch.exp(self._logw), n, generator=generator, device=device)

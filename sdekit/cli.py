@@ -32,7 +32,7 @@ def _zoo() -> dict[str, type]:
 def _derive(args: argparse.Namespace) -> int:
     from .symbolic import derive
 
-    score = sp.Symbol("s")
+    score = sp.Symbol("s_theta")  # not "s": a parameter may be called s (CosineVPSDE)
     names = [args.sde] if args.sde else list(_zoo())
     for name in names:
         sde = _zoo()[name]()
@@ -45,8 +45,8 @@ def _derive(args: argparse.Namespace) -> int:
             print(f"   m(t)       = {m.offset_expr}")
         print(f"   sigma(t)^2 = {m.sigma2_expr}    [{how}]")
         print(f"   prior x_T ~ N({sde.prior.mean:.6g}, {sde.prior.std:.6g}^2)")
-        print(f"   reverse drift (score s): {derive.reverse_drift(sde.f, sde.g, score)}")
-        print(f"   PF-ODE drift  (score s): {derive.probability_flow_drift(sde.f, sde.g, score)}")
+        print(f"   reverse drift (score s_theta): {derive.reverse_drift(sde.f, sde.g, score)}")
+        print(f"   PF-ODE drift  (score s_theta): {derive.probability_flow_drift(sde.f, sde.g, score)}")
         print()
     return 0
 

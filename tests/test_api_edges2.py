@@ -48,7 +48,6 @@ class _RegimeVol(sdekit.SDE):
 
 
 # --------------------------------------------------------------------------- simulate
-@pytest.mark.xfail(strict=True, reason="simulate's ts check has no float32 tolerance (sample's ts has 1e-6 T)")
 @pytest.mark.parametrize(
     "make",
     [lambda: sdekit.SDE.from_expressions("-x", "1", T=0.3), lambda: sdekit.CosineVPSDE()],
@@ -71,7 +70,6 @@ def test_simulate_accepts_a_float64_linspace_up_to_T():
     assert out.shape == (4, 4, 2)
 
 
-@pytest.mark.xfail(strict=True, reason="simulate does not check that bm= covers [ts[0], ts[-1]]")
 def test_simulate_rejects_a_brownian_motion_that_ends_before_the_last_time():
     import torchsde
 
@@ -84,7 +82,6 @@ def test_simulate_rejects_a_brownian_motion_that_ends_before_the_last_time():
 
 
 # --------------------------------------------------------------------------- pickling
-@pytest.mark.xfail(strict=True, reason="the cached compiled callables (exec-generated functions) are not picklable")
 def test_an_sde_still_pickles_after_it_has_been_used():
     # A fresh SDE pickles (DataLoader workers under spawn, torch.save of a checkpoint dict, multiprocessing);
     # after one drift_fn call it raised PicklingError "Can't pickle <function _compiled ...>".
@@ -99,7 +96,6 @@ def test_an_sde_still_pickles_after_it_has_been_used():
 
 
 # --------------------------------------------------------------------------- declarations
-@pytest.mark.xfail(strict=True, reason="the 'diffusion identically zero' check runs before parameter values are set")
 @pytest.mark.parametrize(
     "make",
     [
@@ -115,7 +111,6 @@ def test_zero_diffusion_after_parameter_values_is_a_declaration_error(make):
         make()
 
 
-@pytest.mark.xfail(strict=True, reason="affine_parts/noise_type test d g/dx == 0, which a Piecewise in x passes")
 def test_piecewise_state_dependent_diffusion_is_not_affine():
     sde = _RegimeVol()
     g = sde.diffusion_fn(torch.tensor([[-1.0], [1.0]]), 0.5).flatten().tolist()
@@ -126,13 +121,11 @@ def test_piecewise_state_dependent_diffusion_is_not_affine():
         sde.marginal
 
 
-@pytest.mark.xfail(strict=True, reason="latex() derives the marginal of a misclassified SDE and crashes in sympy")
 def test_latex_of_a_piecewise_state_dependent_diffusion():
     assert "Piecewise" in _RegimeVol().latex() or r"\begin{cases}" in _RegimeVol().latex()
 
 
 # --------------------------------------------------------------------------- discretize(times=)
-@pytest.mark.xfail(strict=True, reason="GaussianMarginal.discretize does not validate times= (nor n against it)")
 @pytest.mark.parametrize(
     ("n", "times"),
     [(2, [0.0, 1.5, 0.5]), (2, [0.0, 3.0, 4.0]), (5, [0.0, 0.5, 1.0])],
@@ -146,7 +139,6 @@ def test_discretize_rejects_invalid_times(n, times):
 
 
 # --------------------------------------------------------------------------- fokker_planck with user symbols
-@pytest.mark.xfail(strict=True, reason="SDE.fokker_planck sympifies p without mapping x/t to sdekit's symbols")
 @pytest.mark.parametrize(
     "density",
     ["exp(-x**2/2)", sp.exp(-(sp.Symbol("x") ** 2) / 2)],
@@ -166,7 +158,6 @@ def test_fokker_planck_with_sdekit_x_is_zero_for_the_stationary_density():
 
 
 # --------------------------------------------------------------------------- sdekit.testing
-@pytest.mark.xfail(strict=True, reason="a string p's parameter names are not mapped to the SDE's parameter symbols")
 def test_assert_fokker_planck_string_density_with_parameter_names():
     # The stationary density of dx = -theta x dt + sigma dW is N(0, sigma^2 / (2 theta)); with the SDE's own
     # symbols the check proves it (below), with the names in a string it raised TypeError ("Cannot convert
@@ -188,7 +179,6 @@ def test_assert_reverse_consistent_passes_on_an_sde_defined_for_positive_x():
     assert result.reverse.passed and result.probability_flow.passed
 
 
-@pytest.mark.xfail(strict=True, reason="assert_logp_matches does not check the shape of the exact values")
 @pytest.mark.parametrize("bad", ["column", "scalar"])
 def test_assert_logp_matches_rejects_exact_values_of_the_wrong_shape(bad):
     sde = sdekit.VPSDE()
@@ -202,7 +192,6 @@ def test_assert_logp_matches_rejects_exact_values_of_the_wrong_shape(bad):
         testing.assert_logp_matches(oracle, sde, exact, x, solver="rk4", steps=2, prior=oracle.at(sde.T))
 
 
-@pytest.mark.xfail(strict=True, reason="assert_samples_match feeds any non-mixture b to torch.as_tensor")
 def test_assert_samples_match_explains_a_diffused_mixture_argument():
     # today: RuntimeError "Could not infer dtype of DiffusedGaussianMixture" (assert_logp_matches accepts one)
     oracle = analytic.Gaussian(torch.zeros(2), std=1.0).diffuse(sdekit.VPSDE())
@@ -212,7 +201,6 @@ def test_assert_samples_match_explains_a_diffused_mixture_argument():
 
 
 # --------------------------------------------------------------------------- analytic
-@pytest.mark.xfail(strict=True, reason="n = 0 passes the n >= 0 check, then torch.multinomial raises RuntimeError")
 def test_mixture_sample_zero_rows():
     mix = analytic.GaussianMixture(means=[[-1.0, 0.0], [1.0, 0.5]], stds=[0.5, 0.3])
     assert mix.sample(0, generator=torch.Generator().manual_seed(0)).shape == (0, 2)
@@ -224,7 +212,6 @@ def test_single_component_sample_zero_rows():
 
 
 # --------------------------------------------------------------------------- CLI
-@pytest.mark.xfail(strict=True, reason="sdekit derive names the score 's', which is CosineVPSDE's parameter 's'")
 def test_derive_score_symbol_does_not_collide_with_a_parameter(capsys):
     from sdekit.cli import main
 

@@ -65,6 +65,15 @@ class MarginalExprs:
     closed: bool
 
 
+def depends_on_x(expr: sp.Expr) -> bool:
+    r"""Whether ``expr`` depends on x after simplification.
+
+    Tested on the free symbols, not with :math:`\partial_x` = 0: the derivative of a Piecewise that is
+    constant on each side of a jump in x is 0 although the expression depends on x.
+    """
+    return x in sp.simplify(expr).free_symbols
+
+
 def affine_parts(f: sp.Expr, g: sp.Expr) -> AffineParts:
     """Split ``f`` into ``a(t) x + b(t)`` and check ``g`` is free of ``x``."""
     a = sp.simplify(sp.diff(f, x))
@@ -73,7 +82,7 @@ def affine_parts(f: sp.Expr, g: sp.Expr) -> AffineParts:
     b = sp.simplify(f - a * x)
     if b.has(x):
         return AffineParts(None, None, f"the drift f = {f} is not affine in x")
-    if sp.simplify(sp.diff(g, x)) != 0:
+    if depends_on_x(g):
         return AffineParts(a, b, f"the diffusion g = {g} depends on x (state-dependent noise has no Gaussian kernel)")
     return AffineParts(a, b, None)
 

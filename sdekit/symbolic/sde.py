@@ -76,6 +76,20 @@ def _symbol(name: str, sign: int) -> sp.Symbol:
     return sp.Symbol(name, real=True)
 
 
+def _vanishes(g: sp.Expr) -> bool:
+    """Whether g (parameters substituted) is identically zero: a cheap numeric screen, then ``simplify``."""
+    if g.is_zero:
+        return True
+    for xv, tv in ((0.37, 0.31), (-1.3, 0.77), (2.1, 0.05)):
+        try:
+            value = complex(g.subs({X_SYM: xv, T_SYM: tv}).evalf())
+        except (TypeError, ValueError):  # not a number there (e.g. undefined): not evidence of zero
+            return False
+        if value != 0:
+            return False
+    return sp.simplify(g) == 0
+
+
 class SDE:
     r"""A forward SDE :math:`dx = f(x, t)\,dt + g(x, t)\,dW` declared symbolically.
 
@@ -168,6 +182,21 @@ class SDE:
         sym = self._symbolic()
         self.f: sp.Expr = sym["f"]
         self.g: sp.Expr = sym["g"]
+        if _vanishes(self.subs(self.g)):
+            raise SDEDeclarationError(
+                f"{self!r}: the diffusion g = {self.g} is identically zero for these parameter values (that is an "
+                f"ODE, not an SDE); choose parameters with non-zero noise"
+            )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the declaration, not the derived members: compiled functions are generated code that
+        cannot be pickled, and every ``functools.cached_property`` is rebuilt on first use after loading
+        (the symbolic derivations come back from the in-process and on-disk caches)."""
+        derived = {
+            name for klass in type(self).__mro__ for name, v in vars(klass).items()
+            if isinstance(v, functools.cached_property)
+        }  # fmt: skip
+        return {k: v for k, v in self.__dict__.items() if k not in derived}
 
     # ----------------------------------------------------------------- declaration
     def drift(self, x: sp.Symbol, t: sp.Symbol) -> sp.Expr:
@@ -292,7 +321,7 @@ class SDE:
     @functools.cached_property
     def noise_type(self) -> str:
         """``"additive"`` when g does not depend on x, else ``"diagonal"``."""
-        return "additive" if sp.simplify(sp.diff(self.g, X_SYM)) == 0 else "diagonal"
+        return "diagonal" if derive.depends_on_x(self.g) else "additive"
 
     @functools.cached_property
     def dg2_dx(self) -> sp.Expr:
@@ -380,13 +409,28 @@ class SDE:
 
         return ProbabilityFlowODE(self, score)
 
-    def fokker_planck(self, p: sp.Expr) -> sp.Expr:
+    def sympify(self, expr: sp.Expr | str) -> sp.Expr:
+        """A user's expression in this SDE's own symbols: a string, or a sympy expression written with
+        ``sympy.Symbol("x")``, ``sympy.Symbol("t")`` or parameter names, is read with :data:`sdekit.x`,
+        :data:`sdekit.t` and the SDE's parameter symbols (which carry sign assumptions, so a plain
+        ``Symbol("x")`` is a different symbol to sympy and would be treated as a constant)."""
+        names: dict[str, sp.Symbol] = {"x": X_SYM, "t": T_SYM, **self._symbols}
+        if isinstance(expr, str):
+            try:
+                return sp.sympify(expr, locals=names)
+            except (sp.SympifyError, SyntaxError, TypeError) as err:
+                raise ValueError(f"cannot parse {expr!r} as a sympy expression: {err}") from err
+        expr = sp.sympify(expr)
+        renamed = {s: names[s.name] for s in expr.free_symbols if s.name in names and s != names[s.name]}
+        return expr.xreplace(renamed) if renamed else expr
+
+    def fokker_planck(self, p: sp.Expr | str) -> sp.Expr:
         r"""Fokker–Planck residual :math:`\partial_t p + \partial_x(f p) - \tfrac12\partial_x^2(g^2 p)`.
 
-        ``p`` is a sympy expression in :data:`sdekit.x`, :data:`sdekit.t` (and parameter
-        symbols); the residual is zero iff p solves the forward equation. Not simplified.
+        ``p`` is a sympy expression (or a string) in x, t and parameter names, read by :meth:`sympify`;
+        the residual is zero iff p solves the forward equation. Not simplified.
         """
-        return derive.fokker_planck(sp.sympify(p), self.f, self.g)
+        return derive.fokker_planck(self.sympify(p), self.f, self.g)
 
     # ----------------------------------------------------------------- display
     def latex(self) -> str:
