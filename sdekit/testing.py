@@ -606,6 +606,26 @@ def _directions(d: int, directions: torch.Tensor | None, n_random: int, seed: in
     return torch.cat(parts), names
 
 
+def _as_samples(samples: Any, name: str) -> torch.Tensor:
+    """``samples`` (n, *event_shape) as a float64 CPU tensor (n, d); TypeError naming ``name`` otherwise."""
+    if isinstance(samples, (GaussianMixture, DiffusedGaussianMixture)):
+        raise TypeError(
+            f"assert_samples_match: {name} must be samples of shape (n, *event_shape), not a "
+            f"{type(samples).__name__}" + (" (only b may be the exact law, e.g. oracle.at(t))" if name == "a" else "")
+        )
+    try:
+        values = torch.as_tensor(samples).detach()
+    except (TypeError, RuntimeError, ValueError) as err:
+        raise TypeError(
+            f"assert_samples_match: {name} must be samples (a tensor or array of shape (n, *event_shape)); got "
+            f"{type(samples).__name__}"
+            + (", or the exact law as a GaussianMixture (e.g. oracle.at(t))" if name == "b" else "")
+        ) from err
+    if values.ndim == 0:
+        raise ValueError(f"assert_samples_match: {name} must have shape (n, *event_shape); got a 0-d value")
+    return values.reshape(len(values), -1).to(torch.device("cpu"), _F64)
+
+
 def assert_samples_match(
     a: torch.Tensor,
     b: torch.Tensor | GaussianMixture,
@@ -640,19 +660,26 @@ def assert_samples_match(
 
     Raises:
         AssertionError: with every component statistic when the family p-value is <= alpha.
+        TypeError: if ``a`` is not samples, or ``b`` is neither samples nor a ``GaussianMixture`` (for a
+            :class:`~sdekit.analytic.DiffusedGaussianMixture` oracle pass ``oracle.at(t)``).
     """
     from scipy import stats
 
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    xa = torch.as_tensor(a).detach().reshape(len(a), -1).to(torch.device("cpu"), _F64)
+    xa = _as_samples(a, "a")
     exact = isinstance(b, GaussianMixture)
     d = xa.shape[1]
     if exact:
         if math.prod(b.event_shape) != d:
             raise ValueError(f"a has event dimension {d} but the mixture b has event shape {b.event_shape}")
     else:
-        xb = torch.as_tensor(b).detach().reshape(len(b), -1).to(torch.device("cpu"), _F64)
+        if isinstance(b, DiffusedGaussianMixture):
+            raise TypeError(
+                "assert_samples_match: b is a DiffusedGaussianMixture (a law for every t); pass its law at the time "
+                "of the samples a, oracle.at(t) (a GaussianMixture), or samples of shape (n, *event_shape)"
+            )
+        xb = _as_samples(b, "b")
         if xb.shape[1] != d:
             raise ValueError(f"a and b have different event dimensions: {d} and {xb.shape[1]}")
     if not torch.isfinite(xa).all() or (not exact and not torch.isfinite(xb).all()):
@@ -726,6 +753,10 @@ def assert_logp_matches(
 
     Returns:
         the per-sample errors ``logp - exact``.
+
+    Raises:
+        ValueError: if the exact values do not have shape (batch,), one per row of ``x``.
+        AssertionError: if some error exceeds ``tol`` (or is not finite).
     """
     from ._likelihood import DEFAULT_LIKELIHOOD_EPS, logp
 
@@ -743,6 +774,18 @@ def assert_logp_matches(
         raise TypeError(
             f"exact_log_prob must be a callable log_prob(x), an object with .log_prob(x) (e.g. oracle.at(eps)), a "
             f"tensor of values or a DiffusedGaussianMixture; got {type(exact_log_prob).__name__}"
+        )
+    exact = torch.as_tensor(exact)
+    batch = tuple(x.shape[:1])
+    if tuple(exact.shape) != batch:
+        hint = ""
+        if exact.shape == (*batch, 1):
+            hint = " (a column: pass exact.reshape(-1))"
+        elif exact.shape == batch * 2:
+            hint = " (a (batch, batch) table would compare every pair: pass one value per row, e.g. log_prob(x))"
+        raise ValueError(
+            f"assert_logp_matches: the exact log-density values must have shape (batch,) = {batch}, one per row of "
+            f"x (x has shape {tuple(x.shape)}); got shape {tuple(exact.shape)}{hint}"
         )
     got = logp(model, sde, x, **logp_kwargs)
     err = (got.detach() - exact.detach().to(got.dtype)).reshape(-1)

@@ -342,6 +342,13 @@ def test_samples_match_rejects_bad_input():
         sdt.assert_samples_match(torch.full((10, 1), math.nan), torch.zeros(10, 1))
     with pytest.raises(ValueError, match="event dimensions"):
         sdt.assert_samples_match(torch.zeros(10, 2), torch.zeros(10, 3))
+    oracle = GaussianMixture(torch.zeros(1, 2), torch.ones(1)).diffuse(sdekit.VPSDE())
+    with pytest.raises(TypeError, match=r"oracle\.at\(t\)"):
+        sdt.assert_samples_match(torch.zeros(10, 2), oracle)
+    with pytest.raises(TypeError, match="a must be samples"):
+        sdt.assert_samples_match(oracle.at(0.5), torch.zeros(10, 2))
+    with pytest.raises(TypeError, match="b must be samples"):
+        sdt.assert_samples_match(torch.zeros(10, 2), object())
 
 
 # ---------------------------------------------------------------- assert_logp_matches
@@ -358,3 +365,15 @@ def test_logp_matches_exact_and_fails_for_a_wrong_model():
 
     with pytest.raises(AssertionError, match=r"(?s)logp differs from the exact log-density.*worst sample"):
         sdt.assert_logp_matches(wrong, sde, oracle, x)
+
+
+def test_logp_matches_rejects_exact_values_of_shape_batch_by_batch():
+    # (16,) - (16, 16) would broadcast to 256 "errors"; the exact values must be one per row of x
+    sde = sdekit.VPSDE()
+    oracle = GaussianMixture(torch.tensor([[-1.0], [1.5]]), torch.tensor([0.4, 0.6])).diffuse(sde)
+    x = oracle.sample(16, 1e-5, generator=torch.Generator().manual_seed(0)).to(F64)
+    table = oracle.log_prob(x, 1e-5)[None, :].expand(16, 16)
+    with pytest.raises(ValueError, match=r"shape \(batch,\) = \(16,\).*got shape \(16, 16\)"):
+        sdt.assert_logp_matches(oracle, sde, table, x)
+    with pytest.raises(ValueError, match=r"got shape \(16, 1\).*reshape\(-1\)"):
+        sdt.assert_logp_matches(oracle, sde, lambda x: oracle.log_prob(x, 1e-5)[:, None], x)
