@@ -122,6 +122,10 @@ def _check_shape(shape: Any) -> tuple[int, ...]:
     return tuple(shape)
 
 
+DEFAULT_RTOL = 1e-3
+"""rtol = atol of adaptive :func:`sample` runs whose solver declares no ``recommended_rtol``."""
+
+
 def _check_tolerance(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
@@ -148,8 +152,8 @@ def sample(
     shape: tuple[int, ...],
     solver: str = "srk",
     steps: int | None = None,
-    rtol: float = 1e-3,
-    atol: float = 1e-3,
+    rtol: float | None = None,
+    atol: float | None = None,
     eps: float | None = None,
     x_T: torch.Tensor | None = None,
     parameterization: str = "score",
@@ -185,8 +189,9 @@ def sample(
         steps: number of steps on the solver's time grid (its default ``grid``, e.g. ``"logsnr"``, or the
             ``grid=`` option); ``None`` runs adaptive solvers with ``rtol``/``atol`` and fixed-grid ones with
             their ``default_steps``.
-        rtol: relative tolerance of adaptive runs.
-        atol: absolute tolerance of adaptive runs.
+        rtol: relative tolerance of adaptive runs (default: the solver's ``recommended_rtol``, 1e-3 for
+            most; ``bosh3`` 1e-4 and ``fehlberg2`` 1e-5, whose error estimates are too optimistic at 1e-3).
+        atol: absolute tolerance of adaptive runs (default: the same value as the default rtol).
         eps: smallest time, ``0 < eps < T`` (default ``sde.default_eps``).
         x_T: starting point of shape ``shape`` (default: a draw from ``sde.prior``).
         parameterization: ``"score"``, ``"eps"``, ``"x0"``, ``"v"`` or ``"denoiser"``.
@@ -260,7 +265,9 @@ def sample(
     path_times = _check_path_times(ts, T, eps)
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer or None (adaptive / solver default), got {steps!r}")
-    rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
+    default_tol = impl.recommended_rtol or DEFAULT_RTOL
+    rtol = _check_tolerance("rtol", default_tol if rtol is None else rtol)
+    atol = _check_tolerance("atol", default_tol if atol is None else atol)
     if steps is None and not impl.adaptive and impl.default_steps is None:
         raise ValueError(f"solver {name!r} takes fixed steps: pass steps=<number of steps>")
     check_generator(generator)

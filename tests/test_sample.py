@@ -496,3 +496,16 @@ def test_finite_watch_reads_every_k_steps_and_at_the_end() -> None:
     last = FiniteWatch(4, 10, describe)
     with pytest.raises(sdekit.errors.SolverDivergedError, match="between 0 and 10"):
         last(10, bad)  # the last step is always read
+
+
+@pytest.mark.parametrize(("solver", "tol"), [("ode:fehlberg2", 1e-5), ("ode:bosh3", 1e-4), ("ode:dopri5", 1e-3)])
+def test_default_tolerance_is_the_solvers_recommendation(solver, tol):
+    """Without rtol/atol, sample() uses the solver's recommended_rtol (fehlberg2 at 1e-3 gave KS ratio 10.7)."""
+    sde = sdekit.VPSDE()
+    model = GaussianMixture(torch.tensor([[-1.0, 0.0], [1.0, 0.5]]), torch.tensor([0.5, 0.3])).diffuse(sde)
+    assert sdekit.solvers.available()[solver].recommended_rtol == tol
+
+    def run(**kw):
+        return sdekit.sample(model, sde, (16, 2), solver=solver, generator=torch.Generator().manual_seed(0), **kw)
+
+    assert torch.equal(run(), run(rtol=tol, atol=tol))

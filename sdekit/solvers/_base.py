@@ -84,6 +84,9 @@ class Solver(abc.ABC):
     """Adaptive solvers that also take ``steps=n`` (torchsde): the documented fixed step count (the
     sliced-KS test of ``docs/sampling.md`` passes at it on every affine zoo SDE, on :attr:`grid`).
     Fixed-grid solvers document theirs as :attr:`default_steps`."""
+    recommended_rtol: ClassVar[float | None] = None
+    """Adaptive runs: the rtol = atol that :func:`sdekit.sample` uses when none is given (None: 1e-3); the
+    sliced-KS test of ``docs/sampling.md`` passes at it."""
     grid: ClassVar[str] = "uniform"
     """Default time grid of fixed-step runs: ``"uniform"`` in t, ``"logsnr"``, ``"edm"`` or ``"arctan"``
     (:mod:`sdekit.solvers._grids`; option ``grid=``). Non-affine SDEs fall back to uniform."""

@@ -86,8 +86,6 @@ class TorchdiffeqSolver(Solver):
     noise_types = ("additive", "diagonal")
     method: ClassVar[str]
     """torchdiffeq method name."""
-    recommended_rtol: ClassVar[float | None] = None
-    """Adaptive methods: rtol = atol at which the sliced-KS test passes (``docs/sampling.md``)."""
 
     grid: ClassVar[str] = "logsnr"
     """Default time grid of fixed-step runs: uniform in log-SNR (measured: the step recommendations calibrated on
