@@ -38,6 +38,7 @@ GROUP = "symbolic"
 F64 = torch.float64
 FP_TOL = 1e-8
 COMPILE_TOL = 1e-9
+MIN_DEFINED_POINTS = 4  # of the 16 points of "compiled = symbolic" where f (or g) must be a finite real
 QUADRATURE_TOL = 1e-7
 COMPOSE_TOL = 1e-10
 N_STEPS = 1000
@@ -105,7 +106,26 @@ def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 def _exact(expr: sp.Expr, symbols: tuple, points: list[tuple[float, ...]]) -> torch.Tensor:
-    return torch.tensor([float(sp.N(expr.subs(dict(zip(symbols, p))), 30)) for p in points], dtype=F64)
+    """``expr`` at each point to 30 digits; NaN where it is not a finite real (outside the SDE's domain)."""
+    values = []
+    for p in points:
+        v = sp.N(expr.subs(dict(zip(symbols, p))), 30)
+        if v.free_symbols:
+            raise TypeError(f"{expr} still has free symbols {sorted(map(str, v.free_symbols))} at {p}")
+        values.append(float(v) if v.is_extended_real and v.is_finite else math.nan)
+    return torch.tensor(values, dtype=F64)
+
+
+def _rel_where_defined(got: torch.Tensor, want: torch.Tensor, label: str) -> tuple[float, int]:
+    """:func:`_rel` at the points where the sympy value ``want`` is a finite real; (error, number of points)."""
+    keep = torch.isfinite(want)
+    n = int(keep.sum())
+    if n < MIN_DEFINED_POINTS:
+        raise ValueError(
+            f"the sympy {label} is a finite real at only {n} of {want.numel()} sampled points x in [-3, 3]; the "
+            f"check needs {MIN_DEFINED_POINTS}: declare the SDE so that it is defined on more of [-3, 3]"
+        )
+    return _rel(got[keep], want[keep]), n
 
 
 def _compiled(sde, seed: int) -> CheckResult:
@@ -117,11 +137,15 @@ def _compiled(sde, seed: int) -> CheckResult:
     pts = [(rng.uniform(-3.0, 3.0), T * 10 ** rng.uniform(-3.0, 0.0)) for _ in range(16)]
     xs = torch.tensor([p[0] for p in pts], dtype=F64).reshape(-1, 1)
     ts = torch.tensor([p[1] for p in pts], dtype=F64)
-    errs = {
-        "drift": _rel(sde.drift_fn(xs, ts).reshape(-1), _exact(sde.subs(sde.f), (X_SYM, T_SYM), pts)),
-        "diffusion": _rel(sde.diffusion_fn(xs, ts).reshape(-1), _exact(sde.subs(sde.g), (X_SYM, T_SYM), pts)),
-    }
+    errs, used = {}, {}
+    for label, fn, expr in (("drift", sde.drift_fn, sde.f), ("diffusion", sde.diffusion_fn, sde.g)):
+        got = fn(xs, ts).reshape(-1)
+        got = got.expand(len(pts)) if got.numel() == 1 else got
+        errs[label], used[label] = _rel_where_defined(got, _exact(sde.subs(expr), (X_SYM, T_SYM), pts), label)
     tol, note = COMPILE_TOL, "float64 round-off"
+    skipped = [f"{label} at {n} of {len(pts)}" for label, n in used.items() if n < len(pts)]
+    if skipped:  # e.g. g = sigma sqrt(x) is complex for x < 0
+        note += f"; only where the sympy value is a finite real: {', '.join(skipped)} points"
     if sde.is_affine:
         m = sde.marginal
         tpts = [(p[1],) for p in pts]
