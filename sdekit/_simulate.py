@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torchsde import BaseBrownian, BrownianInterval
 from torchsde._core import base_sde as _ts_base
@@ -141,6 +142,8 @@ def _check_times(ts: Any, T: float) -> list[float]:
         if ts.ndim != 1 or ts.is_complex() or ts.dtype == torch.bool:
             raise ValueError(f"ts must be a 1-D real tensor of times, got shape {tuple(ts.shape)} and dtype {ts.dtype}")
         times = [float(v) for v in ts.detach().cpu().to(torch.float64).tolist()]
+    elif isinstance(ts, np.ndarray):
+        return _check_times(torch.as_tensor(ts), T)
     elif isinstance(ts, Sequence) and not isinstance(ts, str):
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ts):
             raise TypeError("ts must be a 1-D tensor or a sequence of numbers (times)")
@@ -163,7 +166,7 @@ def _check_times(ts: Any, T: float) -> list[float]:
 def simulate(
     sde: SDE,
     x0: torch.Tensor,
-    ts: torch.Tensor | Sequence[float],
+    ts: torch.Tensor | np.ndarray | Sequence[float],
     *,
     solver: str = "euler",
     steps: int | None = None,
@@ -358,7 +361,8 @@ def _fixed(
     def describe(last_ok: int, i: int) -> tuple[str, float]:
         return (
             f"simulate[{name}]: the state became non-finite between t = {grid[last_ok]:.6g} and t = {grid[i]:.6g} "
-            f"(step {i} of {n}); take smaller steps or check the SDE (does it explode in finite time?)",
+            f"(step {i} of {n}); take smaller steps or check the SDE (does it explode in finite time, or leave "
+            f"the domain where f and g are defined, e.g. sqrt(x) at x < 0?)",
             grid[i],
         )
 

@@ -220,3 +220,15 @@ def test_derive_score_symbol_does_not_collide_with_a_parameter(capsys):
     names = set(re.findall(r"drift\s+\(score (\S+)\)", out))
     assert names, out
     assert not names & set(sdekit.CosineVPSDE().params), (names, out)
+
+
+def test_simulate_takes_numpy_times():
+    import numpy as np
+
+    sde = sdekit.OrnsteinUhlenbeck()
+    x0 = torch.zeros(4, 1, dtype=torch.float64)
+    a = sdekit.simulate(sde, x0, np.linspace(0.0, 1.0, 5), steps=8, generator=torch.Generator().manual_seed(0))
+    b = sdekit.simulate(
+        sde, x0, torch.linspace(0.0, 1.0, 5, dtype=torch.float64), steps=8, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(a, b)

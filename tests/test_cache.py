@@ -69,6 +69,18 @@ def test_corrupt_entry_is_recomputed_and_rewritten(cache):
     assert pickle.loads(entry.read_bytes()).closed is True  # rewritten with a valid entry
 
 
+def test_entry_of_the_wrong_type_is_recomputed(cache):
+    """A valid pickle that is not a derivation (e.g. written by another tool) is ignored and rewritten."""
+    sde = _fresh()
+    truth = _exprs(sde)
+    (entry,) = cache.glob("marginal-*.pkl")
+    entry.write_bytes(pickle.dumps({"not": "a derivation"}))
+    _forget(sde)
+    again = _exprs(sde)
+    assert sp.simplify(again[2] - truth[2]) == 0
+    assert isinstance(pickle.loads(entry.read_bytes()), derive.MarginalExprs)
+
+
 def test_no_cache_and_unwritable_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("SDEKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SDEKIT_NO_CACHE", "1")

@@ -72,11 +72,12 @@ def _entry(kind: str, inputs: tuple[sp.Basic, ...]) -> str:
     return f"{kind}-{digest.hexdigest()[:32]}.pkl"
 
 
-def cached_derivation(kind: str, inputs: tuple[sp.Basic, ...], compute: Callable[[], T]) -> T:
+def cached_derivation(kind: str, inputs: tuple[sp.Basic, ...], compute: Callable[[], T], expect: type[T]) -> T:
     """``compute()``, read from / written to the disk cache under a key made of ``kind`` and ``inputs``.
 
     ``inputs`` must determine the result completely (together with the derivation code, which is
-    part of the key). Any failure to read or write the cache falls back to computing.
+    part of the key). Any failure to read or write the cache falls back to computing, and so does an
+    entry that unpickles to something other than an ``expect`` instance.
     """
     directory = cache_dir()
     if directory is None:
@@ -84,7 +85,9 @@ def cached_derivation(kind: str, inputs: tuple[sp.Basic, ...], compute: Callable
     path = directory / _entry(kind, inputs)
     try:
         with path.open("rb") as fh:
-            return pickle.load(fh)
+            value = pickle.load(fh)
+        if isinstance(value, expect):
+            return value
     except Exception:  # missing, corrupt or incompatible entry: compute (and overwrite) it
         pass
     value = compute()

@@ -360,7 +360,7 @@ class SDE:
         if "marginal" not in cached:
             affine = self._affine
             cached["marginal"] = cached_derivation(
-                "marginal", (self.f, self.g), lambda: derive.derive_marginal(affine, self.g)
+                "marginal", (self.f, self.g), lambda: derive.derive_marginal(affine, self.g), derive.MarginalExprs
             )
         return cached["marginal"]
 
