@@ -14,24 +14,11 @@ import warnings
 import pytest
 import sympy as sp
 import torch
+from _partial_domain import CIR as _CIR
 
 import sdekit
 from sdekit import analytic, testing
 from sdekit.errors import NotAffineError, SDEDeclarationError
-
-
-class _CIR(sdekit.SDE):
-    """Cox-Ingersoll-Ross: dx = kappa (theta - x) dt + sigma sqrt(x) dW, defined for x >= 0."""
-
-    kappa = 2.0
-    theta = 1.0
-    sigma = 0.5
-
-    def drift(self, x, t):
-        return self.kappa * (self.theta - x)
-
-    def diffusion(self, x, t):
-        return self.sigma * sp.sqrt(x)
 
 
 class _RegimeVol(sdekit.SDE):

@@ -11,6 +11,8 @@ import types
 import pytest
 import sympy as sp
 import torch
+from _partial_domain import CIR as _CIR
+from _partial_domain import GBM as _GBM
 from hypothesis import HealthCheck, given, settings
 from scipy import stats
 
@@ -95,33 +97,6 @@ def test_parameters_are_valid(cls):
         assert math.isfinite(sde.marginal.sigma(torch.tensor([sde.T], dtype=F64)).item())
 
     check()
-
-
-class _GBM(SDE):
-    """Geometric Brownian motion: g = sigma x vanishes at x = 0."""
-
-    mu = 0.5
-    sigma = 0.4
-
-    def drift(self, x, t):
-        return self.mu * x
-
-    def diffusion(self, x, t):
-        return self.sigma * x
-
-
-class _CIR(SDE):
-    """Cox-Ingersoll-Ross: g = sigma sqrt(x) is NaN (undefined) for x < 0."""
-
-    kappa = 2.0
-    theta = 1.0
-    sigma = 0.5
-
-    def drift(self, x, t):
-        return self.kappa * (self.theta - x)
-
-    def diffusion(self, x, t):
-        return self.sigma * sp.sqrt(x)
 
 
 @pytest.mark.parametrize("cls", [_GBM, _CIR])
