@@ -32,10 +32,8 @@ Nothing here is written per SDE: alpha, sigma, prior, reverse drift and PF-ODE c
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
-import os
 import sys
 import time
 import zlib
@@ -145,27 +143,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _parse_sde(spec: str) -> Any:
     import sdekit
 
+    from ._load import load_sde
+
     builtins = {"vp": sdekit.VPSDE, "subvp": sdekit.SubVPSDE, "ve": sdekit.VESDE, "edm": sdekit.EDMSDE}
     if spec in builtins:
         return builtins[spec]()
     if spec.count(":") != 1 or not all(spec.split(":")):
         raise DemoError(f"--sde {spec!r}: expected one of {', '.join(SDES)} or 'module:Class' (e.g. mypkg.sdes:MySDE)")
-    mod_name, cls_name = spec.split(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:  # console scripts do not see the cwd
-        sys.path.append(os.getcwd())
+    cls_name = spec.split(":")[1]
     try:
-        module = importlib.import_module(mod_name)
-    except Exception as err:
-        raise DemoError(f"--sde {spec!r}: cannot import module {mod_name!r} ({type(err).__name__}: {err})") from err
-    cls = getattr(module, cls_name, None)
-    if cls is None:
-        raise DemoError(f"--sde {spec!r}: module {mod_name!r} has no attribute {cls_name!r}")
-    if not (isinstance(cls, type) and issubclass(cls, sdekit.SDE)):
-        raise DemoError(f"--sde {spec!r}: {cls_name} is not a subclass of sdekit.SDE")
-    try:
-        sde = cls()
-    except Exception as err:
-        raise DemoError(f"--sde {spec!r}: {cls_name}() failed ({type(err).__name__}: {err})") from err
+        sde = load_sde(spec)
+    except ValueError as err:
+        raise DemoError(f"--sde {spec!r}: {err}") from err
     if not sde.is_affine:
         raise DemoError(
             f"--sde {spec!r}: {cls_name} is not affine (drift a(t) x + b(t), diffusion free of x); the demo "

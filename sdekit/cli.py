@@ -5,8 +5,8 @@ Subcommands:
 - ``sdekit demo``: the main job, end to end (train a small score network on a 2-D
   Gaussian mixture, sample with several solvers, exact likelihoods, report + plots).
   Implemented in :mod:`sdekit._demo`.
-- ``sdekit derive``: the declared equations of the built-in SDEs and everything sdekit
-  derives from them (marginals, prior, reverse-time SDE, probability-flow ODE).
+- ``sdekit derive``: the declared equations of the built-in SDEs (or ``--sde module:Class``)
+  and everything sdekit derives from them (marginals, prior, reverse-time SDE, probability-flow ODE).
 - ``sdekit solvers``: the registered solvers with their capabilities.
 - ``sdekit validate``: the Fokker-Planck / analytic validation suite (same as
   ``python -m validation``). Implemented in the ``validation`` package.
@@ -30,21 +30,35 @@ def _zoo() -> dict[str, type]:
 
 
 def _derive(args: argparse.Namespace) -> int:
+    from ._load import load_sde
     from .symbolic import derive
 
     score = sp.Symbol("s_theta")  # not "s": a parameter may be called s (CosineVPSDE)
-    names = [args.sde] if args.sde else list(_zoo())
-    for name in names:
-        sde = _zoo()[name]()
+    zoo = _zoo()
+    if args.sde is None:
+        sdes = [cls() for cls in zoo.values()]
+    elif args.sde in zoo:
+        sdes = [zoo[args.sde]()]
+    else:
+        try:
+            sdes = [load_sde(args.sde)]
+        except ValueError as err:
+            known = ", ".join(sorted(zoo))
+            print(f"sdekit derive: error: --sde {args.sde!r}: {err} (built-in: {known})", file=sys.stderr)
+            return 2
+    for sde in sdes:
         print(f"== {sde!r}")
         print(f"   dx = ({sde.f}) dt + ({sde.g}) dW        noise: {sde.noise_type}")
-        m = sde.marginal
-        how = "closed form" if m.closed else "numeric quadrature"
-        print(f"   alpha(t)   = {m.alpha_expr}")
-        if m.offset_expr != 0:
-            print(f"   m(t)       = {m.offset_expr}")
-        print(f"   sigma(t)^2 = {m.sigma2_expr}    [{how}]")
-        print(f"   prior x_T ~ N({sde.prior.mean:.6g}, {sde.prior.std:.6g}^2)")
+        if sde.is_affine:
+            m = sde.marginal
+            how = "closed form" if m.closed else "numeric quadrature"
+            print(f"   alpha(t)   = {m.alpha_expr}")
+            if m.offset_expr != 0:
+                print(f"   m(t)       = {m.offset_expr}")
+            print(f"   sigma(t)^2 = {m.sigma2_expr}    [{how}]")
+            print(f"   prior x_T ~ N({sde.prior.mean:.6g}, {sde.prior.std:.6g}^2)")
+        else:
+            print(f"   no Gaussian marginal: {sde._affine.reason}")
         print(f"   reverse drift (score s_theta): {derive.reverse_drift(sde.f, sde.g, score)}")
         print(f"   PF-ODE drift  (score s_theta): {derive.probability_flow_drift(sde.f, sde.g, score)}")
         print()
@@ -88,8 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help=_demo.HELP, description=_demo.DESCRIPTION)
     _demo.add_arguments(demo)
     demo.set_defaults(func=_demo.run)
-    derive = sub.add_parser("derive", help="show the derived equations and marginals of the built-in SDEs")
-    derive.add_argument("--sde", choices=sorted(_zoo()), help="only this built-in SDE")
+    derive = sub.add_parser("derive", help="show the derived equations and marginals of the built-in SDEs or yours")
+    derive.add_argument(
+        "--sde",
+        metavar="{" + ",".join(sorted(_zoo())) + ",module:Class}",
+        help="only this built-in SDE, or 'module:Class' naming your sdekit.SDE subclass (instantiated with defaults)",
+    )
     derive.set_defaults(func=_derive)
     sol = sub.add_parser("solvers", help="list registered solvers and their capabilities")
     sol.set_defaults(func=_solvers)

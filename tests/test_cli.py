@@ -20,7 +20,23 @@ def test_solvers_lists_registry(capsys):
         assert name in out
 
 
-@pytest.mark.parametrize("argv", [["derive", "--sde", "nope"], ["nope"], []])
+def test_derive_unknown_sde_exits_2_with_one_line(capsys):
+    assert main(["derive", "--sde", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error" in err[0] and "VPSDE" in err[0]
+
+
+def test_derive_a_user_sde_by_module_and_class(capsys, monkeypatch):
+    """A non-affine user SDE (CIR): equations, why there is no Gaussian marginal, reverse and PF drifts."""
+    import pathlib
+
+    monkeypatch.syspath_prepend(str(pathlib.Path(__file__).parent))
+    assert main(["derive", "--sde", "_partial_domain:CIR"]) == 0
+    out = capsys.readouterr().out
+    assert "noise: diagonal" in out and "no Gaussian marginal" in out and "PF-ODE drift" in out
+
+
+@pytest.mark.parametrize("argv", [["nope"], []])
 def test_bad_options_exit_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
