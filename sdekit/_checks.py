@@ -1,14 +1,15 @@
-"""Checks shared by every entry point: a model's output and the ``generator=`` argument."""
+"""Checks shared by every entry point: a model's output, ``generator=``, positive numbers and float dtypes."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from .errors import ModelOutputError
 
-__all__ = ["check_generator", "check_model_output"]
+__all__ = ["check_float_dtype", "check_generator", "check_model_output", "check_positive"]
 
 
 def check_model_output(
@@ -37,3 +38,17 @@ def check_generator(generator: Any) -> torch.Generator | None:
             "pass e.g. torch.Generator().manual_seed(0), or None for the global generator"
         )
     return generator
+
+
+def check_positive(name: str, value: Any) -> float:
+    """``value`` as a float if it is a positive finite real number (not a bool), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def check_float_dtype(dtype: Any) -> torch.dtype | None:
+    """Return ``dtype`` if it is None or a floating ``torch.dtype``, else raise TypeError saying what to pass."""
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
+    return dtype

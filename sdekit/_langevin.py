@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import _random
-from ._checks import check_generator, check_model_output
+from ._checks import check_generator, check_model_output, check_positive
 from .errors import ModelOutputError, SolverDivergedError
 
 __all__ = ["langevin", "annealed_langevin"]
@@ -77,12 +77,6 @@ def _check_sigmas(sigmas: Any) -> list[float]:
             f"sigmas must be a non-empty decreasing sequence of positive finite noise levels, got {levels!r}; {how}"
         )
     return levels
-
-
-def _positive(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def _ula(
@@ -161,7 +155,7 @@ def langevin(
     if not callable(score):
         raise TypeError(f"score must be a callable score(x), got {type(score).__name__}")
     x = _check_x0(x0).detach()
-    h = _positive(step_size, "step_size")
+    h = check_positive("step_size", step_size)
     n_steps = _check_steps(n_steps)
     check_generator(generator)
     with torch.no_grad():
@@ -209,7 +203,7 @@ def annealed_langevin(
         raise TypeError(f"score must be a callable score(x, sigma), got {type(score).__name__}")
     x = _check_x0(x0).detach()
     levels = _check_sigmas(sigmas)
-    eps = _positive(step_lr, "step_lr")
+    eps = check_positive("step_lr", step_lr)
     n_steps_each = _check_steps(n_steps_each, "n_steps_each")
     check_generator(generator)
     if not isinstance(denoise, bool):

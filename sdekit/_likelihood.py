@@ -50,7 +50,7 @@ import sympy as sp
 import torch
 
 from . import _random
-from ._checks import check_generator, check_model_output
+from ._checks import check_float_dtype, check_generator, check_model_output, check_positive
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError, SolverError, UnknownSolverError
 from .parameterization import check_parameterization, score_fn
 from .solvers._odestart import bounded_start, end_time, torchdiffeq_options, uses_first_step
@@ -369,12 +369,6 @@ def _resolve_solver(solver: str) -> str:
     return name
 
 
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
 def _needs_graph(x: torch.Tensor, out: torch.Tensor, create_graph: bool | None) -> bool:
     if create_graph is not None:
         return bool(create_graph) and torch.is_grad_enabled()
@@ -528,7 +522,7 @@ def logp(
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or infinite values")
     method = _resolve_solver(solver)
-    rtol, atol = _check_positive("rtol", rtol), _check_positive("atol", atol)
+    rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     T = float(sde.T)
     eps = DEFAULT_LIKELIHOOD_EPS if eps is None else eps
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < T:
@@ -850,8 +844,7 @@ def dequantize(
         raise TypeError(f"k must be a tensor of integer levels (e.g. torch.as_tensor(images)), got {type(k).__name__}")
     low, high = _data_range(data_range)
     n_bits = _check_bits(n_bits)
-    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
+    check_float_dtype(dtype)
     check_generator(generator)
     if k.numel():
         if k.is_floating_point() and not bool((k == k.round()).all()):

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import solvers as _solvers
-from ._checks import check_generator, check_model_output
+from ._checks import check_float_dtype, check_generator, check_model_output, check_positive
 from .errors import SolverDivergedError, SolverError
 from .parameterization import check_parameterization, score_fn
 from .solvers import SamplingProblem, SolveStats
@@ -124,12 +124,6 @@ def _check_shape(shape: Any) -> tuple[int, ...]:
 
 DEFAULT_RTOL = 1e-3
 """rtol = atol of adaptive :func:`sample` runs whose solver declares no ``recommended_rtol``."""
-
-
-def _check_tolerance(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def _check_device(device: torch.device | str) -> torch.device:
@@ -266,13 +260,12 @@ def sample(
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer or None (adaptive / solver default), got {steps!r}")
     default_tol = impl.recommended_rtol or DEFAULT_RTOL
-    rtol = _check_tolerance("rtol", default_tol if rtol is None else rtol)
-    atol = _check_tolerance("atol", default_tol if atol is None else atol)
+    rtol = check_positive("rtol", default_tol if rtol is None else rtol)
+    atol = check_positive("atol", default_tol if atol is None else atol)
     if steps is None and not impl.adaptive and impl.default_steps is None:
         raise ValueError(f"solver {name!r} takes fixed steps: pass steps=<number of steps>")
     check_generator(generator)
-    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
+    check_float_dtype(dtype)
     if x_T is not None:
         if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
             raise TypeError("x_T must be a floating-point tensor of the given shape")

@@ -32,7 +32,7 @@ from torchsde._core import base_sde as _ts_base
 from torchsde._core import methods as _ts_methods
 
 from . import solvers as _solvers
-from ._checks import check_generator
+from ._checks import check_generator, check_positive
 from .errors import SolverDivergedError, SolverError
 from .solvers import _torchsde
 from .solvers._base import FiniteWatch
@@ -129,12 +129,6 @@ class ForwardSDEFlat:
     def f_and_g_prod(self, t: Any, y: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Drift and :math:`g \\odot v` at (t, y)."""
         return self.f(t, y), self.g_prod(t, y, v)
-
-
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 def _check_times(ts: Any, T: float) -> list[float]:
@@ -256,8 +250,8 @@ def simulate(
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer or None, got {steps!r}")
     if dt is not None:
-        dt = _positive("dt", dt)
-    rtol, atol = _positive("rtol", rtol), _positive("atol", atol)
+        dt = check_positive("dt", dt)
+    rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     check_generator(generator)
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
