@@ -155,14 +155,19 @@ class _ExactTrace:
     def __call__(
         self, fn: Callable[[torch.Tensor, Any], torch.Tensor], x: torch.Tensor, t: Any, create_graph: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``fn(x, t)`` and the trace of its Jacobian for every sample, shape (batch,)."""
+        """``fn(x, t)`` and the trace of its Jacobian for every sample, shape (batch,).
+
+        ``t`` is passed as given, except a per-sample ``t`` of shape (batch,), which is replicated like the
+        batch (rows ``j * batch + b`` get ``t[b]``).
+        """
         batch, d = self.batch, self.d
+        per_sample = isinstance(t, torch.Tensor) and t.shape == (batch,)
         total: torch.Tensor | None = None
         out0: torch.Tensor | None = None
         for start in range(0, d, self.chunk):
             k = min(self.chunk, d - start)
             xr = x.unsqueeze(0).expand(k, *x.shape).reshape(k * batch, *x.shape[1:])
-            out = fn(xr, t)
+            out = fn(xr, t.repeat(k) if per_sample else t)
             cot = self._cached if self._cached is not None else self._cotangent(start, k)
             (jac,) = torch.autograd.grad(out, xr, cot, create_graph=create_graph, retain_graph=True)
             # entry (j, b, start + j) of the (k, batch, d) view is dF_i/dx_i with i = start + j

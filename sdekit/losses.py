@@ -470,13 +470,6 @@ def _prepare(x: Any, t: Any) -> tuple[torch.Tensor, Any]:
     return x.detach().requires_grad_(True), t
 
 
-def _tiled(t: Any, rows: int) -> Any:
-    """``t`` (shape (batch,)) repeated to ``rows`` rows, matching a batch replicated ``rows // batch`` times."""
-    if t is None or t.shape[0] == rows:
-        return t
-    return t.repeat(rows // t.shape[0])
-
-
 def ism(
     score: Callable[..., torch.Tensor],
     x: torch.Tensor,
@@ -509,8 +502,8 @@ def ism(
     x, t = _prepare(x, t)
     graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        # the exact trace calls the model on x replicated copy by copy (rows j * batch + b): tile t alike
-        out, trace = _drift_and_exact_trace(lambda xx, tt: _call_score(score, xx, _tiled(tt, xx.shape[0])), x, t, graph)
+        # (the exact trace replicates a per-sample t together with the batch)
+        out, trace = _drift_and_exact_trace(lambda xx, tt: _call_score(score, xx, tt), x, t, graph)
     if not graph:
         out, trace = out.detach(), trace.detach()
     return _reduce(0.5 * _event_sum(out * out) + trace, reduction)
