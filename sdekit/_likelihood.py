@@ -53,7 +53,7 @@ from . import _random
 from ._checks import check_float_dtype, check_generator, check_model_output, check_positive
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError, SolverError, UnknownSolverError
 from .parameterization import check_parameterization, score_fn
-from .solvers._odestart import bounded_start, end_time, torchdiffeq_options, uses_first_step
+from .solvers._odestart import end_time, keep_inside, torchdiffeq_options
 
 if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
@@ -671,12 +671,8 @@ def logp(
         # t > T and adding the dense-output error): step_t makes the last step end on T, given in the solve's
         # dtype (torchdiffeq compares in float64: float64(T) != float32(T) for T = 0.995). Their first-step
         # probe is unbounded (it reached t = 2437 on sub-VP): bounded_start keeps it inside [eps, T].
-        opts.setdefault("step_t", end_time(times))
-        if "first_step" not in opts and uses_first_step(method):
-            with torch.set_grad_enabled(graph and not use_adjoint):  # the adjoint's forward solve runs without grad
-                func, opts["first_step"] = bounded_start(
-                    func, state0, times, method=method, rtol=rtol, atol=atol, norm=opts["norm"]
-                )
+        with torch.set_grad_enabled(graph and not use_adjoint):  # the adjoint's forward solve runs without grad
+            func = keep_inside(func, state0, times, opts, method=method, rtol=rtol, atol=atol, norm=opts["norm"])
     with torch.set_grad_enabled(graph):
         try:
             integrate, extra = odeint, {}

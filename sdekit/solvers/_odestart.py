@@ -27,15 +27,18 @@ import torch
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
 
-__all__ = ["bounded_start", "end_time", "torchdiffeq_options", "uses_first_step"]
+__all__ = ["bounded_start", "end_time", "keep_inside", "torchdiffeq_options", "uses_first_step"]
 
 State = Any  # a tensor or a tuple of tensors
 
 
+def _parts(state: State) -> tuple[torch.Tensor, ...]:
+    return state if isinstance(state, tuple) else (state,)
+
+
 def _map(fn: Callable[..., torch.Tensor], *states: State) -> State:
-    if isinstance(states[0], tuple):
-        return tuple(fn(*parts) for parts in zip(*states))
-    return fn(*states)
+    out = tuple(fn(*parts) for parts in zip(*map(_parts, states)))
+    return out if isinstance(states[0], tuple) else out[0]
 
 
 @functools.cache
@@ -89,8 +92,9 @@ def bounded_start(
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, span)
     y1 = _map(lambda y, f: y + (direction * h0) * f, y0, f0)
-    probe_t = torch.minimum(torch.maximum(t0 + direction * h0, torch.minimum(t0, t1)), torch.maximum(t0, t1))
-    f1 = func(probe_t, y1)  # (clamped: in float32, t0 + h0 can round past t1)
+    f1 = func(
+        (t0 + direction * h0).clamp(torch.minimum(t0, t1), torch.maximum(t0, t1)), y1
+    )  # float32 may round past t1
     d2 = float(norm(_map(lambda a, b, s: (a - b) / s, f1, f0, scale))) / h0
     if d1 <= 1e-15 and d2 <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
@@ -102,11 +106,32 @@ def bounded_start(
     def start_then_func(tt: torch.Tensor, y: State) -> State:
         if pending:
             t_first, y_first, f_first = pending.pop()
-            same = float(tt) == t_first and all(
-                torch.equal(a, b) for a, b in zip(*((y, y_first) if isinstance(y, tuple) else ((y,), (y_first,))))
-            )
-            if same:
+            if float(tt) == t_first and all(map(torch.equal, _parts(y), _parts(y_first))):
                 return f_first
         return func(tt, y)
 
     return start_then_func, first_step
+
+
+def keep_inside(
+    func: Callable[[torch.Tensor, State], State],
+    y0: State,
+    t: torch.Tensor,
+    options: dict[str, Any],
+    *,
+    method: str,
+    rtol: float,
+    atol: float,
+    norm: Callable[[State], torch.Tensor],
+) -> Callable[[torch.Tensor, State], State]:
+    """Set up an adaptive torchdiffeq solve of ``func`` over ``t`` so that it never leaves ``[t[0], t[-1]]``.
+
+    Fills ``options`` (unless the caller set them): ``step_t`` = the end time in the solve's dtype
+    (:func:`end_time`), and for the Runge–Kutta methods ``first_step`` from :func:`bounded_start`, whose
+    wrapped ``func`` is returned (else ``func`` itself).
+    """
+    options.setdefault("step_t", end_time(t))
+    if "first_step" in options or not uses_first_step(method):
+        return func
+    func, options["first_step"] = bounded_start(func, y0, t, method=method, rtol=rtol, atol=atol, norm=norm)
+    return func

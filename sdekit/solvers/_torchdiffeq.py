@@ -38,7 +38,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 from ..errors import SolverDivergedError, SolverError
 from ._base import SamplingProblem, Solver, SolveStats
 from ._grids import log_snr, resolve_grid, t_of_log_snr, time_grid
-from ._odestart import bounded_start, end_time, torchdiffeq_options, uses_first_step
+from ._odestart import keep_inside, torchdiffeq_options
 from ._registry import REGISTRY, register
 
 __all__ = ["TorchdiffeqSolver", "ODE_METHODS"]
@@ -153,13 +153,9 @@ class TorchdiffeqSolver(Solver):
         else:
             rtol, atol = problem.rtol, problem.atol
             span = torch.tensor([t_start, t_end], dtype=x_T.dtype, device=x_T.device)
-            opts.setdefault("step_t", end_time(span))
             user_norm = opts.pop("norm", _rms_norm)
-            if "first_step" not in opts and uses_first_step(self.method):
-                # torchdiffeq's first-step probe is unbounded (it reached t = -10874 on OU): see _odestart
-                func, opts["first_step"] = bounded_start(
-                    func, x_T, span, method=self.method, rtol=rtol, atol=atol, norm=user_norm
-                )
+            # torchdiffeq's first-step probe is unbounded (it reached t = -10874 on OU): see _odestart
+            func = keep_inside(func, x_T, span, opts, method=self.method, rtol=rtol, atol=atol, norm=user_norm)
 
             def norm(v: torch.Tensor) -> torch.Tensor:
                 r = user_norm(v)
