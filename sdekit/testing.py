@@ -355,7 +355,7 @@ def assert_fokker_planck(sde: SDE, p: sp.Expr | str | None = None, tolerance: fl
         result = kernel_fokker_planck(sde, tolerance=tolerance)
         what = "the derived Gaussian kernel p(x_t | x_0) does not solve"
     else:
-        dens = sde.subs(sp.sympify(p, locals={"x": X_SYM, "t": T_SYM}))
+        dens = sde.subs(sde.sympify(p))
         residual = sde.subs(sde.fokker_planck(dens)) / dens
         ranges = {X_SYM: (-3.0, 3.0), T_SYM: (0.05 * sde.T, sde.T)}
         result = _decide([residual], [X_SYM, T_SYM], ranges, tolerance)

@@ -320,8 +320,11 @@ class SDE:
 
     @functools.cached_property
     def noise_type(self) -> str:
-        """``"additive"`` when g does not depend on x, else ``"diagonal"``."""
-        return "diagonal" if derive.depends_on_x(self.g) else "additive"
+        """``"additive"`` when g does not depend on x, else ``"diagonal"`` (decided once per class and signs)."""
+        cached = _SYMBOLIC_CACHE[self._cache_key]
+        if "noise_type" not in cached:
+            cached["noise_type"] = "diagonal" if derive.depends_on_x(self.g) else "additive"
+        return cached["noise_type"]
 
     @functools.cached_property
     def dg2_dx(self) -> sp.Expr:
