@@ -850,7 +850,7 @@ def dequantize(
     if k.numel():
         if k.is_floating_point() and not bool((k == k.round()).all()):
             raise ValueError("k must hold whole-number levels; it has fractional values (already dequantized?)")
-        lo, hi = float(k.min()), float(k.max())
+        lo, hi = (float(v) for v in torch.aminmax(k))  # one pass
         if lo < 0 or hi > 2**n_bits - 1:
             raise ValueError(
                 f"k must hold levels in [0, {2**n_bits - 1}] for n_bits={n_bits}; got values in [{lo:g}, {hi:g}] "
