@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ReverseSDE", "ProbabilityFlowODE"]
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_SCORE_SYMBOL = sp.Symbol("s_theta")
 
 
 def _batch_time(t: Any, x: torch.Tensor) -> torch.Tensor:
@@ -60,6 +61,24 @@ class _ScoreDynamics:
 
     def _drift_expr(self, score: sp.Expr) -> sp.Expr:
         raise NotImplementedError
+
+    def _score_label(self) -> str:
+        if self.symbolic:
+            return str(self.score_expr)
+        return getattr(self.score, "__name__", None) or type(self.score).__name__
+
+    def displayed_drift(self) -> sp.Expr:
+        """The drift as a simplified sympy expression in x, t and the parameters; a callable score shows as
+        the symbol ``s_theta`` (named so as not to clash with a parameter called ``s``, as in CosineVPSDE)."""
+        score = self.score_expr if self.symbolic else _SCORE_SYMBOL
+        return sp.simplify(self._drift_expr(score))
+
+    def _equation(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        score = "" if self.symbolic else f"; s_theta = {self._score_label()}(x, t)"
+        return f"{type(self).__name__} of {self.sde!r}: {self._equation()}{score}"
 
     def drift(self, x: torch.Tensor, t: Any) -> torch.Tensor:
         """Drift at forward time t (number, 0-d or (batch,) tensor)."""
@@ -93,6 +112,9 @@ class ReverseSDE(_ScoreDynamics):
         """Diffusion g(x, t) (the same as the forward SDE's)."""
         return self.sde.diffusion_fn(x, t)
 
+    def _equation(self) -> str:
+        return f"dx = ({self.displayed_drift()}) dt + ({self.sde.g}) dW_bar, run from t = T down to 0 (dt < 0)"
+
 
 class ProbabilityFlowODE(_ScoreDynamics):
     r"""Probability-flow ODE :math:`dx/dt = f - \tfrac12\partial_x g^2 - \tfrac12 g^2 s`.
@@ -104,3 +126,6 @@ class ProbabilityFlowODE(_ScoreDynamics):
 
     def _drift_expr(self, score: sp.Expr) -> sp.Expr:
         return derive.probability_flow_drift(self.sde.f, self.sde.g, score)
+
+    def _equation(self) -> str:
+        return f"dx/dt = {self.displayed_drift()}"

@@ -10,6 +10,7 @@ approximately p_T; see TESTING.md), so what is left is solver error only.
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -271,6 +272,21 @@ def test_gradient_wrt_x_is_the_score():
     lp = sdekit.logp(oracle.score, sde, x, rtol=1e-8, atol=1e-8, prior=oracle.at(sde.T))
     (g,) = torch.autograd.grad(lp.sum(), x)
     assert torch.allclose(g, oracle.score(x.detach(), torch.full((3,), 1e-5, dtype=DT)), rtol=0, atol=1e-4)
+
+
+def test_documented_gradient_path_runs_without_warnings():
+    # docs/likelihood.md "Gradients": x.requires_grad_() and (-logp(...).mean()).backward(), float32 default.
+    # The first-step probe reads norms of tensors in the graph; it must read them detached (no torch warning).
+    sde = sdekit.VPSDE()
+    oracle = sdekit.analytic.GaussianMixture(means=[[0.5, -0.5]], stds=[0.6]).diffuse(sde)
+    model = LearnedGaussian(sde, [0.0, 0.0], 1.0).float()
+    x = torch.randn(4, 2, generator=gen(10)).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (-sdekit.logp(oracle, sde, x).mean()).backward()
+        (-sdekit.logp(model, sde, x.detach()).mean()).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_no_graph_kept_unless_needed():

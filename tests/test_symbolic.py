@@ -278,3 +278,23 @@ def test_not_affine_error_says_why():
 def test_latex_mentions_derived_objects():
     text = sdekit.VPSDE().latex()
     assert r"\alpha(t)" in text and "PF-ODE" in text and "reverse" in text
+
+
+@pytest.mark.parametrize(
+    "sde", [sdekit.VPSDE(), sdekit.CosineVPSDE(), sdekit.SDE.from_expressions("-x", "sqrt(1 + x**2)")], ids=repr
+)
+def test_repr_of_reverse_and_probability_flow_shows_the_simplified_equation(sde):
+    def my_score(x, t):
+        return -x
+
+    s_theta, x = sp.Symbol("s_theta"), sdekit.x
+    g2 = sde.g**2
+    for obj, k in ((sde.reverse(my_score), 1), (sde.probability_flow(my_score), sp.Rational(1, 2))):
+        shown = obj.displayed_drift()
+        written = sde.f - k * sp.diff(g2, x) - k * g2 * s_theta  # Anderson / Song et al., written out here
+        assert sp.simplify(shown - written) == 0
+        assert sp.count_ops(shown) <= sp.count_ops(written)  # displayed simplified, not longer than the raw form
+        text = repr(obj)
+        assert text.startswith(f"{type(obj).__name__} of {sde!r}: ")
+        assert str(shown) in text and "s_theta = my_score(x, t)" in text
+    assert "dW_bar" in repr(sde.reverse(my_score)) and "dx/dt" in repr(sde.probability_flow(my_score))

@@ -86,16 +86,17 @@ def bounded_start(
     span = abs(float(t1) - float(t0))
     direction = 1.0 if float(t1) > float(t0) else -1.0
     f0 = func(t0, y0)
-    scale = _map(lambda y: atol + y.abs() * rtol, y0)
-    d0 = float(norm(_map(torch.div, y0, scale)))
-    d1 = float(norm(_map(torch.div, f0, scale)))
+    scale = _map(lambda y: atol + y.detach().abs() * rtol, y0)
+    # the probe only sizes the first step: its norms are read without the graph (no autograd warning, no memory)
+    d0 = float(norm(_map(lambda y, s: y.detach() / s, y0, scale)))
+    d1 = float(norm(_map(lambda f, s: f.detach() / s, f0, scale)))
     h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, span)
-    y1 = _map(lambda y, f: y + (direction * h0) * f, y0, f0)
+    y1 = _map(lambda y, f: (y + (direction * h0) * f).detach(), y0, f0)
     f1 = func(
         (t0 + direction * h0).clamp(torch.minimum(t0, t1), torch.maximum(t0, t1)), y1
     )  # float32 may round past t1
-    d2 = float(norm(_map(lambda a, b, s: (a - b) / s, f1, f0, scale))) / h0
+    d2 = float(norm(_map(lambda a, b, s: (a.detach() - b.detach()) / s, f1, f0, scale))) / h0
     if d1 <= 1e-15 and d2 <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:
