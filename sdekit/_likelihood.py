@@ -46,7 +46,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import sympy as sp
 import torch
 
 from . import _random
@@ -242,60 +241,6 @@ class _CheckedNorm:
 
 
 # --------------------------------------------------------------------------- normalized coordinates
-_PF_SCALE: Any = None  # weakref.WeakKeyDictionary[SDE, _FlowCoefficients | None], created on first use
-
-
-@dataclass(frozen=True)
-class _FlowCoefficients:
-    """Compiled k(t) and, for closed-form marginals, Python-float alpha(t), m(t), sigma^2(t), k(t)."""
-
-    k: Any
-    numpy: tuple[Any, Any, Any, Any] | None
-
-
-def _score_coefficient(sde: SDE) -> _FlowCoefficients | None:
-    r"""Compiled :math:`k(t)` with :math:`\tilde f = f + k(t)\,s` (:math:`k = -g^2/2`), or None.
-
-    Derived from sdekit's symbolic probability-flow drift with a placeholder score S:
-    :math:`k = \partial\tilde f/\partial S`, accepted only when k is free of x and
-    :math:`\tilde f - kS = f` exactly (additive noise). Cached per SDE instance, with float64
-    ``math``-module versions of the marginal's closed forms (scalar coefficients without torch dispatch).
-    """
-    global _PF_SCALE
-    import weakref
-
-    from .compile import compile_time_fn
-    from .symbolic import derive
-    from .symbolic._symbols import t as t_sym
-    from .symbolic._symbols import x as x_sym
-
-    if _PF_SCALE is None:
-        _PF_SCALE = weakref.WeakKeyDictionary()
-    if sde in _PF_SCALE:
-        return _PF_SCALE[sde]
-    result = None
-    if sde.is_affine:
-        f, g = sde.subs(sde.f), sde.subs(sde.g)
-        score = sp.Dummy("score")
-        pf = derive.probability_flow_drift(f, g, score)
-        k = sp.diff(pf, score)
-        if not ({x_sym, score} & k.free_symbols) and sp.simplify(pf - k * score - f) == 0:
-            k_fn = compile_time_fn(k, t_sym)
-            numpy = None
-            marginal = sde.marginal
-            if marginal.closed:
-                try:  # plain-float closures (math module): ~1 us per call instead of ~10 us per torch op
-                    exprs = (marginal.alpha_expr, marginal.offset_expr, marginal.sigma2_expr, k)
-                    numpy = tuple(sp.lambdify(t_sym, sde.subs(e), modules="math") for e in exprs)
-                    if not all(math.isfinite(float(fn(0.5 * float(sde.T)))) for fn in numpy):
-                        numpy = None
-                except Exception:  # a function the math module lacks: evaluate with torch instead
-                    numpy = None
-            result = _FlowCoefficients(k_fn, numpy)
-    _PF_SCALE[sde] = result
-    return result
-
-
 class _NormalizedFlow:
     r"""The PF-ODE of an affine SDE in :math:`w = (x - m(t))/c(t)`, :math:`c^2 = \alpha^2 + \sigma^2`.
 
@@ -316,10 +261,17 @@ class _NormalizedFlow:
     autograd through the score model only.
     """
 
-    def __init__(self, sde: SDE, coefficients: _FlowCoefficients, like: torch.Tensor):
+    def __init__(self, sde: SDE, like: torch.Tensor):
         self.marginal = sde.marginal
-        self.k_fn = coefficients.k
-        self.numpy = coefficients.numpy
+        coefficients = sde.affine_coefficients
+        self.k_fn = coefficients.flow_scale
+        # plain-float closures (math module): ~1 us per call instead of ~10 us per torch op
+        marginal_floats = self.marginal.floats
+        self.numpy = (
+            None
+            if marginal_floats is None or coefficients.floats is None
+            else (*marginal_floats, coefficients.floats.flow_scale)
+        )
         self.dtype = like.dtype
         self.d = like[0].numel()
 
@@ -578,8 +530,8 @@ def logp(
     trace_kind = trace if trace != "auto" else ("exact" if dim <= EXACT_TRACE_MAX_DIM else "hutchinson")
     if normalize is not None and not isinstance(normalize, bool):
         raise TypeError(f"normalize must be True, False or None (automatic), got {normalize!r}")
-    k_fn = _score_coefficient(sde) if normalize is not False else None
-    if normalize is True and k_fn is None:
+    normalized = normalize is not False and sde.is_affine
+    if normalize is True and not normalized:
         raise NotAffineError(
             f"normalize=True integrates in w = (x - m(t)) / c(t), which needs an affine {type(sde).__name__} "
             f"(f = a(t) x + b(t), g = g(t)); pass normalize=None or False"
@@ -622,7 +574,7 @@ def logp(
     def leaf(v: torch.Tensor, g: bool) -> torch.Tensor:
         return v if (g and v.requires_grad) else v.detach().requires_grad_(True)
 
-    flow = _NormalizedFlow(sde, k_fn, x) if k_fn is not None else None
+    flow = _NormalizedFlow(sde, x) if normalized else None
     if flow is None:
         drift = sde.probability_flow(score).drift
 

@@ -14,6 +14,7 @@ exact derivatives, so values are accurate to ~1e-12 relative and differentiable 
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import sympy as sp
 import torch
 
 from . import _random
-from .compile import CompiledTimeFn, compile_time_fn
+from .compile import CompiledTimeFn, FloatFn, compile_float_fn, compile_time_fn
 from .errors import SdekitError
 from .symbolic._symbols import s as S_SYM
 from .symbolic._symbols import t as T_SYM
@@ -244,6 +245,29 @@ class GaussianMarginal:
     def sigma(self, t: Any) -> torch.Tensor:
         r"""Standard deviation :math:`\sigma(t)`."""
         return torch.sqrt(self.sigma2(t))
+
+    def log_snr(self, t: Any) -> torch.Tensor:
+        r"""Half log signal-to-noise ratio :math:`\lambda(t) = \log\alpha(t) - \log\sigma(t)`.
+
+        sdekit's one log-SNR convention (time grids, exponential integrators, the likelihood time sampling of
+        :mod:`sdekit.losses`, whose :math:`\log\mathrm{SNR} = 2\lambda`). Strictly decreasing wherever
+        :math:`g \ne 0`, for every affine SDE: with :math:`y = x - m(t)`, :math:`\sigma^2/\alpha^2 =
+        \int_0^t g^2/\alpha^2`. For VE/EDM (:math:`\alpha = 1`) it is :math:`-\log\sigma`.
+        """
+        t = self._t(t)
+        return self.log_alpha(t) - 0.5 * torch.log(self.sigma2(t))
+
+    @functools.cached_property
+    def floats(self) -> tuple[FloatFn, FloatFn, FloatFn] | None:
+        r"""Plain-float closures ``t -> float`` of :math:`(\alpha, m, \sigma^2)` for closed-form marginals (``math``
+        module, ~1 us a call: per-step scalar coefficients), or None (quadrature, or no ``math``-module form)."""
+        if not self.closed:
+            return None
+        sde, probe = self.sde, 0.5 * float(self.T)
+        fns = [
+            compile_float_fn(sde.subs(e), T_SYM, probe) for e in (self.alpha_expr, self.offset_expr, self.sigma2_expr)
+        ]
+        return (fns[0], fns[1], fns[2]) if all(fn is not None for fn in fns) else None
 
     # -- kernels
     def at(self, t: Any, like: torch.Tensor) -> GaussianKernel:

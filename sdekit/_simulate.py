@@ -78,7 +78,7 @@ class ForwardSDEFlat:
         self.sde_type = sde_type
         self._sde = sde
         self._event_shape = tuple(event_shape)
-        self._coeffs = _torchsde._float_coefficients(sde.subs(sde.f), sde.subs(sde.g)) if sde.is_affine else None
+        self._coeffs = _torchsde.affine_floats(sde)
         self._correction = sde_type == "stratonovich" and sde.noise_type != "additive"
         self.calls = 0
         self._last: tuple[Any, torch.Tensor | None, torch.Tensor | None] = (None, None, None)

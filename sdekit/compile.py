@@ -36,7 +36,18 @@ import torch
 
 from .errors import SdekitError
 
-__all__ = ["compile_expr", "compile_time_fn", "CompiledExpr", "CompiledTimeFn", "expr_to_source"]
+__all__ = [
+    "compile_expr",
+    "compile_time_fn",
+    "compile_float_fn",
+    "CompiledExpr",
+    "CompiledTimeFn",
+    "FloatFn",
+    "expr_to_source",
+]
+
+FloatFn = Callable[[float], float]
+"""A plain-float function of time (no tensors): per-step scalar coefficients of fixed-step loops."""
 
 _FUNCS = {
     sp.exp: "exp",
@@ -382,3 +393,21 @@ def compile_expr(expr: sp.Basic, x: sp.Symbol, t: sp.Symbol) -> CompiledExpr:
 def compile_time_fn(expr: sp.Basic, t: sp.Symbol) -> CompiledTimeFn:
     """Compile ``expr(t)`` (parameters already substituted) to a torch callable of time."""
     return CompiledTimeFn(expr, t)
+
+
+def compile_float_fn(expr: sp.Basic, t: sp.Symbol, probe: float) -> FloatFn | None:
+    r"""Compile ``expr(t)`` to a plain-float closure with Python's ``math`` module, or None.
+
+    About 1 us a call against ~10 us for a 0-d tensor operation: for coefficients that a solver loop
+    needs once per step as numbers (:math:`a(t)`, :math:`g(t)`, :math:`\alpha(t)`, ...). None when the
+    expression has no ``math``-module form (e.g. an unevaluated integral) or is not a finite real number
+    at ``probe``; callers then evaluate the tensor version (:func:`compile_time_fn`).
+    """
+    try:
+        fn = sp.lambdify(t, expr, modules="math")
+        value = fn(probe)
+    except Exception:
+        return None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return fn

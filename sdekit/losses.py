@@ -133,10 +133,9 @@ def _event_sum(v: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- time sampling
 def _log_snr(sde: SDE, t: torch.Tensor) -> torch.Tensor:
-    r""":math:`\log\mathrm{SNR}(t) = 2\log\alpha(t) - \log\sigma(t)^2` in float64."""
-    marg = sde.marginal
-    t = t.to(_F64)
-    return 2 * marg.log_alpha(t) - torch.log(marg.sigma2(t))
+    r""":math:`\log\mathrm{SNR}(t) = \log(\alpha^2/\sigma^2) = 2\lambda(t)` in float64, with :math:`\lambda` =
+    :meth:`GaussianMarginal.log_snr <sdekit._marginal.GaussianMarginal.log_snr>` (sdekit's one convention)."""
+    return 2 * sde.marginal.log_snr(t.to(_F64))
 
 
 def likelihood_time_density(sde: SDE, t: torch.Tensor) -> torch.Tensor:

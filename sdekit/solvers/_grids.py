@@ -56,13 +56,8 @@ GRIDS: tuple[str, ...] = ("uniform", "logsnr", "edm", "arctan")
 
 
 def log_snr(marginal: GaussianMarginal, t: torch.Tensor) -> torch.Tensor:
-    r"""Half log signal-to-noise ratio :math:`\lambda(t) = \log\alpha(t) - \tfrac12\log\sigma(t)^2`.
-
-    Strictly decreasing wherever :math:`g \ne 0`, for every affine SDE: with
-    :math:`y = x - m(t)`, :math:`\sigma^2/\alpha^2 = \int_0^t g^2/\alpha^2`.
-    For VE/EDM (:math:`\alpha = 1`) it is :math:`-\log\sigma`.
-    """
-    return marginal.log_alpha(t) - 0.5 * torch.log(marginal.sigma2(t))
+    r"""Half log-SNR :math:`\lambda(t) = \log\alpha(t) - \log\sigma(t)`: :meth:`GaussianMarginal.log_snr`."""
+    return marginal.log_snr(t)
 
 
 def t_of_log_snr(

@@ -45,21 +45,17 @@ step counts with one path), ``check_every`` (fixed steps between finiteness chec
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import sympy as sp
 import torch
 from torchsde import BrownianInterval
 from torchsde._core import base_sde as _ts_base
 from torchsde._core import methods as _ts_methods
 
 from ..errors import SolverDivergedError, SolverError
-from ..symbolic._symbols import t as T_SYM
-from ..symbolic._symbols import x as X_SYM
 from ._base import FiniteWatch, SamplingProblem, Solver, SolveStats
 from ._brownian import FixedStepBrownian
 from ._grids import resolve_grid, time_grid
@@ -74,26 +70,10 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 FloatFn = Callable[[float], float]
 
 
-@functools.lru_cache(maxsize=128)
-def _float_coefficients(f: sp.Expr, g: sp.Expr) -> tuple[FloatFn, FloatFn, FloatFn] | None:
-    """``(a, b, g)`` as float functions of t for an affine SDE ``f = a x + b``, ``g = g(t)``; else None."""
-    if X_SYM in g.free_symbols:
-        return None
-    a = sp.diff(f, X_SYM)
-    if X_SYM in a.free_symbols:
-        return None
-    b = sp.simplify(f - a * X_SYM)
-    if X_SYM in b.free_symbols:  # pragma: no cover - defensive
-        return None
-    try:
-        fns = tuple(sp.lambdify(T_SYM, e, modules="math") for e in (a, b, g))
-        for fn in fns:  # probe: must return a finite real float
-            value = fn(0.5)
-            if not isinstance(value, (int, float)) or not math.isfinite(value):
-                return None
-    except Exception:
-        return None
-    return fns  # type: ignore[return-value]
+def affine_floats(sde: SDE) -> tuple[FloatFn, FloatFn, FloatFn] | None:
+    """``(a, b, g)`` as plain-float functions of t for an affine SDE whose coefficients have them, else None."""
+    floats = sde.affine_coefficients.floats if sde.is_affine else None
+    return None if floats is None else (floats.a, floats.b, floats.g)
 
 
 class ReverseSDEInS:
@@ -132,7 +112,7 @@ class ReverseSDEInS:
         self._event_shape = tuple(event_shape)
         self._flat = len(self._event_shape) == 1
         self._check_finite = check_finite
-        self._coeffs = _float_coefficients(sde.subs(sde.f), sde.subs(sde.g)) if sde.is_affine else None
+        self._coeffs = affine_floats(sde)
         self._reverse = sde.reverse(score)
         self._stratonovich_correction = sde_type == "stratonovich" and sde.noise_type != "additive"
         self.calls = 0

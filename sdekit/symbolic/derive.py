@@ -35,6 +35,7 @@ __all__ = [
     "fokker_planck",
     "reverse_drift",
     "probability_flow_drift",
+    "score_scales",
 ]
 
 
@@ -155,3 +156,14 @@ def reverse_drift(f: sp.Expr, g: sp.Expr, score: sp.Expr) -> sp.Expr:
 def probability_flow_drift(f: sp.Expr, g: sp.Expr, score: sp.Expr) -> sp.Expr:
     r"""Probability-flow drift :math:`f - \tfrac12 \partial_x(g^2) - \tfrac12 g^2\,\nabla_x \log p_t`."""
     return f - sp.diff(g**2, x) / 2 - g**2 * score / 2
+
+
+def score_scales(f: sp.Expr, g: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
+    r"""Coefficients of the score in the reverse and probability-flow drifts: :math:`(r, k)` with
+
+    .. math:: f_{\rm rev} = f - \partial_x(g^2) + r\,s, \qquad f_{\rm PF} = f - \tfrac12\partial_x(g^2) + k\,s,
+
+    read off :func:`reverse_drift` and :func:`probability_flow_drift` (so :math:`r = -g^2`, :math:`k = -g^2/2`).
+    """
+    score = sp.Dummy("score")
+    return sp.diff(reverse_drift(f, g, score), score), sp.diff(probability_flow_drift(f, g, score), score)

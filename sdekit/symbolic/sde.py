@@ -26,6 +26,7 @@ from ._symbols import t as T_SYM
 from ._symbols import x as X_SYM
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .._coefficients import AffineCoefficients
     from .._dynamics import ProbabilityFlowODE, ReverseSDE
     from .._marginal import Discretization, GaussianMarginal, GaussianPrior
     from ..compile import CompiledExpr
@@ -352,13 +353,38 @@ class SDE:
 
         return compile_expr(self.subs(self.dg2_dx), X_SYM, T_SYM)
 
+    @functools.cached_property
+    def affine_coefficients(self) -> AffineCoefficients:
+        r"""Compiled :math:`a(t), b(t), g(t), g^2`, and the score's coefficients :math:`r = -g^2` (reverse drift)
+        and :math:`k = -g^2/2` (probability-flow drift) of an affine SDE, as tensor functions of time and, where
+        possible, plain-float closures (:class:`sdekit._coefficients.AffineCoefficients`). What solvers and the
+        likelihood need from the declaration, derived and compiled once per instance. Raises
+        :class:`~sdekit.errors.NotAffineError` for a non-affine SDE.
+        """
+        from .._coefficients import AffineCoefficients, FloatCoefficients
+        from ..compile import compile_float_fn, compile_time_fn
+
+        self._require_affine("affine coefficients")
+        parts = self._affine
+        reverse_scale, flow_scale = derive.score_scales(self.f, self.g)
+        exprs = [self.subs(e) for e in (parts.a, parts.b, self.g, self.g**2, reverse_scale, flow_scale)]
+        a, b, g, g2, r, k = (compile_time_fn(e, T_SYM) for e in exprs)
+        probe = 0.5 * float(self.T)
+        floats = [compile_float_fn(e, T_SYM, probe) for e in (exprs[0], exprs[1], exprs[2], exprs[4], exprs[5])]
+        return AffineCoefficients(
+            a, b, g, g2, r, k, FloatCoefficients(*floats) if all(fn is not None for fn in floats) else None
+        )
+
     # ----------------------------------------------------------------- Gaussian kernel
-    def _marginal_exprs(self) -> derive.MarginalExprs:
+    def _require_affine(self, what: str) -> None:
         if not self.is_affine:
             raise NotAffineError(
-                f"{type(self).__name__} has no Gaussian marginal: {self._affine.reason}. Marginals, priors, "
+                f"{type(self).__name__} has no {what}: {self._affine.reason}. Marginals, priors, "
                 f"discretizations and exponential integrators need f = a(t) x + b(t) and g = g(t)"
             )
+
+    def _marginal_exprs(self) -> derive.MarginalExprs:
+        self._require_affine("Gaussian marginal")
         cached = _SYMBOLIC_CACHE[self._cache_key]
         if "marginal" not in cached:
             affine = self._affine
