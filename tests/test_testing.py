@@ -14,6 +14,7 @@ import torch
 from _partial_domain import CIR as _CIR
 from _partial_domain import GBM as _GBM
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 import sdekit
@@ -21,6 +22,7 @@ from sdekit import testing as sdt
 from sdekit.analytic import GaussianMixture
 from sdekit.symbolic import derive
 from sdekit.symbolic.sde import SDE
+from sdekit.testing._strategies import _grid_problem
 
 F64 = torch.float64
 torch.set_num_threads(1)
@@ -129,11 +131,11 @@ def test_parameters_of_sdes_with_a_vanishing_or_partly_undefined_diffusion(cls):
 
 
 def test_parameters_filter_names_the_problem():
-    assert sdt._grid_problem(_CIR()) is None and sdt._grid_problem(_GBM()) is None
+    assert _grid_problem(_CIR()) is None and _grid_problem(_GBM()) is None
     quiet = types.SimpleNamespace(T=1.0, drift_fn=lambda x, t: -x, diffusion_fn=lambda x, t: torch.zeros_like(x))
-    assert "zero at every grid point" in sdt._grid_problem(quiet)
-    assert "NaN at every x" in sdt._grid_problem(SDE.from_expressions("-x", "sqrt(x - 4)"))
-    assert "infinite" in sdt._grid_problem(SDE.from_expressions("1/x", "1"))
+    assert "zero at every grid point" in _grid_problem(quiet)
+    assert "NaN at every x" in _grid_problem(SDE.from_expressions("-x", "sqrt(x - 4)"))
+    assert "infinite" in _grid_problem(SDE.from_expressions("1/x", "1"))
 
 
 def test_parameters_rejects_unknown_override():
@@ -145,7 +147,7 @@ def test_times_mixtures_and_shapes_are_valid():
     sde = sdekit.VPSDE()
 
     @MANY
-    @given(t=sdt.times(sde), mix=sdt.gaussian_mixtures(dim=sdt.st.integers(1, 3)), shape=sdt.event_shapes())
+    @given(t=sdt.times(sde), mix=sdt.gaussian_mixtures(dim=st.integers(1, 3)), shape=sdt.event_shapes())
     def check(t, mix, shape):
         assert sde.default_eps <= t <= sde.T
         assert all(isinstance(s, int) and s >= 1 for s in shape) and 1 <= len(shape) <= 3
