@@ -13,7 +13,8 @@ from ._marginal import Discretization, GaussianKernel, GaussianMarginal, Gaussia
 from ._sample import SampleInfo, sample
 from ._simulate import SimulateInfo, simulate
 from .compile import compile_expr, compile_time_fn
-from .symbolic import SDE, t, x
+from .symbolic import t, x
+from .symbolic.sde import SDE
 from .symbolic.zoo import (
     EDMSDE,
     VESDE,

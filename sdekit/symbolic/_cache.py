@@ -37,6 +37,8 @@ from typing import TypeVar
 
 import sympy as sp
 
+from . import _integrate, derive
+
 __all__ = ["cache_dir", "cached_derivation"]
 
 T = TypeVar("T")
@@ -55,8 +57,6 @@ def cache_dir() -> Path | None:
 
 @functools.cache
 def _code_fingerprint() -> str:
-    from . import _integrate, derive
-
     digest = hashlib.sha256()
     digest.update(f"sympy {sp.__version__} python {sys.version_info[:2]}".encode())
     for module in (derive, _integrate):

@@ -19,6 +19,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import sympy as sp
 
+from .._coefficients import AffineCoefficients, FloatCoefficients
+from .._dynamics import ProbabilityFlowODE, ReverseSDE
+from .._marginal import GaussianMarginal
+from ..compile import CompiledExpr, compile_expr, compile_float_fn, compile_time_fn
 from ..errors import NotAffineError, SDEDeclarationError
 from . import derive
 from ._cache import cached_derivation
@@ -26,10 +30,7 @@ from ._symbols import t as T_SYM
 from ._symbols import x as X_SYM
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .._coefficients import AffineCoefficients
-    from .._dynamics import ProbabilityFlowODE, ReverseSDE
-    from .._marginal import Discretization, GaussianMarginal, GaussianPrior
-    from ..compile import CompiledExpr
+    from .._marginal import Discretization, GaussianPrior
 
 __all__ = ["SDE"]
 
@@ -335,22 +336,16 @@ class SDE:
     @functools.cached_property
     def drift_fn(self) -> CompiledExpr:
         """Compiled f: ``drift_fn(x, t)`` returns a tensor of ``x.shape``; t scalar or (batch,)."""
-        from ..compile import compile_expr
-
         return compile_expr(self.subs(self.f), X_SYM, T_SYM)
 
     @functools.cached_property
     def diffusion_fn(self) -> CompiledExpr:
         """Compiled g: ``diffusion_fn(x, t)`` returns a tensor of ``x.shape``; t scalar or (batch,)."""
-        from ..compile import compile_expr
-
         return compile_expr(self.subs(self.g), X_SYM, T_SYM)
 
     @functools.cached_property
     def dg2_dx_fn(self) -> CompiledExpr:
         r"""Compiled :math:`\partial_x g^2` (the divergence term of the reverse SDE)."""
-        from ..compile import compile_expr
-
         return compile_expr(self.subs(self.dg2_dx), X_SYM, T_SYM)
 
     @functools.cached_property
@@ -361,9 +356,6 @@ class SDE:
         likelihood need from the declaration, derived and compiled once per instance. Raises
         :class:`~sdekit.errors.NotAffineError` for a non-affine SDE.
         """
-        from .._coefficients import AffineCoefficients, FloatCoefficients
-        from ..compile import compile_float_fn, compile_time_fn
-
         self._require_affine("affine coefficients")
         parts = self._affine
         reverse_scale, flow_scale = derive.score_scales(self.f, self.g)
@@ -401,8 +393,6 @@ class SDE:
         quadrature otherwise. Raises :class:`~sdekit.errors.NotAffineError` for a
         non-affine SDE.
         """
-        from .._marginal import GaussianMarginal
-
         return GaussianMarginal(self, self._marginal_exprs())
 
     @property
@@ -428,14 +418,10 @@ class SDE:
         ``score`` is a callable ``score(x, t)`` (t of shape (batch,)) or a sympy
         expression in x and t (then ``.f`` and ``.g`` of the result are symbolic too).
         """
-        from .._dynamics import ReverseSDE
-
         return ReverseSDE(self, score)
 
     def probability_flow(self, score: Any) -> ProbabilityFlowODE:
         r"""The probability-flow ODE :math:`dx/dt = f - \tfrac12 \partial_x(g^2) - \tfrac12 g^2 s`."""
-        from .._dynamics import ProbabilityFlowODE
-
         return ProbabilityFlowODE(self, score)
 
     def sympify(self, expr: sp.Expr | str) -> sp.Expr:
