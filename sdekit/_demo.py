@@ -928,7 +928,7 @@ def _outlier_markdown(rep: DemoReport) -> list[str]:
                         f"{learned.ks_ratio:.2f}): the corrector is not the cause."
                     )
             elif v["name"] == "learned below t_low":
-                share = (k - exact.ks_ratio) / (learned.ks_ratio - exact.ks_ratio)
+                share = max(0.0, (k - exact.ks_ratio) / (learned.ks_ratio - exact.ks_ratio))  # < 0: sampling noise
                 text.append(
                     f"With the learned score only for t <= {t_low:.3g} and the exact score above, the run measures "
                     f"{k:.2f}: the learned score at that low-noise end alone makes {share:.0%} of the learned "
@@ -966,7 +966,8 @@ def _outlier_markdown(rep: DemoReport) -> list[str]:
                 text.append(
                     f"Over the {w['grid_steps']} grid steps at t <= {t_low:.3g} of the {steps}-step run, the "
                     f"corrector's steps (snr = {w['snr']:g}, a size set by the score's norm, not by Δt) add up to "
-                    f"{w['corrector']:.2g}, {ratio:.2g} times the predictor's {w['predictor']:.2g}{why}."
+                    f"{w['corrector']:.2g}, {ratio:{'.2g' if ratio < 10 else '.0f'}} times the predictor's "
+                    f"{w['predictor']:.2g}{why}."
                 )
         if text:
             lines += ["", " ".join(text)]
