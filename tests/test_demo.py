@@ -8,6 +8,9 @@ against what theory says they must be:
 * exact-score likelihood: the PF-ODE log-density differs from the exact one by solver error only;
 * learned-model likelihood: the mean gap (an estimate of KL(p_eps || model) >= 0) is at most half the KL
   of the best single Gaussian, i.e. the network learned the multimodal structure, not only two moments.
+
+The same run's stdout summary, outlier list and figures are checked against its report.json (recomputed
+here), so they add no test time.
 """
 
 from __future__ import annotations
