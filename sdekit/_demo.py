@@ -294,6 +294,7 @@ class DemoReport:
     train: dict[str, Any] = field(default_factory=dict)
     runs: list[SampleRun] = field(default_factory=list)
     logp: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # outliers and their diagnosis (_diagnose)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -516,9 +517,461 @@ def _paths(model: Any, param: str, sde: Any, x_T: torch.Tensor, eps: float, n_ti
         return odeint(rhs, x_T, s_grid, method="dopri5", rtol=1e-4, atol=1e-4, options={"step_t": s_grid[-1:]})
 
 
+# --------------------------------------------------------------------------- outliers and their diagnosis
+LOW_NOISE = 10.0  # the diagnosis's low-noise end: t <= LOW_NOISE * eps
+N_PROFILE = 4000  # draws of p_t per time of the learned score's error profile
+
+
+def _outliers(runs: list[SampleRun]) -> list[dict[str, Any]]:
+    """Levels where the learned model is distinguishable from p_eps (KS/crit > 1) while the exact score, on the same
+    solver, level, x_T and noise, is not (<= 1), and another solver reaches KS/crit <= 1 with the learned model at no
+    more NFE. Each entry holds the level, both ratios and, per such cheaper solver, its fewest-NFE run."""
+    pairs: dict[tuple[str, int | None, float | None], dict[str, SampleRun]] = {}
+    for r in runs:
+        if r.error is None:
+            pairs.setdefault((r.solver, r.steps, r.tol), {})[r.model] = r
+    found = []
+    for (solver, steps, tol), pair in pairs.items():
+        lr, ex = pair.get("learned"), pair.get("exact")
+        if lr is None or ex is None or not lr.ks_ratio > 1.0 >= ex.ks_ratio:
+            continue
+        better: dict[str, SampleRun] = {}
+        for r in runs:
+            if r.model != "learned" or r.error is not None or r.solver == solver:
+                continue
+            if r.nfe <= lr.nfe and r.ks_ratio <= 1.0:
+                b = better.get(r.solver)
+                if b is None or (r.nfe, r.ks_ratio) < (b.nfe, b.ks_ratio):
+                    better[r.solver] = r
+        if better:
+            found.append(
+                {
+                    "solver": solver,
+                    "steps": steps,
+                    "tol": tol,
+                    "nfe": lr.nfe,
+                    "learned": lr.ks_ratio,
+                    "exact": ex.ks_ratio,
+                    "better": [
+                        {"solver": b.solver, "steps": b.steps, "tol": b.tol, "nfe": b.nfe, "ks_ratio": b.ks_ratio}
+                        for b in better.values()
+                    ],
+                }
+            )
+    return found
+
+
+class _LearnedBelow:
+    """Score model of the diagnosis: the learned score for t <= ``t_low``, the exact score above (parameterization
+    ``"score"``), to see how much of a run's error the learned score causes at low noise alone."""
+
+    def __init__(self, learned: Any, exact: Any, t_low: float) -> None:
+        self.learned, self.exact, self.t_low = learned, exact, t_low
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Score at (x, t), t of shape (batch,) or a scalar."""
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t
+        low = (t <= self.t_low).reshape(-1, *([1] * (x.ndim - 1)))
+        return torch.where(low, self.learned(x, t), self.exact(x, t))
+
+
+def _rerun(
+    model: Any,
+    param: str,
+    sde: Any,
+    solver: str,
+    steps: int | None,
+    tol: float | None,
+    x_T: torch.Tensor,
+    target: Any,
+    directions: torch.Tensor,
+    eps: float,
+    seed: int,
+    **options: Any,
+) -> dict[str, Any]:
+    """One more run of a table level, with solver ``options``: the same x_T and the same generator seed as the
+    table's run of that level (:func:`_sample_all` seeds by seed, solver and level), so the comparison is paired."""
+    import sdekit
+
+    from ._stats import sliced_ks
+
+    key = zlib.crc32(f"{solver}|{steps}|{tol}".encode())
+    gen = torch.Generator(device=x_T.device).manual_seed(seed * 1_000_003 + key)
+    kwargs: dict[str, Any] = {"steps": steps}
+    if tol is not None:
+        kwargs.update(rtol=tol, atol=tol)
+    try:
+        x, info = sdekit.sample(
+            model,
+            sde,
+            tuple(x_T.shape),
+            solver=solver,
+            eps=eps,
+            x_T=x_T,
+            parameterization=param,
+            denoise=False,
+            generator=gen,
+            return_info=True,
+            **kwargs,
+            **options,
+        )
+    except sdekit.errors.SdekitError as err:
+        return {"error": f"{type(err).__name__}: {str(err).splitlines()[0]}"}
+    return {"nfe": info.nfe, "ks_ratio": sliced_ks(x.cpu(), target, directions, alpha=ALPHA).ratio}
+
+
+def _noise_to_signal(sde: Any, t: float) -> float:
+    """sigma(t) / alpha(t) of the SDE's marginal."""
+    tt = torch.tensor([t], dtype=torch.float64)
+    return float(sde.marginal.sigma(tt) / sde.marginal.alpha(tt))
+
+
+def _score_error(learned: Any, oracle: Any, sde: Any, eps: float, device: torch.device, seed: int) -> list[dict]:
+    r"""Relative rms error :math:`\sqrt{E\lVert s_\theta - s\rVert^2 / E\lVert s\rVert^2}` of the learned score under
+    the exact :math:`p_t`, at 5 times geometric from eps to T (N_PROFILE exact draws each, CPU generator)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(b"score error"))
+    rows = []
+    for t in _path_times(sde, eps, 5).flip(0).tolist():
+        x = oracle.sample(N_PROFILE, t, gen, dtype=torch.float32)
+        tt = torch.full((N_PROFILE,), t, dtype=torch.float64)
+        with torch.no_grad():
+            s = oracle(x.double(), tt)
+            s_hat = learned(x.to(device), tt.to(device, torch.float32)).cpu().double()
+        err = (s_hat - s).flatten(1).pow(2).sum(1).mean() / s.flatten(1).pow(2).sum(1).mean()
+        rows.append({"t": t, "noise_to_signal": _noise_to_signal(sde, t), "rel_rms": float(err.sqrt())})
+    return rows
+
+
+def _score_weights(sde: Any, solver: str, steps: int, eps: float, t_low: float, oracle: Any, seed: int) -> dict | None:
+    r"""How much a predictor-corrector run's predictor and corrector move x along the score at low noise.
+
+    Over the steps of ``solver``'s default grid that start at :math:`t_i \le` ``t_low``: the predictor's weight
+    :math:`\sum g(t_i)^2\Delta_i` (Euler–Maruyama on the reverse SDE moves x by :math:`g^2\Delta\,s`) and the
+    Langevin corrector's :math:`\sum \epsilon_i` (it moves x by :math:`\epsilon\,s`), with
+    :math:`\epsilon_i = 2\,(r\,E\lVert z\rVert / E\lVert s\rVert)^2` per corrector step (score_sde's batch rule,
+    ``pc``'s default, ``snr`` r) evaluated with the exact score on N_PROFILE draws of :math:`p_{t_i}`. None for a
+    solver without a Langevin corrector (or with another step rule)."""
+    from . import solvers
+    from .solvers._grids import resolve_grid, time_grid
+
+    impl = solvers.get(solver)
+    opts = getattr(impl, "options_defaults", {})
+    if opts.get("corrector") != "langevin" or opts.get("snr_norm", "batch") != "batch" or steps is None:
+        return None
+    snr, n_corr = float(opts["snr"]), int(opts.get("n_corrector_steps", 1))
+    times = time_grid(sde, float(sde.T), eps, steps, resolve_grid(sde, None, getattr(impl, "grid", "uniform"), solver))
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(b"score weights"))
+    predictor = corrector = 0.0
+    n_low = 0
+    for i in range(steps):
+        t = float(times[i])
+        if t > t_low:
+            continue
+        x = oracle.sample(N_PROFILE, t, gen, dtype=torch.float64)
+        tt = torch.full((N_PROFILE,), t, dtype=torch.float64)
+        with torch.no_grad():
+            s = oracle(x, tt).flatten(1)
+            g = sde.diffusion_fn(x[:1], tt[:1])
+        z = torch.randn(s.shape, generator=gen, dtype=torch.float64)
+        predictor += float(g.reshape(-1)[0]) ** 2 * float(times[i] - times[i + 1])
+        corrector += n_corr * 2 * (snr * float(z.norm(dim=1).mean() / s.norm(dim=1).mean())) ** 2
+        n_low += 1
+    return {"snr": snr, "grid_steps": n_low, "predictor": predictor, "corrector": corrector}
+
+
+def _diagnose(
+    models: dict[str, Any],
+    sde: Any,
+    oracle: Any,
+    runs: list[SampleRun],
+    x_T: torch.Tensor,
+    target: Any,
+    directions: torch.Tensor,
+    eps: float,
+    seed: int,
+) -> dict[str, Any]:
+    """The learned score's error vs t, the outlier levels (:func:`_outliers`) and, for each outlier solver's finest
+    outlier level, paired reruns: without the corrector (solvers that have one, both models) and with the learned
+    score only below t_low = LOW_NOISE * eps (exact score above)."""
+    from . import solvers
+    from .parameterization import score_fn
+
+    net, param = models["learned"]
+    device = x_T.device
+    learned = score_fn(net, sde, param)
+    t_low = min(LOW_NOISE * eps, float(sde.T))
+    out: dict[str, Any] = {
+        "t_low": t_low,
+        "noise_to_signal_low": _noise_to_signal(sde, t_low),
+        "score_error": _score_error(learned, oracle, sde, eps, device, seed),
+        "outliers": _outliers(runs),
+        "checks": [],
+    }
+    last: dict[str, dict] = {}
+    for o in out["outliers"]:
+        last[o["solver"]] = o  # runs are in ladder order: the finest outlier level of each solver
+    for solver, o in last.items():
+        level = (sde, solver, o["steps"], o["tol"], x_T, target, directions, eps, seed)
+        check: dict[str, Any] = {"solver": solver, "steps": o["steps"], "tol": o["tol"], "variants": []}
+        if "corrector" in getattr(solvers.get(solver), "options_defaults", {}):
+            check["variants"].append(
+                {
+                    "name": "corrector=None",
+                    "learned": _rerun(*models["learned"], *level, corrector=None),
+                    "exact": _rerun(*models["exact"], *level, corrector=None),
+                }
+            )
+        split = _LearnedBelow(learned, models["exact"][0], t_low)
+        check["variants"].append({"name": "learned below t_low", "learned": _rerun(split, "score", *level)})
+        weights = []
+        for steps in sorted({r.steps for r in runs if r.solver == solver and r.steps is not None}):
+            w = _score_weights(sde, solver, steps, eps, t_low, oracle, seed)
+            if w is not None:
+                weights.append({"steps": steps, **w})
+        if weights:  # every fixed-step level of the solver in the table
+            check["weights"] = weights
+        out["checks"].append(check)
+    return out
+
+
 # --------------------------------------------------------------------------- report
 def _fmt(v: float | None, spec: str = ".2f") -> str:
     return "—" if v is None else format(v, spec)
+
+
+def _nats(mean: float, se: float) -> str:
+    """A likelihood gap ``mean ± se``: 3 decimals when the mean is 0.01 nats or more, else 2 significant digits
+    each (a tiny gap never prints as 0)."""
+    spec = ".3f" if abs(mean) >= 0.01 else ".1e"
+    return f"{mean:{spec}} ± {se:{spec}}"
+
+
+def _tol_label(tol: float) -> str:
+    """A tolerance as ``1e-3`` / ``2.5e-4`` (the labels of adaptive points and levels)."""
+    mantissa, exponent = f"{tol:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _level(steps: int | None, tol: float | None) -> str:
+    """A ladder level: ``30 steps`` or ``tol 1e-3``."""
+    return f"{steps} steps" if steps is not None else f"tol {_tol_label(tol)}"
+
+
+def _load_report(path: Path) -> DemoReport:
+    """A :class:`DemoReport` read back from ``report.json`` (to rebuild the tables or the figures)."""
+    d = json.loads(Path(path).read_text())
+    d["runs"] = [SampleRun(**r) for r in d["runs"]]
+    return DemoReport(**d)
+
+
+def _headline(rep: DemoReport) -> dict[str, dict[str, Any]]:
+    """Per model (``"learned"``, ``"exact"``): ``best``, the fewest-NFE run with KS/crit <= 1 (ties: the lower
+    ratio; None if no run is), and ``per_solver``, the same for each solver in run order."""
+    order = list(dict.fromkeys(r.solver for r in rep.runs))
+
+    def key(r: SampleRun) -> tuple[int, float]:
+        return (r.nfe, r.ks_ratio)
+
+    out: dict[str, dict[str, Any]] = {}
+    for kind in ("learned", "exact"):
+        ok = [r for r in rep.runs if r.model == kind and r.error is None and r.ks_ratio <= 1.0]
+        per = {s: min((r for r in ok if r.solver == s), key=key, default=None) for s in order}
+        out[kind] = {"best": min(ok, key=key, default=None), "per_solver": per}
+    return out
+
+
+def _summary_lines(rep: DemoReport, report_path: Path | None = None) -> list[str]:
+    """The headline results, printed to stdout at the end of the run and quoted at the top of report.md: per model
+    the fewest-NFE run indistinguishable from the exact law (overall and per solver), the likelihood gaps, the
+    outliers and (with ``report_path``) where the report is."""
+    lines = [
+        f"sdekit demo: {rep.sde}, seed {rep.seed}: n = {rep.n_samples:,} samples per run against the exact p_eps; "
+        f"KS/crit <= 1 means indistinguishable at level alpha = {rep.ks_alpha:g}"
+    ]
+    head = _headline(rep)
+    for kind, label in (("learned", "learned model"), ("exact", "exact score")):
+        best = head[kind]["best"]
+        if best is None:
+            mine = [r.ks_ratio for r in rep.runs if r.model == kind and r.error is None]
+            first = "no run reaches KS/crit <= 1" + (f" (lowest {min(mine):.2f})" if mine else "")
+        else:
+            first = (
+                f"fewest NFE with KS/crit <= 1: {best.nfe} ({best.solver}, {_level(best.steps, best.tol)}: "
+                f"{best.ks_ratio:.2f})"
+            )
+        per = []
+        for solver, r in head[kind]["per_solver"].items():
+            if r is not None:
+                per.append(f"{solver} {r.nfe}")
+            else:
+                mine = [x.ks_ratio for x in rep.runs if x.model == kind and x.solver == solver and x.error is None]
+                per.append(f"{solver} none" + (f" (lowest {min(mine):.2f})" if mine else " (failed)"))
+        lines.append(f"  {label + ':':<15}{first}; per solver: {', '.join(per)}")
+    lp = rep.logp
+    gaps = []
+    for kind, label in (("learned", "learned"), ("exact", "exact score")):
+        v = lp.get(kind, {})
+        if "gap_mean" not in v:
+            gaps.append(f"{label} failed")
+            continue
+        gap = f"{label} {_nats(v['gap_mean'], v['gap_se'])}"
+        if kind == "exact":
+            gap += f" (max |gap| {v['gap_abs_max']:.1e})"
+        gaps.append(gap)
+    g = lp["gaussian_baseline"]
+    gaps.append(f"best single Gaussian {_nats(g['gap_mean'], g['gap_se'])}")
+    lines.append(f"  likelihood gap, nats (mean ± se over {lp['n']:,} held-out points): " + "; ".join(gaps))
+    outliers = rep.diagnostics.get("outliers", [])
+    by_solver: dict[str, list[str]] = {}
+    for o in outliers:
+        by_solver.setdefault(o["solver"], []).append(_level(o["steps"], o["tol"]))
+    found = "; ".join(f"{s} at {', '.join(v)}" for s, v in by_solver.items())
+    lines.append(
+        "  outliers (learned > 1 where exact <= 1 while another solver is <= 1 at no more NFE): "
+        + (f"{found} (diagnosed in the report)" if found else "none")
+    )
+    if report_path is not None:
+        total = rep.seconds.get("total")
+        lines.append(f"  report: {report_path}" + ("" if total is None else f" ({total:.0f} s)"))
+    return lines
+
+
+def _outlier_markdown(rep: DemoReport) -> list[str]:
+    """The report's outlier section: the outlier levels, their paired reruns and the explanation the numbers give."""
+    diag = rep.diagnostics
+    if not diag:
+        return []
+    t_low, r_low = diag["t_low"], diag["noise_to_signal_low"]
+    lines = [
+        "",
+        "### Outliers",
+        "",
+        "A level is an outlier when the learned model is distinguishable from p_eps (KS/crit > 1) while the exact "
+        "score, from the same x_T with the same noise, is not (<= 1), and another solver reaches KS/crit <= 1 with "
+        "the learned model at no more NFE.",
+        "",
+    ]
+    if not diag["outliers"]:
+        return [*lines, "None in this run."]
+    for o in diag["outliers"]:
+        better = ", ".join(
+            f"{b['solver']} {_level(b['steps'], b['tol'])}: {b['ks_ratio']:.2f} at {b['nfe']} NFE" for b in o["better"]
+        )
+        lines.append(
+            f"- **{o['solver']}, {_level(o['steps'], o['tol'])}** ({o['nfe']} NFE): learned {o['learned']:.2f}, "
+            f"exact score {o['exact']:.2f}; with no more NFE: {better}."
+        )
+    prof = diag["score_error"]
+    lines += [
+        "",
+        "Relative rms error of the learned score under the exact p_t, sqrt(E|s_theta − s|² / E|s|²) "
+        f"({N_PROFILE:,} exact draws per time):",
+        "",
+        "| t | " + " | ".join(f"{p['t']:.3g}" for p in prof) + " |",
+        "|---" * (len(prof) + 1) + "|",
+        "| sigma/alpha | " + " | ".join(f"{p['noise_to_signal']:.3g}" for p in prof) + " |",
+        "| error | " + " | ".join(f"{p['rel_rms']:.3f}" for p in prof) + " |",
+    ]
+    worst = max(prof, key=lambda p: p["rel_rms"])
+    lines += [
+        "",
+        f"The error is largest at t = {worst['t']:.3g} ({worst['rel_rms']:.2f}; {prof[-1]['rel_rms']:.3f} at "
+        f"t = T). The network predicts the noise and its score is −eps_hat/sigma(t), so a noise error is divided "
+        "by sigma(t), which is smallest at t = eps.",
+    ]
+    runs = {(r.solver, r.steps, r.tol, r.model): r for r in rep.runs if r.error is None}
+    for check in diag["checks"]:
+        solver, steps, tol = check["solver"], check["steps"], check["tol"]
+        learned, exact = runs[(solver, steps, tol, "learned")], runs[(solver, steps, tol, "exact")]
+        lines += [
+            "",
+            f"**Diagnosis of {solver} at {_level(steps, tol)}** (paired reruns: the same x_T and the same noise "
+            "as the table's run):",
+            "",
+            "| run | NFE (learned) | KS/crit (learned) | KS/crit (exact) |",
+            "|---|---|---|---|",
+            f"| as in the table | {learned.nfe} | {learned.ks_ratio:.2f} | {exact.ks_ratio:.2f} |",
+        ]
+        names = {
+            "corrector=None": "without the corrector (`corrector=None`)",
+            "learned below t_low": f"learned score for t <= {t_low:.3g} (sigma/alpha <= {r_low:.3g}), exact above",
+        }
+        text: list[str] = []
+        corrector_made_it = False
+        for v in check["variants"]:
+            lv, ev = v["learned"], v.get("exact")
+            cells = [
+                _fmt(lv.get("nfe"), "d") if "error" not in lv else "—",
+                _fmt(lv.get("ks_ratio")) if "error" not in lv else "failed",
+                "—" if ev is None else (_fmt(ev.get("ks_ratio")) if "error" not in ev else "failed"),
+            ]
+            lines.append(f"| {names.get(v['name'], v['name'])} | " + " | ".join(cells) + " |")
+            if "error" in lv:
+                continue
+            k = lv["ks_ratio"]
+            if v["name"] == "corrector=None":
+                corrector_made_it = k < learned.ks_ratio
+                if k <= 1.0:
+                    text.append(
+                        f"Without the Langevin corrector the learned model is indistinguishable from p_eps ({k:.2f} "
+                        f"at {lv['nfe']} NFE, against {learned.ks_ratio:.2f} with it): the corrector makes this "
+                        "outlier."
+                    )
+                elif k < learned.ks_ratio:
+                    text.append(
+                        f"Without the Langevin corrector the learned model improves from {learned.ks_ratio:.2f} to "
+                        f"{k:.2f}: the corrector makes part of the excess."
+                    )
+                else:
+                    text.append(
+                        f"Without the Langevin corrector the learned model measures {k:.2f} (with it "
+                        f"{learned.ks_ratio:.2f}): the corrector is not the cause."
+                    )
+            elif v["name"] == "learned below t_low":
+                share = max(0.0, (k - exact.ks_ratio) / (learned.ks_ratio - exact.ks_ratio))  # < 0: sampling noise
+                text.append(
+                    f"With the learned score only for t <= {t_low:.3g} and the exact score above, the run measures "
+                    f"{k:.2f}: the learned score at that low-noise end alone makes {share:.0%} of the learned "
+                    f"model's excess over the exact score ({learned.ks_ratio:.2f} − {exact.ks_ratio:.2f})"
+                    + (f", the learned score above t = {t_low:.3g} the rest." if share < 0.5 else ".")
+                )
+        weights = check.get("weights")
+        if weights:
+            ks = {(r.steps, r.model): r.ks_ratio for r in rep.runs if r.solver == solver and r.error is None}
+            lines += [
+                "",
+                f"How far each part of {solver} moves x along the score over the grid steps that start at "
+                f"t <= {t_low:.3g}: the predictor by g² Δt · s, the Langevin corrector by ε · s with "
+                "ε = 2 (snr ‖z‖/‖s‖)² (score_sde's rule, evaluated with the exact score):",
+                "",
+                "| steps | grid steps at low noise | predictor Σ g² Δt | corrector Σ ε | KS/crit (learned) "
+                "| KS/crit (exact) |",
+                "|---|---|---|---|---|---|",
+            ]
+            for w in weights:
+                lines.append(
+                    f"| {w['steps']} | {w['grid_steps']} | {w['predictor']:.2g} | {w['corrector']:.2g} "
+                    f"| {_fmt(ks.get((w['steps'], 'learned')))} | {_fmt(ks.get((w['steps'], 'exact')))} |"
+                )
+            w = next((w for w in weights if w["steps"] == steps), None)
+            if w is not None and w["predictor"] > 0:
+                ratio = w["corrector"] / w["predictor"]
+                why = ""
+                if ratio > 1 and corrector_made_it:
+                    why = (
+                        ": at low noise the corrector, not the predictor, moves the samples, along the learned "
+                        "score where its error is largest (with the exact score the corrector's run measures "
+                        f"{exact.ks_ratio:.2f})"
+                    )
+                text.append(
+                    f"Over the {w['grid_steps']} grid steps at t <= {t_low:.3g} of the {steps}-step run, the "
+                    f"corrector's steps (snr = {w['snr']:g}, a size set by the score's norm, not by Δt) add up to "
+                    f"{w['corrector']:.2g}, {ratio:{'.2g' if ratio < 10 else '.0f'}} times the predictor's "
+                    f"{w['predictor']:.2g}{why}."
+                )
+        if text:
+            lines += ["", " ".join(text)]
+    return lines
 
 
 def _write_markdown(rep: DemoReport, path: Path, plots: bool) -> None:
@@ -530,6 +983,12 @@ def _write_markdown(rep: DemoReport, path: Path, plots: bool) -> None:
         "",
         "Data: a 2-D Gaussian mixture of 3 components whose diffused marginals are exact, so every number below "
         "is measured against the truth.",
+        "",
+        "## Summary",
+        "",
+        "```text",
+        *_summary_lines(rep),
+        "```",
         "",
         "## Training",
         "",
@@ -554,7 +1013,6 @@ def _write_markdown(rep: DemoReport, path: Path, plots: bool) -> None:
     for r in rep.runs:
         by_key.setdefault((r.solver, r.steps, r.tol), {})[r.model] = r
     for (solver, st, tol), pair in by_key.items():
-        lv = f"{st} steps" if st is not None else f"tol {tol:g}"
         cells = []
         for kind in ("learned", "exact"):
             r = pair.get(kind)
@@ -565,10 +1023,11 @@ def _write_markdown(rep: DemoReport, path: Path, plots: bool) -> None:
         for kind in ("learned", "exact"):
             r = pair.get(kind)
             cells.append(_fmt(r.seconds if r else None))
-        lines.append(f"| {solver} | {lv} | " + " | ".join(cells) + " |")
+        lines.append(f"| {solver} | {_level(st, tol)} | " + " | ".join(cells) + " |")
     failures = [r for r in rep.runs if r.error]
     if failures:
         lines += ["", "Failed runs:", ""] + [f"- {r.solver} ({r.model}): {r.error}" for r in failures]
+    lines += _outlier_markdown(rep)
     lp = rep.logp
     lines += [
         "",
@@ -587,11 +1046,11 @@ def _write_markdown(rep: DemoReport, path: Path, plots: bool) -> None:
             lines.append(f"| {kind} | failed: {v['error']} | | | |")
             continue
         lines.append(
-            f"| {kind} | {v['gap_mean']:.4f} ± {v['gap_se']:.4f} | {v['gap_abs_max']:.4f} | {v['nfe']} "
+            f"| {kind} | {_nats(v['gap_mean'], v['gap_se'])} | {v['gap_abs_max']:.2g} | {v['nfe']} "
             f"| {v['seconds']:.1f} |"
         )
     g = lp["gaussian_baseline"]
-    lines.append(f"| best single Gaussian (reference) | {g['gap_mean']:.4f} ± {g['gap_se']:.4f} | | | |")
+    lines.append(f"| best single Gaussian (reference) | {_nats(g['gap_mean'], g['gap_se'])} | | | |")
     lines += [
         "",
         f"Mean exact log p_eps of the held-out data: {lp['exact_logp_mean']:.3f} nats.",
@@ -618,6 +1077,89 @@ def _write_markdown(rep: DemoReport, path: Path, plots: bool) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend (the demo only writes files)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _samples_figure(
+    rep: DemoReport, data_x: torch.Tensor, finest: dict[tuple[str, str], torch.Tensor], solvers_: list[str]
+) -> Any:
+    """``samples.png``: data and each solver's finest samples, learned model (top) and exact score (bottom), on
+    shared axes with ticks (labels on the outer panels)."""
+    plt = _pyplot()
+
+    m = 2000  # points per scatter panel
+    pts = data_x[:m].cpu().float()
+    lo, hi = (pts.min(0).values - 1.0).tolist(), (pts.max(0).values + 1.0).tolist()
+
+    def panel(ax: Any, x: torch.Tensor | None, title: str, color: str) -> None:
+        if x is not None:
+            x = x[:m].cpu().float()
+            ax.scatter(x[:, 0], x[:, 1], s=1.5, alpha=0.4, color=color, rasterized=True)
+        else:
+            ax.text(0.5, 0.5, "failed", ha="center", transform=ax.transAxes)
+        ax.set_title(title, fontsize=8)
+        ax.tick_params(labelsize=7)
+
+    best = {(r.solver, r.model): r for r in rep.runs if r.error is None}
+    cols = len(solvers_) + 1
+    fig, axes = plt.subplots(2, cols, figsize=(2.1 * cols, 4.6), squeeze=False, sharex=True, sharey=True)
+    axes[0][0].set_xlim(lo[0], hi[0])
+    axes[0][0].set_ylim(lo[1], hi[1])
+    for row, kind in enumerate(("learned", "exact")):
+        panel(axes[row][0], pts, "data (exact p_0)", "k")
+        axes[row][0].set_ylabel(f"{kind} score", fontsize=9)
+        for j, s in enumerate(solvers_):
+            r = best.get((s, kind))
+            title = s if r is None else f"{s} ({r.nfe} NFE)\nKS/crit {r.ks_ratio:.2f}"
+            panel(axes[row][j + 1], finest.get((s, kind)), title, "C0" if kind == "learned" else "C1")
+    fig.suptitle(f"sdekit demo: samples per solver (finest level), SDE {rep.sde}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _error_figure(rep: DemoReport, solvers_: list[str]) -> Any:
+    """``error_vs_nfe.png``: KS/crit against NFE per solver and model; adaptive points labelled with their
+    tolerance (learned above the point, exact below)."""
+    plt = _pyplot()
+
+    fig, ax = plt.subplots(figsize=(8.4, 4.6))
+    for j, s in enumerate(solvers_):
+        for kind, style, dy in (("learned", "o-", 4), ("exact", "s--", -9)):
+            rs = [r for r in rep.runs if r.solver == s and r.model == kind and r.error is None]
+            if not rs:
+                continue
+            ax.loglog([r.nfe for r in rs], [r.ks_ratio for r in rs], style, color=f"C{j}", ms=4, label=f"{s} ({kind})")
+            for r in rs:
+                if r.tol is not None:
+                    ax.annotate(
+                        _tol_label(r.tol),
+                        (r.nfe, r.ks_ratio),
+                        xytext=(3, dy),
+                        textcoords="offset points",
+                        fontsize=6,
+                        color=f"C{j}",
+                    )
+    ax.margins(x=0.08)  # room for the labels of the last points
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.text(ax.get_xlim()[0], 1.02, f" noise floor (n = {rep.n_samples:,}, alpha = {rep.ks_alpha:g})", fontsize=8)
+    ax.set_xlabel("NFE (model evaluations)")
+    ax.set_ylabel("sliced KS / critical value")
+    ax.set_title(
+        "sample error vs NFE (solid: learned model, dashed: exact score;\nadaptive runs labelled with rtol = atol)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    return fig
+
+
 def _plots(
     out: Path,
     rep: DemoReport,
@@ -629,59 +1171,15 @@ def _plots(
     lp_values: dict[str, torch.Tensor],
     solvers_: list[str],
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    m = 2000  # points per scatter panel
-    pts = data_x[:m].cpu()
+    plt = _pyplot()
+    pts = data_x[:2000].cpu()
     lo, hi = (pts.min(0).values - 1.0).tolist(), (pts.max(0).values + 1.0).tolist()
-
-    def panel(ax: Any, x: torch.Tensor | None, title: str, color: str) -> None:
-        if x is not None:
-            x = x[:m].cpu().float()
-            ax.scatter(x[:, 0], x[:, 1], s=1.5, alpha=0.4, color=color, rasterized=True)
-        else:
-            ax.text(0.5, 0.5, "failed", ha="center", transform=ax.transAxes)
-        ax.set_xlim(lo[0], hi[0])
-        ax.set_ylim(lo[1], hi[1])
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(title, fontsize=9)
-
-    best = {(r.solver, r.model): r for r in rep.runs if r.error is None}
-    cols = len(solvers_) + 1
-    fig, axes = plt.subplots(2, cols, figsize=(2.1 * cols, 4.4), squeeze=False)
-    for row, kind in enumerate(("learned", "exact")):
-        panel(axes[row][0], pts, "data (exact p_0)", "k")
-        axes[row][0].set_ylabel(f"{kind} score", fontsize=9)
-        for j, s in enumerate(solvers_):
-            r = best.get((s, kind))
-            title = s if r is None else f"{s} ({r.nfe} NFE): KS/crit {r.ks_ratio:.2f}"
-            panel(axes[row][j + 1], finest.get((s, kind)), title, "C0" if kind == "learned" else "C1")
-    fig.suptitle(f"sdekit demo: samples per solver (finest level), SDE {rep.sde}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "samples.png", dpi=90)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for j, s in enumerate(solvers_):
-        for kind, style in (("learned", "o-"), ("exact", "s--")):
-            rs = [r for r in rep.runs if r.solver == s and r.model == kind and r.error is None]
-            if rs:
-                ax.loglog(
-                    [r.nfe for r in rs], [r.ks_ratio for r in rs], style, color=f"C{j}", ms=4, label=f"{s} ({kind})"
-                )
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.text(ax.get_xlim()[0], 1.02, f" noise floor (n = {rep.n_samples:,}, alpha = {rep.ks_alpha:g})", fontsize=8)
-    ax.set_xlabel("NFE (model evaluations)")
-    ax.set_ylabel("sliced KS / critical value")
-    ax.set_title("sample error vs NFE (solid: learned model, dashed: exact score)", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "error_vs_nfe.png", dpi=90)
-    plt.close(fig)
+    for name, fig in (
+        ("samples.png", _samples_figure(rep, data_x, finest, solvers_)),
+        ("error_vs_nfe.png", _error_figure(rep, solvers_)),
+    ):
+        fig.savefig(out / name, dpi=90)
+        plt.close(fig)
 
     fig, axes = plt.subplots(1, len(paths) + 1, figsize=(4.0 * (len(paths) + 1), 3.8), squeeze=False)
     for ax, (kind, p) in zip(axes[0], paths.items()):
@@ -830,6 +1328,10 @@ def demo(
     rep.logp, lp_values = _logp(models, sde, oracle, data, x_test, eps)
     rep.seconds["likelihood"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
+    rep.diagnostics = _diagnose(models, sde, oracle, rep.runs, x_T, oracle.at(eps), directions, eps, seed)
+    rep.seconds["outlier diagnosis"] = time.perf_counter() - t0
+
     plots = not getattr(args, "no_plots", False)
     if plots:
         t0 = time.perf_counter()
@@ -841,5 +1343,5 @@ def demo(
     rep.seconds["total"] = time.perf_counter() - started
     _write_markdown(rep, out / "report.md", plots)
     (out / "report.json").write_text(json.dumps(asdict(rep), indent=1) + "\n")
-    print(f"sdekit demo: wrote {out / 'report.md'} ({rep.seconds['total']:.0f} s)", file=sys.stderr)
+    print("\n".join(_summary_lines(rep, out / "report.md")), flush=True)  # the headline results, on stdout
     return rep

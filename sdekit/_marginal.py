@@ -109,9 +109,24 @@ class GaussianPrior:
 class Discretization:
     r"""Exact Gaussian transitions on a grid: :math:`x_{i+1} = a_i x_i + b_i + c_i z`.
 
-    ``times`` has n + 1 entries; ``scale`` (a), ``shift`` (b) and ``noise`` (c) have n.
-    For VPSDE, ``1 - scale**2`` are DDPM's betas; for VESDE, ``noise**2`` are the
-    differences of SMLD's sigma^2.
+    ``times`` has n + 1 entries; ``scale`` (a), ``shift`` (b) and ``noise`` (c) have n. They are the exact
+    transitions of the continuous SDE between consecutive times, not the tables of the discrete models:
+
+    * VP (:class:`~sdekit.VPSDE`): :attr:`betas` :math:`= 1 - a_i^2 = 1 - \exp(-\int_{t_i}^{t_{i+1}}\beta(s)\,ds)`,
+      so :math:`\bar\alpha_i = \prod_{j\le i}(1 - \beta_j) = \alpha(t_{i+1})^2` exactly. They are not DDPM's
+      ``linspace(1e-4, 0.02, 1000)``, which is :math:`\beta(i/999)/1000`, the schedule at the left ends of a
+      grid of spacing 1/999: for n = 1000 on [0, 1] (beta_min = 0.1, beta_max = 20) they differ from it,
+      relative to the table, by up to 9.9% per beta (the first, 1.0994e-4 against 1e-4; the last by 1.0%) and
+      by up to 7.0% in :math:`\bar\alpha` (at the last step, 4.3186e-5 against 4.0358e-5).
+    * VE (:class:`~sdekit.VESDE`): ``noise**2`` :math:`= \sigma(t_{i+1})^2 - \sigma(t_i)^2`, the differences of
+      the geometric table :math:`\sigma(t) = \sigma_{\min}(\sigma_{\max}/\sigma_{\min})^t` (SMLD's noise
+      levels where they fall on the same times), but the chain starts from the data itself at t = 0, not from
+      data perturbed at SMLD's smallest level :math:`\sigma_{\min}`: the marginal variance at :math:`t_i` is
+      :math:`\sigma(t_i)^2 - \sigma_{\min}^2`, so the first step's noise is
+      :math:`\sigma_{\min}\sqrt{(\sigma_{\max}/\sigma_{\min})^{2/n} - 1}`, 1.311e-3 for n = 1000 on [0, 1]
+      (sigma_min = 0.01, sigma_max = 50): 7.6 times below sigma_min.
+
+    (The numbers are computed in tests/test_symbolic.py.)
     """
 
     times: torch.Tensor
@@ -121,7 +136,9 @@ class Discretization:
 
     @property
     def betas(self) -> torch.Tensor:
-        r""":math:`1 - a_i^2` (DDPM's :math:`\beta_i` for variance-preserving SDEs)."""
+        r""":math:`1 - a_i^2`: for a variance-preserving SDE the exact per-step
+        :math:`\beta_i = 1 - \exp(-\int_{t_i}^{t_{i+1}}\beta(s)\,ds)` of its continuous schedule on this grid
+        (not DDPM's ``linspace`` table; see the class docstring)."""
         return 1 - self.scale**2
 
     def __len__(self) -> int:
@@ -339,7 +356,8 @@ class GaussianMarginal:
         dtype: torch.dtype = torch.float64,
         device: Any = None,
     ) -> Discretization:
-        """Exact transitions between consecutive ``times`` (default: n uniform steps on [0, T]).
+        """Exact transitions of the continuous SDE between consecutive ``times`` (default: n uniform steps on
+        [0, T]); :class:`Discretization` says how they differ from DDPM's beta table and SMLD's noise levels.
 
         ``times``, when given, must be n + 1 strictly increasing times in [0, T] (a tensor or a sequence).
         """

@@ -258,7 +258,8 @@ class Ancestral(GridSolver):
 
     .. math:: x_s = \frac{x_t - c + v\,s_\theta(x_t, t)}{r} + \frac{\sigma_s\sqrt v}{\sigma_t}\,z,
 
-    which is DDPM's :math:`(x_t + \beta_t s)/\sqrt{1-\beta_t} + \tilde\sigma_t z` for VP and
+    which is DDPM's update :math:`(x_t + \beta_t s)/\sqrt{1-\beta_t} + \tilde\sigma_t z` for VP (with the exact
+    :math:`\beta_t = 1 - r^2` of this grid, not DDPM's beta table; see :class:`~sdekit.Discretization`) and
     SMLD's :math:`x + (\sigma_t^2 - \sigma_s^2)s + \dots` for VE. No division by a small
     :math:`\alpha`. Option ``variance``: ``"posterior"`` (default, :math:`\tilde\beta`) or
     ``"forward"`` (:math:`v`, DDPM's :math:`\sigma_t^2 = \beta_t`). NFE per step 1.

@@ -405,8 +405,9 @@ class SDE:
         return self.marginal.prior
 
     def discretize(self, n: int, **kwargs: Any) -> Discretization:
-        """Exact per-step Gaussian transitions on a grid of ``n`` steps (see
-        :meth:`GaussianMarginal.discretize`)."""
+        """Exact per-step Gaussian transitions of this continuous SDE on a grid of ``n`` steps (see
+        :meth:`GaussianMarginal.discretize`); for VP/VE these are not DDPM's beta table or SMLD's noise levels
+        (:class:`~sdekit.Discretization` gives the measured differences)."""
         return self.marginal.discretize(n, **kwargs)
 
     # ----------------------------------------------------------------- reverse time
