@@ -96,8 +96,8 @@ def _solvers(args: argparse.Namespace) -> int:
         cells = (
             name,
             cls.kind,
-            cls.strong_order,
-            cls.weak_order,
+            "-" if cls.strong_order is None else cls.strong_order,
+            "-" if cls.weak_order is None else cls.weak_order,
             "yes" if cls.adaptive else "no",
             steps if steps else "-",
             cls.grid,
@@ -107,8 +107,8 @@ def _solvers(args: argparse.Namespace) -> int:
         print(wrap.fill(cls.description))
     print()
     legend = (
-        "strong, weak: declared orders (None: not a strong/weak approximation of the reverse SDE). adaptive: "
-        "runs with rtol/atol when steps=None. steps: default (fixed-grid) or recommended fixed step count. grid: "
+        "strong, weak: declared orders of convergence ('-': none declared). adaptive: runs with rtol/atol when "
+        "steps=None. steps: default (fixed-grid) or recommended fixed step count ('-': adaptive only). grid: "
         "default time grid of fixed-step runs. sample: 'refused' = sdekit.sample raises SolverError "
         "(Solver.can_sample; see the solver's sample_refusal)."
     )
