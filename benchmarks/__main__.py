@@ -39,8 +39,8 @@ EXAMPLES = """examples:
   python -m benchmarks step_cost likelihood     # only these two (about 1-2 minutes)
   python -m benchmarks error_vs_nfe --quick     # the error-vs-NFE table with n = 20,000
   python -m benchmarks likelihood --repeats 1   # one timing per case: faster, noisier
-  python -m benchmarks.likelihood --device cuda # likelihood and error_vs_nfe also run alone, with
-                                                # their own options (python -m benchmarks.likelihood -h)
+  python -m benchmarks.likelihood --device cuda # run alone with its own options (see its -h; so
+                                                # does error_vs_nfe)
 """
 
 
