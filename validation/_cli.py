@@ -72,12 +72,6 @@ def _groups() -> tuple[str, ...]:
     return GROUPS
 
 
-def load_sde(spec: str) -> Any:
-    """The SDE named ``spec`` (``vp``, ``VPSDE``, ``module:Class`` or ``module:instance``); see
-    :func:`sdekit._load.resolve_sde`. Raises :class:`SDESpecError` with a one-line message."""
-    return resolve_sde(spec)
-
-
 def _zoo() -> list:
     from sdekit.symbolic import zoo
 
