@@ -70,7 +70,7 @@ def check_out_dir(value: str | os.PathLike[str], option: str = "--out") -> Path:
         if why:
             raise OptionError(f"{option} {shown!r}: cannot write in this directory ({why}); choose a writable one")
         return out
-    parent = out.absolute().parent
+    parent = out.parent  # as the user wrote it (relative paths end at ".", which exists)
     while not _exists(parent, option, shown):
         parent = parent.parent
     if not parent.is_dir():
