@@ -1,23 +1,112 @@
-"""Run the benchmark modules: ``python -m benchmarks [name ...] [--repeats N] [--threads N]``.
+"""Run the benchmark modules: ``python -m benchmarks [NAME ...] [--repeats N] [--threads N] [--quick]``.
 
-Add a module by appending its name to :data:`MODULES`; it must define ``main(repeats, threads)``.
+Add a module by appending its name to :data:`MODULES` and a line to :data:`ABOUT`; it must define
+``main(repeats, threads)`` (and may accept ``quick``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import textwrap
 import time
 
 MODULES: list[str] = ["step_cost", "likelihood", "likelihood_fixed_grid", "error_vs_nfe"]
 """Benchmark modules under ``benchmarks/``, run in this order."""
 
+ABOUT: dict[str, str] = {
+    "step_cost": "Cost per step of fixed-step sampling (VPSDE reverse SDE, 200 steps, float32, batches 64x2 and "
+    "4096x2): sdekit euler and srk against a hand-written Euler-Maruyama loop and against torchsde with its "
+    "default BrownianInterval. Prints microseconds per step and the ratio to the hand loop. About 15 s.",
+    "likelihood": "sdekit.logp against the usual hand-written likelihood (scipy RK45 on the flattened state, as "
+    "in the score_sde code), float64: time, NFE and error against the exact log-density on a 2-D mixture "
+    "(VP and VE, batch 256, exact trace) and on an image-sized batch (8, 3, 32, 32, Hutchinson), at the same "
+    "tolerance and at equal accuracy. About 1 minute.",
+    "likelihood_fixed_grid": "Experiment: a fixed-grid exp3 integrator plus a quadrature of the log-density "
+    "against dopri5 and RK45 on the 2-D mixture: NFE and worst/median error for 20-320 steps on two grids "
+    "(accuracy only, nothing timed). About 10 s.",
+    "error_vs_nfe": "Sampling error against NFE for every registered solver (exp1-3 and the fixed-step ode:* "
+    "solvers also on every time grid) on VPSDE and VESDE with the exact score of a 2-D mixture, n = 100,000 "
+    "samples: sliced-KS distance to the exact law over its critical value (<= 1: indistinguishable). Writes "
+    "benchmarks/results/error_vs_nfe.md and .png. About 40 minutes (docs/benchmarks.md: 20 minutes split over "
+    "two processes); --quick (n = 20,000, shorter ladders) takes 2 CPU minutes (longer on a busy machine).",
+}
+"""What each benchmark measures and how long it takes (one full run, 2 shared CPU cores, one torch thread)."""
+
+EXAMPLES = """examples:
+  python -m benchmarks                          # all four, in this order (about 45 minutes)
+  python -m benchmarks step_cost likelihood     # only these two (about 1-2 minutes)
+  python -m benchmarks error_vs_nfe --quick     # the error-vs-NFE table with n = 20,000
+  python -m benchmarks likelihood --repeats 1   # one timing per case: faster, noisier
+  python -m benchmarks.likelihood --device cuda # run alone with its own options (see its -h; so
+                                                # does error_vs_nfe)
+"""
+
+
+def _description() -> str:
+    intro = (
+        "sdekit's benchmarks. Each one measures its contenders side by side in the same run and prints ratios "
+        "(timings: minimum over --repeats), not absolute claims: the machines are shared. Results are printed; "
+        "error_vs_nfe also writes benchmarks/results/. docs/benchmarks.md has the numbers of a full run. Times "
+        "below: one run on 2 shared CPU cores with one torch thread."
+    )
+    lines = [textwrap.fill(intro, width=98), "", "benchmarks:"]
+    for name in MODULES:
+        lines += [f"  {name}:", textwrap.fill(ABOUT[name], width=98, initial_indent=" " * 4, subsequent_indent=" " * 4)]
+    return "\n".join(lines)
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m benchmarks``."""
+    parser = _Parser(
+        prog="python -m benchmarks",
+        description=_description(),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all of {', '.join(MODULES)})"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=_positive,
+        metavar="N",
+        default=3,
+        help="runs per timed measurement; the minimum is reported (default 3; error_vs_nfe and "
+        "likelihood_fixed_grid time nothing and ignore it)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        metavar="N",
+        default=1,
+        help="torch threads for every benchmark (default 1: one core per side)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="the short version where a benchmark has one (error_vs_nfe: n = 20,000)"
+    )
+    return parser
+
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("names", nargs="*", help=f"modules to run (default: all of {', '.join(MODULES)})")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats per measurement (minimum is reported)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    """Run the named benchmarks (default: all) in :data:`MODULES` order."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     names = args.names or MODULES
     unknown = sorted(set(names) - set(MODULES))
@@ -25,9 +114,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
     for name in names:
         module = importlib.import_module(f"benchmarks.{name}")
+        kwargs: dict[str, object] = {"repeats": args.repeats, "threads": args.threads}
+        if args.quick and "quick" in inspect.signature(module.main).parameters:
+            kwargs["quick"] = True
         print(f"=== benchmarks.{name} " + "=" * max(0, 60 - len(name)))
         started = time.perf_counter()
-        module.main(repeats=args.repeats, threads=args.threads)
+        module.main(**kwargs)
         print(f"--- {name}: {time.perf_counter() - started:.1f} s\n")
 
 

@@ -44,14 +44,8 @@ from typing import Any
 import torch
 from torch import nn
 
-HELP = "train a small score model on a 2-D mixture, sample with several solvers, report"
-DESCRIPTION = (
-    "The main job, end to end, on an embedded 2-D Gaussian mixture (nothing to download): train a small "
-    "score network with denoising score matching on the CPU, sample it and the exact score with a set of "
-    "solvers at several step counts / tolerances, compare every sample with the exact law (sliced KS "
-    "test), compute exact likelihoods of held-out data, and write report.md, report.json and PNGs to --out. "
-    "About 1-2 minutes on 2 CPU cores; --quick takes under 30 seconds."
-)
+# The options, their checks and the entry point live in a module that does not import torch (fast --help).
+from ._demo_cli import DESCRIPTION, HELP, DemoError, add_arguments, run
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "DemoConfig", "DemoError"]
 
@@ -59,8 +53,6 @@ __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "DemoConfig", "DemoErr
 MEANS = [[-2.0, 0.0], [2.0, 1.0], [0.5, -2.0]]
 STDS = [0.35, 0.5, 0.4]
 WEIGHTS = [0.3, 0.45, 0.25]
-SDES = ("vp", "subvp", "ve", "edm")
-DEFAULT_SOLVERS = ("euler", "srk", "ode", "exp2", "pc")
 ADAPTIVE_SDE_SOLVERS = ("srk",)  # SDE solvers run with a tolerance ladder; other SDE solvers take fixed steps
 ALPHA = 1e-3  # family-wise level of the sliced KS test
 K_DIRECTIONS = 16  # fixed projection directions of the sliced KS test
@@ -102,113 +94,6 @@ QUICK = DemoConfig(
     tols=(1e-1, 1e-2, 1e-3),
     sde_tols=(1e-1, 1e-2),
 )
-
-
-class DemoError(Exception):
-    """A bad demo option: printed as one line ``sdekit demo: error: ...``, exit code 2."""
-
-
-# --------------------------------------------------------------------------- options
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the demo's options to ``parser``."""
-    parser.add_argument(
-        "--sde",
-        default="vp",
-        metavar="{vp,subvp,ve,edm,module:Class}",
-        help="forward SDE: a built-in (vp = VPSDE, subvp = SubVPSDE, ve = VESDE, edm = EDMSDE) or "
-        "'module:Class' naming an affine sdekit.SDE subclass to instantiate with its defaults (default: vp)",
-    )
-    parser.add_argument(
-        "--solver",
-        action="append",
-        metavar="NAME",
-        help="solver to run (repeat, or comma-separate, for several; names as in 'sdekit solvers'); "
-        f"default: {', '.join(DEFAULT_SOLVERS)}",
-    )
-    parser.add_argument(
-        "--steps",
-        metavar="N[,N...]",
-        help="run every solver with these fixed step counts instead of the default ladders "
-        "(default: tolerances 1e-1, 1e-2, ... for srk and adaptive ODE solvers, step counts for the others)",
-    )
-    parser.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, ...")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the run is deterministic given it (0)")
-    parser.add_argument("--out", default="sdekit-demo", help="output directory (default: sdekit-demo/)")
-    parser.add_argument(
-        "--quick", action="store_true", help="smaller network, shorter training and ladders: under 30 seconds"
-    )
-    parser.add_argument("--no-plots", action="store_true", help="write report.md and report.json only")
-
-
-def _parse_sde(spec: str) -> Any:
-    import sdekit
-
-    from ._load import load_sde
-
-    builtins = {"vp": sdekit.VPSDE, "subvp": sdekit.SubVPSDE, "ve": sdekit.VESDE, "edm": sdekit.EDMSDE}
-    if spec in builtins:
-        return builtins[spec]()
-    if spec.count(":") != 1 or not all(spec.split(":")):
-        raise DemoError(f"--sde {spec!r}: expected one of {', '.join(SDES)} or 'module:Class' (e.g. mypkg.sdes:MySDE)")
-    cls_name = spec.split(":")[1]
-    try:
-        sde = load_sde(spec)
-    except ValueError as err:
-        raise DemoError(f"--sde {spec!r}: {err}") from err
-    if not sde.is_affine:
-        raise DemoError(
-            f"--sde {spec!r}: {cls_name} is not affine (drift a(t) x + b(t), diffusion free of x); the demo "
-            "needs its Gaussian marginal for the exact oracle and the eps-parameterised model"
-        )
-    return sde
-
-
-def _parse_solvers(values: list[str] | None) -> list[str]:
-    from . import solvers
-    from .errors import UnknownSolverError
-
-    names = [s.strip() for v in (values or list(DEFAULT_SOLVERS)) for s in v.split(",") if s.strip()]
-    if not names:
-        raise DemoError("--solver: give at least one solver name (see 'sdekit solvers')")
-    out: list[str] = []
-    for name in names:
-        try:
-            canon = solvers.resolve(name)
-        except UnknownSolverError as err:
-            raise DemoError(f"--solver: {err}") from err
-        if canon not in out:
-            out.append(canon)
-    return out
-
-
-def _parse_steps(value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        steps = tuple(int(s) for s in value.split(",") if s.strip())
-    except ValueError:
-        steps = ()
-    if not steps or min(steps) < 1:
-        raise DemoError(f"--steps {value!r}: expected positive integers separated by commas, e.g. 10,30,100")
-    return tuple(sorted(set(steps)))
-
-
-def _parse_device(value: str) -> torch.device:
-    try:
-        device = torch.device(value)
-    except (RuntimeError, ValueError) as err:
-        raise DemoError(f"--device {value!r}: not a torch device ({err}); use cpu or cuda[:index]") from err
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DemoError(f"--device {value!r}: CUDA is not available on this machine; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DemoError(f"--device {value!r}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise DemoError(f"--device {value!r}: MPS is not available on this machine; use --device cpu")
-    elif device.type != "cpu":
-        raise DemoError(f"--device {value!r}: use cpu, cuda[:index] or mps")
-    return device
 
 
 # --------------------------------------------------------------------------- model
@@ -1228,52 +1113,7 @@ def _plots(
     plt.close(fig)
 
 
-# --------------------------------------------------------------------------- entry point
-def _prepare(args: argparse.Namespace) -> tuple[Any, list[str], tuple[int, ...] | None, torch.device]:
-    """Validate every option up front; raise :class:`DemoError` with a one-line message."""
-    if not isinstance(args.seed, int) or args.seed < 0:
-        raise DemoError(f"--seed {args.seed!r}: expected a non-negative integer")
-    device = _parse_device(args.device)
-    solvers_ = _parse_solvers(args.solver)
-    steps = _parse_steps(args.steps)
-    try:
-        sde = _parse_sde(args.sde)
-    except DemoError:
-        raise
-    except Exception as err:
-        raise DemoError(f"--sde {args.sde!r}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
-    for s in solvers_:
-        from . import solvers
-
-        try:
-            impl = solvers.get(s)
-            impl.check(sde)
-        except Exception as err:
-            raise DemoError(f"--solver {s}: {str(err).splitlines()[0]}") from err
-        if not impl.can_sample:
-            raise DemoError(f"--solver {s}: {' '.join(impl.sample_refusal.split())}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise DemoError(f"--out {args.out!r} exists and is not a directory")
-    return sde, solvers_, steps, device
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the demo; return the process exit code (0, or 2 for a bad option)."""
-    try:
-        sde, solvers_, steps, device = _prepare(args)
-    except DemoError as err:
-        print(f"sdekit demo: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a small MLP: one thread is as fast and leaves the other cores free
-    try:
-        demo(sde, solvers_, steps, device, args)
-    finally:
-        torch.set_num_threads(threads)
-    return 0
-
-
+# --------------------------------------------------------------------------- the run
 def demo(
     sde: Any, solvers_: list[str], steps: tuple[int, ...] | None, device: torch.device, args: argparse.Namespace
 ) -> DemoReport:

@@ -1,38 +1,194 @@
-"""Load a user's SDE class named ``module:Class`` (the command-line form shared by ``sdekit demo`` and ``derive``)."""
+"""The one SDE vocabulary of the command line: ``vp``, ``VPSDE`` or ``module:Class`` -> an :class:`sdekit.SDE`.
+
+Every command that takes an SDE (``sdekit demo``, ``sdekit derive``, ``sdekit validate`` /
+``python -m validation``) resolves it with :func:`resolve_sde`, so they all accept the same names:
+
+* a short name of the zoo: ``vp``, ``subvp``, ``ve``, ``cosine``, ``edm``, ``ou``, ``bm`` (:data:`SHORT_NAMES`);
+* a zoo class name: ``VPSDE``, ``SubVPSDE``, ``VESDE``, ``CosineVPSDE``, ``EDMSDE``, ``OrnsteinUhlenbeck``,
+  ``BrownianMotion`` (case does not matter for these two forms);
+* ``module:Name``: an :class:`sdekit.SDE` subclass (instantiated with its defaults) or an instance in an
+  importable module (the current directory is importable).
+
+Every failure is an :class:`SDESpecError` (a ``ValueError``) with a one-line message that says what was
+wrong and what to pass instead. This module imports nothing heavy at import time (the console script
+builds its help from :data:`SHORT_NAMES` without loading torch or sympy).
+"""
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import importlib.util
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["load_sde"]
-
-
-def load_sde(spec: str) -> Any:
-    """Import ``module``, take its ``Class`` (an ``sdekit.SDE`` subclass) and instantiate it with its defaults.
-
-    The current directory is importable (console scripts do not put it on ``sys.path``). Every failure is a
-    ``ValueError`` with a one-line reason.
-    """
+if TYPE_CHECKING:
     from .symbolic.sde import SDE
 
-    if spec.count(":") != 1 or not all(spec.split(":")):
-        raise ValueError("expected 'module:Class' (e.g. mypkg.sdes:MySDE)")
-    mod_name, cls_name = spec.split(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
+__all__ = ["SHORT_NAMES", "SDESpecError", "resolve_sde", "check_compiles", "sde_metavar", "sde_help"]
+
+SHORT_NAMES: dict[str, str] = {
+    "vp": "VPSDE",
+    "subvp": "SubVPSDE",
+    "ve": "VESDE",
+    "cosine": "CosineVPSDE",
+    "edm": "EDMSDE",
+    "ou": "OrnsteinUhlenbeck",
+    "bm": "BrownianMotion",
+}
+"""Short name -> class of :mod:`sdekit.symbolic.zoo` (one entry per class of ``zoo.__all__``)."""
+
+
+class SDESpecError(ValueError):
+    """An SDE name that cannot be resolved or an SDE that cannot be used; the message is one line."""
+
+
+def sde_metavar() -> str:
+    """``{vp,subvp,...,module:Class}`` for the usage line of an ``--sde`` option."""
+    return "{" + ",".join(SHORT_NAMES) + ",module:Class}"
+
+
+def sde_help() -> str:
+    """The shared description of the accepted SDE names, for option help texts."""
+    pairs = ", ".join(f"{short} = {cls}" for short, cls in SHORT_NAMES.items())
+    return (
+        f"a built-in SDE by short name or class name ({pairs}), or 'module:Name' naming your sdekit.SDE "
+        "subclass (instantiated with its defaults) or instance"
+    )
+
+
+def _vocabulary() -> dict[str, str]:
+    """Lower-cased short and class names -> class name."""
+    return {**SHORT_NAMES, **{cls.lower(): cls for cls in SHORT_NAMES.values()}}
+
+
+def _is_module(name: str) -> bool:
+    _cwd_importable()
     try:
-        module = importlib.import_module(mod_name)
-    except Exception as err:
-        raise ValueError(f"cannot import module {mod_name!r} ({type(err).__name__}: {err})") from err
-    cls = getattr(module, cls_name, None)
-    if cls is None:
-        raise ValueError(f"module {mod_name!r} has no attribute {cls_name!r}")
-    if not (isinstance(cls, type) and issubclass(cls, SDE)):
-        raise ValueError(f"{cls_name} is not a subclass of sdekit.SDE")
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _builtin(spec: str) -> SDE:
+    cls_name = _vocabulary().get(spec.lower())
+    if cls_name is None:
+        display = {w.lower(): w for w in [*SHORT_NAMES, *SHORT_NAMES.values()]}
+        close = difflib.get_close_matches(spec.lower(), list(display), n=1, cutoff=0.75)
+        if close:
+            hint = f"did you mean {display[close[0]]!r}? "
+        elif _is_module(spec):
+            hint = f"{spec!r} is a module: pass '{spec}:Name' naming the SDE class or instance in it; or "
+        else:
+            hint = ""
+        raise SDESpecError(
+            f"not a built-in SDE; {hint}choose from {', '.join(SHORT_NAMES)} (or their classes "
+            f"{', '.join(SHORT_NAMES.values())}), or pass 'module:Class' naming your sdekit.SDE subclass"
+        )
+    from .symbolic import zoo
+
+    return getattr(zoo, cls_name)()
+
+
+def _cwd_importable() -> None:
+    if os.getcwd() not in sys.path and "" not in sys.path:  # console scripts do not put the cwd on sys.path
+        sys.path.insert(0, os.getcwd())
+
+
+def _import(module_name: str) -> Any:
+    _cwd_importable()
     try:
-        return cls()
+        return importlib.import_module(module_name)
+    except ImportError as err:
+        raise SDESpecError(
+            f"cannot import module {module_name!r} ({err}); run from the directory that contains it or add it "
+            "to PYTHONPATH"
+        ) from err
     except Exception as err:
-        raise ValueError(f"{cls_name}() failed ({type(err).__name__}: {err})") from err
+        raise SDESpecError(f"importing {module_name!r} raised {type(err).__name__}: {_line(err)}") from err
+
+
+def _from_module(spec: str) -> SDE:
+    from .symbolic.sde import SDE
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr or ":" in attr:
+        raise SDESpecError("expected 'module:Class', e.g. mypkg.sdes:MySDE")
+    module = _import(module_name)
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        sdes = [n for n in names if _is_sde(getattr(module, n, None), SDE)]
+        close = difflib.get_close_matches(attr, sdes or names, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        has = f"its SDEs: {', '.join(sdes[:12])}" if sdes else f"it has: {', '.join(names[:12]) or 'no public names'}"
+        raise SDESpecError(f"module {module_name!r} has no attribute {attr!r}; {hint}{has}") from None
+    if isinstance(obj, type) and issubclass(obj, SDE):
+        try:
+            return obj()
+        except Exception as err:
+            raise SDESpecError(
+                f"{attr}() raised {type(err).__name__}: {_line(err)} (give every parameter a default, or point "
+                "at an instance)"
+            ) from err
+    if isinstance(obj, SDE):
+        return obj
+    raise SDESpecError(
+        f"{attr} is a {type(obj).__name__}, not a subclass of sdekit.SDE nor an instance of one; point at your SDE"
+    )
+
+
+def _is_sde(obj: Any, base: type) -> bool:
+    return isinstance(obj, base) or (isinstance(obj, type) and issubclass(obj, base) and obj is not base)
+
+
+def _line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def check_compiles(sde: SDE) -> None:
+    """Compile what every command uses: ``drift_fn``, ``diffusion_fn``, ``dg2_dx_fn`` and, for an affine SDE,
+    the marginal; raise :class:`SDESpecError` naming the first expression that does not compile.
+
+    A declaration that sympy accepts may still use a function torch cannot evaluate (``floor``, ``gamma``,
+    ...); this makes it a one-line error when the SDE is loaded instead of a traceback later in a run.
+    """
+    name = type(sde).__name__
+    parts = (("drift f", "f", "drift_fn"), ("diffusion g", "g", "diffusion_fn"), ("d(g^2)/dx", "dg2_dx", "dg2_dx_fn"))
+    for label, expr_attr, fn_attr in parts:
+        try:
+            getattr(sde, fn_attr)
+        except Exception as err:
+            raise SDESpecError(
+                f"{name}: the {label} = {getattr(sde, expr_attr)} cannot be compiled to torch ({_line(err)}); "
+                "rewrite it with the supported functions"
+            ) from err
+    if sde.is_affine:
+        try:
+            sde.marginal  # noqa: B018 - compiles alpha(t), m(t), sigma^2(t)
+        except Exception as err:
+            raise SDESpecError(
+                f"{name}: its Gaussian marginal (from f = {sde.f}, g = {sde.g}) cannot be built ({_line(err)}); "
+                "rewrite the coefficients with the supported functions"
+            ) from err
+
+
+def resolve_sde(spec: str, *, compile: bool = True) -> SDE:
+    """The :class:`sdekit.SDE` named by ``spec`` (see the module docstring for the accepted forms).
+
+    ``compile=True`` also compiles a user's SDE (:func:`check_compiles`); the zoo's SDEs are known to compile.
+
+    Raises:
+        SDESpecError: one line saying what was wrong and what to pass instead.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise SDESpecError(f"empty SDE name; choose from {', '.join(SHORT_NAMES)} or pass 'module:Class'")
+    if ":" not in spec:
+        return _builtin(spec)
+    sde = _from_module(spec)
+    if compile:
+        check_compiles(sde)
+    return sde

@@ -2,14 +2,20 @@
 
 Subcommands:
 
-- ``sdekit demo``: the main job, end to end (train a small score network on a 2-D
-  Gaussian mixture, sample with several solvers, exact likelihoods, report + plots).
-  Implemented in :mod:`sdekit._demo`.
-- ``sdekit derive``: the declared equations of the built-in SDEs (or ``--sde module:Class``)
-  and everything sdekit derives from them (marginals, prior, reverse-time SDE, probability-flow ODE).
+- ``sdekit demo``: the main job, end to end (train a small score network on a 2-D Gaussian
+  mixture, sample with several solvers, exact likelihoods, report + plots). Options in
+  :mod:`sdekit._demo_cli`, the run in :mod:`sdekit._demo`.
+- ``sdekit derive [SDE]``: the declared equations of the built-in SDEs (or of one SDE: ``vp``, ``VPSDE``,
+  ``module:Class``) and everything sdekit derives from them (marginals, prior, reverse-time SDE, PF-ODE).
 - ``sdekit solvers``: the registered solvers with their capabilities.
-- ``sdekit validate``: the Fokker-Planck / analytic validation suite (same as
-  ``python -m validation``). Implemented in the ``validation`` package.
+- Commands of other packages, discovered through the ``sdekit.commands`` entry-point group: each entry
+  point names a function ``register(subparsers, name)`` that adds the subparser ``name`` and sets its
+  ``func``. sdekit's own source tree registers ``sdekit validate`` there (the validation suite, same as
+  ``python -m validation``); the library itself never imports it.
+
+A bare ``sdekit`` prints the usage with the list of commands to stderr and exits with code 2. Every option
+mistake is one line on stderr (``sdekit <command>: error: ...``) and exit code 2, reported before any work
+starts. Building the parser imports neither torch nor sympy: ``sdekit --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -17,34 +23,38 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-import sympy as sp
+__all__ = ["main", "build_parser", "COMMAND_GROUP"]
 
-__all__ = ["main"]
+COMMAND_GROUP = "sdekit.commands"
+"""Entry-point group of the subcommands other packages add (``name = "package.module:register"``)."""
 
-
-def _zoo() -> dict[str, type]:
-    from .symbolic import zoo
-
-    return {name: getattr(zoo, name) for name in zoo.__all__}
+_DERIVE_HELP = "show the derived equations and marginals of the built-in SDEs or yours"
 
 
 def _derive(args: argparse.Namespace) -> int:
-    from ._load import load_sde
-    from .symbolic import derive
+    import sympy as sp
 
+    from ._load import SDESpecError, resolve_sde
+    from .symbolic import derive, zoo
+
+    spec = args.sde_option if args.sde_option is not None else args.sde
+    if args.sde_option is not None and args.sde is not None and args.sde != args.sde_option:
+        print(
+            f"sdekit derive: error: two SDEs given ({args.sde!r} and --sde {args.sde_option!r}); pass one",
+            file=sys.stderr,
+        )
+        return 2
     score = sp.Symbol("s_theta")  # not "s": a parameter may be called s (CosineVPSDE)
-    zoo = _zoo()
-    if args.sde is None:
-        sdes = [cls() for cls in zoo.values()]
-    elif args.sde in zoo:
-        sdes = [zoo[args.sde]()]
+    if spec is None:
+        sdes = [getattr(zoo, name)() for name in zoo.__all__]
     else:
         try:
-            sdes = [load_sde(args.sde)]
-        except ValueError as err:
-            known = ", ".join(sorted(zoo))
-            print(f"sdekit derive: error: --sde {args.sde!r}: {err} (built-in: {known})", file=sys.stderr)
+            sdes = [resolve_sde(spec)]
+        except SDESpecError as err:
+            option = "--sde" if args.sde_option is not None else "SDE"
+            print(f"sdekit derive: error: {option} {spec!r}: {err}", file=sys.stderr)
             return 2
     for sde in sdes:
         print(f"== {sde!r}")
@@ -59,78 +69,120 @@ def _derive(args: argparse.Namespace) -> int:
             print(f"   prior x_T ~ N({sde.prior.mean:.6g}, {sde.prior.std:.6g}^2)")
         else:
             print(f"   no Gaussian marginal: {sde._affine.reason}")
-        print(f"   reverse drift (score s_theta): {derive.reverse_drift(sde.f, sde.g, score)}")
-        print(f"   PF-ODE drift  (score s_theta): {derive.probability_flow_drift(sde.f, sde.g, score)}")
+        # simplified, as repr(sde.reverse(score)) and repr(sde.probability_flow(score)) show them
+        print(f"   reverse drift (score s_theta): {sp.simplify(derive.reverse_drift(sde.f, sde.g, score))}")
+        print(f"   PF-ODE drift  (score s_theta): {sp.simplify(derive.probability_flow_drift(sde.f, sde.g, score))}")
         print()
     return 0
 
 
+WIDTH = 100
+"""Width of the ``sdekit solvers`` table (every line fits a 100-column terminal)."""
+
+
 def _solvers(args: argparse.Namespace) -> int:
+    import textwrap
+
     from . import solvers
 
     rows = solvers.available()
     if not rows:
         print("no solvers registered")
         return 0
-    print(
-        f"{'name':<20}{'kind':<6}{'strong':<8}{'weak':<6}{'adaptive':<10}{'steps':<7}{'grid':<9}{'sample':<8}description"
-    )
+    columns = ("name", 19), ("kind", 5), ("strong", 7), ("weak", 5), ("adaptive", 9), ("steps", 6), ("grid", 7)
+    print("".join(f"{title:<{w}}" for title, w in columns) + "sample")
+    wrap = textwrap.TextWrapper(width=WIDTH, initial_indent="    ", subsequent_indent="    ")
     for name, cls in sorted(rows.items()):
         steps = cls.default_steps or cls.recommended_steps
-        print(
-            f"{name:<20}{cls.kind:<6}{cls.strong_order!s:<8}{cls.weak_order!s:<6}{cls.adaptive!s:<10}"
-            f"{steps if steps else '-'!s:<7}{cls.grid:<9}{'yes' if cls.can_sample else 'refused':<8}{cls.description}"
+        cells = (
+            name,
+            cls.kind,
+            "-" if cls.strong_order is None else cls.strong_order,
+            "-" if cls.weak_order is None else cls.weak_order,
+            "yes" if cls.adaptive else "no",
+            steps if steps else "-",
+            cls.grid,
         )
-    print(
-        "steps: default (fixed-grid) or recommended fixed step count; grid: default grid of fixed-step runs; "
-        "sample: 'refused' = sdekit.sample raises SolverError (Solver.can_sample; see the solver's sample_refusal)"
+        line = "".join(f"{cell!s:<{w - 1}} " for cell, (_, w) in zip(cells, columns))
+        print(line + ("yes" if cls.can_sample else "refused"))
+        print(wrap.fill(cls.description))
+    print()
+    legend = (
+        "strong, weak: declared orders of convergence ('-': none declared). adaptive: runs with rtol/atol when "
+        "steps=None. steps: default (fixed-grid) or recommended fixed step count ('-': adaptive only). grid: "
+        "default time grid of fixed-step runs. sample: 'refused' = sdekit.sample raises SolverError "
+        "(Solver.can_sample; see the solver's sample_refusal)."
     )
+    print(textwrap.fill(legend, width=WIDTH))
     return 0
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit code 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def _plugin_commands(sub: Any, taken: set[str]) -> None:
+    """Add the subcommands of the ``sdekit.commands`` entry points (loading only their ``register``)."""
+    from importlib.metadata import entry_points
+
+    seen: set[str] = set()
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        if ep.name in taken or ep.name in seen:  # built-ins win; the first of two equal names wins
+            continue
+        seen.add(ep.name)
+        try:
+            register = ep.load()
+            register(sub, ep.name)
+        except Exception as err:  # a broken plugin must not break the other commands
+            why = f"{type(err).__name__}: {' '.join(str(err).split())}"
+            broken = sub.add_parser(ep.name, help=f"(unavailable: {ep.value} failed to load)")
+            broken.set_defaults(func=_unavailable(ep.name, ep.value, why))
+
+
+def _unavailable(name: str, value: str, why: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        print(
+            f"sdekit {name}: error: its implementation {value} could not be loaded ({why}); reinstall the package "
+            "that provides it (for 'validate': pip install -e . in a source checkout of sdekit)",
+            file=sys.stderr,
+        )
+        return 2
+
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``sdekit`` command."""
-    parser = _Parser(prog="sdekit", description="Score-based diffusion models as symbolically declared SDEs.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser, required=True)
-    from . import _demo
+    """The argument parser of the ``sdekit`` command (imports neither torch nor sympy)."""
+    from . import _demo_cli
+    from ._load import sde_help, sde_metavar
 
-    demo = sub.add_parser("demo", help=_demo.HELP, description=_demo.DESCRIPTION)
-    _demo.add_arguments(demo)
-    demo.set_defaults(func=_demo.run)
-    derive = sub.add_parser("derive", help="show the derived equations and marginals of the built-in SDEs or yours")
-    derive.add_argument(
-        "--sde",
-        metavar="{" + ",".join(sorted(_zoo())) + ",module:Class}",
-        help="only this built-in SDE, or 'module:Class' naming your sdekit.SDE subclass (instantiated with defaults)",
+    parser = _Parser(
+        prog="sdekit",
+        description="Score-based diffusion models as symbolically declared SDEs.",
+        epilog="Run 'sdekit COMMAND --help' for the options of a command.",
     )
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND", title="commands")
+    demo = sub.add_parser("demo", help=_demo_cli.HELP, description=_demo_cli.DESCRIPTION)
+    _demo_cli.add_arguments(demo)
+    demo.set_defaults(func=_demo_cli.run)
+    derive = sub.add_parser("derive", help=_DERIVE_HELP, description=_DERIVE_HELP[0].upper() + _DERIVE_HELP[1:] + ".")
+    derive.add_argument("sde", nargs="?", metavar="SDE", help=f"only this SDE: {sde_help()} (default: the whole zoo)")
+    derive.add_argument("--sde", dest="sde_option", metavar=sde_metavar(), help="the same as the positional SDE")
     derive.set_defaults(func=_derive)
     sol = sub.add_parser("solvers", help="list registered solvers and their capabilities")
     sol.set_defaults(func=_solvers)
-    validate = sub.add_parser("validate", help="run the validation suite (same as python -m validation)")
-    try:
-        from validation import _cli as _validation_cli
-    except ImportError:  # pragma: no cover - validation/ ships with the source tree
-        validate.set_defaults(func=_no_validation)
-    else:
-        validate.description = _validation_cli.DESCRIPTION
-        _validation_cli.add_arguments(validate)
-        validate.set_defaults(func=_validation_cli.run)
+    _plugin_commands(sub, set(sub.choices))
     return parser
 
 
-def _no_validation(args: argparse.Namespace) -> int:  # pragma: no cover
-    print("sdekit validate: the validation package is not installed (install sdekit from a source checkout)")
-    return 2
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sdekit`` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``sdekit`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:  # a bare `sdekit`: the usage and the commands, exit code 2
+        parser.print_help(sys.stderr)
+        return 2
     return int(args.func(args))
 
 

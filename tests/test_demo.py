@@ -371,7 +371,7 @@ def user_module(tmp_path, monkeypatch):
     [
         (["--solver", "eulr"], "euler"),  # unknown solver: the close match is suggested
         (["--solver", "srk,nope"], "nope"),
-        (["--sde", "vpp"], "module:Class"),
+        (["--sde", "vpp"], "did you mean 'vp'?"),
         (["--sde", "no_such_module_xyz:Foo"], "cannot import"),
         (["--sde", "USER:Cubic"], "not affine"),
         (["--sde", "USER:NotAnSDE"], "not a subclass"),
@@ -402,9 +402,12 @@ def test_cuda_unavailable_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_user_sde_spec_loads_an_affine_class(user_module):
-    sde = _demo._parse_sde(f"{user_module}:Affine")
+    from sdekit import _demo_cli
+
+    sde = _demo_cli._parse_sde(f"{user_module}:Affine")
     assert type(sde).__name__ == "Affine" and sde.is_affine
-    assert type(_demo._parse_sde("vp")).__name__ == "VPSDE"
+    assert type(_demo_cli._parse_sde("vp")).__name__ == "VPSDE"
+    assert type(_demo_cli._parse_sde("CosineVPSDE")).__name__ == "CosineVPSDE"
 
 
 def test_help_lists_every_option(capsys):

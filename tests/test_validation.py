@@ -111,10 +111,11 @@ def test_broken_check_module_is_a_failed_line(monkeypatch, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("no_colon", "expected MODULE:CLASS"),
+        ("no_colon", "not a built-in SDE"),
+        ("vpp", "did you mean 'vp'?"),
         ("no_such_module_xyz:Thing", "cannot import module"),
         ("sdekit:NoSuchSDE", "has no attribute 'NoSuchSDE'"),
-        ("sdekit:logp", "not an sdekit.SDE subclass or instance"),
+        ("sdekit:logp", "not a subclass of sdekit.SDE"),
     ],
 )
 def test_bad_sde_spec_exits_2_with_one_line(registry, tmp_path, capsys, spec, message):
@@ -136,6 +137,54 @@ def test_sdekit_validate_is_the_same_command(registry, tmp_path):
 
     _register("analytic", _bad)
     assert cli.main(["validate", "--quick", "--out", str(tmp_path / "o")]) == 1
+
+
+def test_user_sde_runs_only_the_checks_about_it(registry, tmp_path, capsys):
+    """--sde: the suite's own problems (per_sde=False) are left out and said so; per-SDE checks see only it."""
+    seen: list = []
+
+    def about_sdes(ctx):
+        seen.append([type(s).__name__ for s in ctx.sdes])
+        return [CheckResult.below("symbolic", f"{type(s).__name__}: fine", 0.0, 1.0) for s in ctx.sdes]
+
+    def suite_problem(ctx):
+        return [CheckResult.below("orders", "double well: suite problem", 0.0, 1.0)]
+
+    _register("symbolic", about_sdes)
+    _core.register("orders", quick=True, per_sde=False)(suite_problem)
+    assert _run(tmp_path, "--sde", "vp", "VPSDE", "--sde", "sdekit:VPSDE") == 0
+    out = capsys.readouterr().out
+    assert seen == [["VPSDE"]]  # one SDE, named three ways: checked once
+    assert "VPSDE: fine" in out and "suite problem" not in out
+    assert "1 check(s) of the suite's own test problems left out" in out
+    assert _run(tmp_path) == 0  # without --sde: the zoo, and the suite's problems run
+    out = capsys.readouterr().out
+    assert "suite problem" in out and "left out" not in out and len(seen[-1]) == 7
+
+
+def test_two_different_sdes_of_one_class_exit_2(registry, tmp_path, capsys, monkeypatch):
+    import types
+
+    mod = types.ModuleType("two_vps_xyz")
+    mod.SMALL, mod.LARGE = sdekit.VPSDE(beta_max=10), sdekit.VPSDE(beta_max=20.5)
+    monkeypatch.setitem(sys.modules, "two_vps_xyz", mod)
+    assert _run(tmp_path, "--sde", "two_vps_xyz:SMALL", "two_vps_xyz:LARGE") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "two different VPSDE SDEs" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_real_checks_with_sde_vp_report_only_vp_lines_once(tmp_path, capsys):
+    code = _cli.main(
+        ["--quick", "--sde", "vp", "--only", "symbolic", "--only", "fokker-planck", "--out", str(tmp_path / "o")]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    data = json.loads((tmp_path / "o" / "report.json").read_text())
+    names = [r["name"] for r in data["results"]]
+    assert names and all(n.startswith("VPSDE: ") for n in names), names
+    assert len(names) == len(set(names))
+    assert not any("double well" in n or "DoubleWell" in n for n in names)
 
 
 USER_MODULE = '''

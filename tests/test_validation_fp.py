@@ -286,6 +286,7 @@ def test_user_sde_forward_and_reverse_pass(tmp_path: Path):
         results = fn(ctx)
         assert any("MeanReversionMultiplicative" in r.name for r in results)
         assert all(r.passed for r in results), [r for r in results if not r.passed]
+        assert not any("double well" in r.name for r in results)  # --sde: only the user's SDE is reported
 
 
 @pytest.mark.slow

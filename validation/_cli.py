@@ -1,29 +1,34 @@
 """Command line of the validation suite: ``python -m validation`` (same as ``sdekit validate``).
 
 Exit codes: 0 when every check passed (skipped lines do not count), 1 when any check failed or
-crashed, 2 for bad arguments (argparse errors, an ``--sde`` that cannot be loaded, an unknown
-``--only`` group).
+crashed, 2 for bad arguments (one line on stderr, before any work starts: argparse errors, an ``--sde``
+that cannot be resolved or compiled, an unknown ``--only`` group, an ``--out`` that cannot be created,
+a ``--seed`` out of range).
+
+``sdekit validate`` is registered through the ``sdekit.commands`` entry point (``validation._cli:register``
+in ``pyproject.toml``); this module imports neither torch nor sympy until a run starts.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import sys
 from pathlib import Path
+from typing import Any
+
+from sdekit._load import SDESpecError, resolve_sde, sde_help, sde_metavar
+from sdekit._options import MAX_SEED, OptionError, check_out_dir, check_seed
+
+__all__ = ["DESCRIPTION", "SDESpecError", "add_arguments", "register", "run", "main"]
 
 DESCRIPTION = "Check sdekit's derived objects against Fokker-Planck and exact Gaussian answers."
 
 EPILOG = """examples:
   python -m validation --quick                     # under 3 minutes; what CI runs
   python -m validation --out validation-report     # full run: every solver, more samples, more levels
-  python -m validation --quick --sde mymodule:MySDE --only symbolic
+  python -m validation --quick --sde vp --only symbolic
+  python -m validation --quick --sde mymodule:MySDE
 """
-
-
-class SDESpecError(ValueError):
-    """An ``--sde module:Class`` that cannot be loaded (the message says why and what to pass)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,12 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sde",
         action="append",
         nargs="+",
-        metavar="MODULE:CLASS",
-        help="check your SDE(s) instead of the built-in zoo: an sdekit.SDE subclass (instantiated with no "
-        "arguments) or instance, e.g. mypkg.sdes:MySDE (repeatable)",
+        metavar=sde_metavar(),
+        help=f"check these SDEs instead of the built-in zoo (repeatable): {sde_help()}. Only the checks about "
+        "them are run; the suite's own test problems (double well, solver orders) are left out",
     )
     parser.add_argument("--out", type=Path, default=Path("validation-report"), help="report directory")
-    parser.add_argument("--seed", type=int, default=0, help="base seed of every random generator (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help=f"base seed of every random generator, 0 to {MAX_SEED} (default 0)"
+    )
     parser.add_argument(
         "--only", action="append", metavar="GROUP", help="run only this group (repeatable): " + ", ".join(_groups())
     )
@@ -49,48 +56,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
+def register(subparsers: Any, name: str) -> argparse.ArgumentParser:
+    """Add the ``sdekit <name>`` subcommand (the ``sdekit.commands`` entry point); returns its parser."""
+    parser = subparsers.add_parser(
+        name, help="run the validation suite (same as python -m validation)", description=DESCRIPTION
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run, prog=f"sdekit {name}")
+    return parser
+
+
 def _groups() -> tuple[str, ...]:
     from ._core import GROUPS
 
     return GROUPS
-
-
-def load_sde(spec: str):
-    """Load ``module:Name``: an :class:`sdekit.SDE` subclass (instantiated with no arguments) or an instance."""
-    import sdekit
-
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise SDESpecError(f"--sde {spec!r}: expected MODULE:CLASS, e.g. mypkg.sdes:MySDE")
-    if os.getcwd() not in sys.path and "" not in sys.path:  # `sdekit validate` from the user's directory
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise SDESpecError(
-            f"--sde {spec!r}: cannot import module {module_name!r} ({err}); run from the directory that contains it "
-            "or add it to PYTHONPATH"
-        ) from err
-    except Exception as err:
-        raise SDESpecError(f"--sde {spec!r}: importing {module_name!r} raised {type(err).__name__}: {err}") from err
-    try:
-        obj = getattr(module, attr)
-    except AttributeError:
-        names = [n for n in dir(module) if not n.startswith("_")]
-        raise SDESpecError(
-            f"--sde {spec!r}: module {module_name!r} has no attribute {attr!r} (it has: {', '.join(names[:12])})"
-        ) from None
-    if isinstance(obj, type) and issubclass(obj, sdekit.SDE):
-        try:
-            return obj()
-        except Exception as err:
-            raise SDESpecError(
-                f"--sde {spec!r}: {attr}() raised {type(err).__name__}: {err} (give every parameter a default, "
-                "or point --sde at an instance)"
-            ) from err
-    if isinstance(obj, sdekit.SDE):
-        return obj
-    raise SDESpecError(f"--sde {spec!r}: {attr} is a {type(obj).__name__}, not an sdekit.SDE subclass or instance")
 
 
 def _zoo() -> list:
@@ -99,34 +78,68 @@ def _zoo() -> list:
     return [getattr(zoo, name)() for name in zoo.__all__]
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the suite; return the process exit code (0 all passed, 1 a check failed, 2 bad arguments)."""
-    import torch
+def _user_sdes(specs: list[str]) -> list:
+    """Resolve ``--sde`` specs (each SDE once); two different SDEs of one class would share report lines."""
+    sdes: list = []
+    seen: dict[str, str] = {}
+    for spec in specs:
+        try:
+            sde = resolve_sde(spec)
+        except SDESpecError as err:
+            raise OptionError(f"--sde {spec!r}: {err}") from err
+        if any(repr(s) == repr(sde) for s in sdes):
+            continue  # the same SDE twice (e.g. vp and VPSDE): checked once
+        name = type(sde).__name__
+        if name in seen:
+            raise OptionError(
+                f"--sde {seen[name]!r} and {spec!r} are two different {name} SDEs; the report names SDEs by "
+                "class, so check them in two runs"
+            )
+        seen[name] = spec
+        sdes.append(sde)
+    return sdes
 
-    from ._core import Context
-    from ._report import write_report
-    from ._runner import load_check_modules, run_checks
 
-    specs = [s for group in (args.sde or []) for s in group]
+def _check(args: argparse.Namespace) -> tuple[list, list[str], Path]:
+    """Every option, up front and creating nothing: (SDEs, --only groups, output directory)."""
+    check_seed(args.seed)
     only = list(args.only or [])
     unknown = [g for g in only if g not in _groups()]
     if unknown:
-        print(
-            f"validation: error: unknown --only group {unknown[0]!r}; choose from {', '.join(_groups())}",
-            file=sys.stderr,
-        )
-        return 2
+        raise OptionError(f"unknown --only group {unknown[0]!r}; choose from {', '.join(_groups())}")
+    out = check_out_dir(args.out)
+    specs = [s for group in (args.sde or []) for s in group]
+    return (_user_sdes(specs) if specs else []), only, out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the suite; return the process exit code (0 all passed, 1 a check failed, 2 bad arguments)."""
+    prog = getattr(args, "prog", "python -m validation")
     try:
-        sdes = [load_sde(s) for s in specs] if specs else _zoo()
-    except SDESpecError as err:
-        print(f"validation: error: {err}", file=sys.stderr)
+        user, only, out = _check(args)
+    except OptionError as err:
+        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    import torch
+
+    from ._core import Context, left_out
+    from ._report import write_report
+    from ._runner import load_check_modules, run_checks
+
+    sdes = user or _zoo()
     torch.set_num_threads(1)  # small batched problems: threads buy little, and CI machines are shared
-    ctx = Context(sdes=sdes, quick=bool(args.quick), out=Path(args.out), seed=int(args.seed), user_sde=bool(specs))
+    ctx = Context(sdes=sdes, quick=bool(args.quick), out=out, seed=int(args.seed), user_sde=bool(user))
     ctx.out.mkdir(parents=True, exist_ok=True)
     import_failures = load_check_modules()
     mode = "quick" if ctx.quick else "full"
     print(f"sdekit validation ({mode}, seed {ctx.seed}): {', '.join(repr(s) for s in sdes)}", flush=True)
+    if ctx.user_sde:
+        n = left_out(ctx.quick)
+        print(
+            f"--sde: only the checks about these SDEs; {n} check(s) of the suite's own test problems left out "
+            "(run without --sde for them)",
+            flush=True,
+        )
     result = run_checks(ctx, only=only or None, preface=import_failures)
     md = write_report(result, ctx, image_prefix=args.image_prefix)
     print(f"report: {md} (+ report.json)")
@@ -135,11 +148,12 @@ def run(args: argparse.Namespace) -> int:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit code 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m validation``."""
     parser = _Parser(prog="python -m validation", description=DESCRIPTION)
     add_arguments(parser)
+    parser.set_defaults(prog=parser.prog)
     return run(parser.parse_args(argv))

@@ -13,10 +13,12 @@ import math
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-__all__ = ["CheckResult", "Context", "register", "registered", "guarded", "GROUPS"]
+__all__ = ["CheckResult", "Context", "register", "registered", "left_out", "guarded", "GROUPS"]
 
 # Report sections, in report order (a group not listed here is appended after them).
 GROUPS = ("symbolic", "fokker-planck", "forward", "reverse", "analytic", "orders")
@@ -105,7 +107,8 @@ class Context:
         quick: True under ``--quick`` (fewer samples, fewer levels; the whole run under 3 minutes).
         out: output directory for the report and PNGs (created by the runner).
         seed: base seed; checks derive their generators from it.
-        user_sde: True when ``sdes`` came from ``--sde`` (checks that need an affine SDE skip others).
+        user_sde: True when ``sdes`` came from ``--sde``: then only lines about ``sdes`` are reported (the
+            suite's own problems, such as the double well, are left out; see :func:`register`).
     """
 
     sdes: list
@@ -116,6 +119,8 @@ class Context:
 
     def generator(self, *keys: object) -> torch.Generator:
         """A CPU generator seeded from :attr:`seed` and ``keys`` (stable across runs and check order)."""
+        import torch
+
         tag = "/".join(str(k) for k in keys).encode()
         return torch.Generator().manual_seed((self.seed * 1_000_003 + zlib.crc32(tag)) % (2**63))
 
@@ -128,21 +133,35 @@ class Context:
 CheckFn = Callable[[Context], Iterable[CheckResult]]
 """A check returns a list of results, or yields them one by one (the runner prints each as it comes)."""
 _REGISTRY: list[tuple[str, bool, CheckFn]] = []
+_SUITE_ONLY: set[CheckFn] = set()
 
 
-def register(group: str, *, quick: bool = True) -> Callable[[CheckFn], CheckFn]:
-    """Decorator: register ``fn`` as a check of ``group``; ``quick=False`` runs it only in full mode."""
+def register(group: str, *, quick: bool = True, per_sde: bool = True) -> Callable[[CheckFn], CheckFn]:
+    """Decorator: register ``fn`` as a check of ``group``; ``quick=False`` runs it only in full mode.
+
+    ``per_sde=False`` marks a check of the suite's own fixed problems (the double well, the FP solver's
+    orders, the SDE solvers' orders on closed-form problems): it does not look at ``ctx.sdes`` and is left
+    out when the user checks their own SDEs (``--sde``). A ``per_sde`` check reports lines about
+    ``ctx.sdes`` only when ``ctx.user_sde`` is set.
+    """
 
     def deco(fn: CheckFn) -> CheckFn:
         _REGISTRY.append((group, quick, fn))
+        if not per_sde:
+            _SUITE_ONLY.add(fn)
         return fn
 
     return deco
 
 
-def registered(quick: bool) -> list[tuple[str, CheckFn]]:
-    """The registered checks to run, in registration order."""
-    return [(group, fn) for group, q, fn in _REGISTRY if q or not quick]
+def registered(quick: bool, user_sde: bool = False) -> list[tuple[str, CheckFn]]:
+    """The registered checks to run, in registration order (``user_sde=True``: only the ``per_sde`` ones)."""
+    return [(group, fn) for group, q, fn in _REGISTRY if (q or not quick) and not (user_sde and fn in _SUITE_ONLY)]
+
+
+def left_out(quick: bool) -> int:
+    """How many checks of this mode are left out under ``--sde`` (``per_sde=False``)."""
+    return sum(1 for _, q, fn in _REGISTRY if (q or not quick) and fn in _SUITE_ONLY)
 
 
 def guarded(group: str, name: str, fn: Callable[[], CheckResult | list[CheckResult]]) -> list[CheckResult]:

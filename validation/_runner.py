@@ -106,7 +106,7 @@ def run_checks(
     for r in preface or []:
         run.results.append(r)
         print(format_row(r), file=stream, flush=True)
-    for group, fn in registered(ctx.quick):
+    for group, fn in registered(ctx.quick, user_sde=ctx.user_sde):
         if only and group not in only:
             continue
         last = time.perf_counter()

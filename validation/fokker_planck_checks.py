@@ -616,10 +616,12 @@ def check_kernels(ctx: Context) -> list[CheckResult]:
 
 @register("fokker-planck", quick=True)
 def check_operator(ctx: Context) -> list[CheckResult]:
-    """The numeric FP operator converges (order 2 in h) to sdekit's symbolic Fokker-Planck operator, every SDE."""
+    """The numeric FP operator converges (order 2 in h) to sdekit's symbolic Fokker-Planck operator, every SDE.
+
+    The suite's non-affine example is checked too, except when the SDEs are the user's (``--sde``)."""
     cells = (200, 400, 800)
     out: list[CheckResult] = []
-    for sde in [*ctx.sdes, example_sde()]:
+    for sde in [*ctx.sdes] + ([] if ctx.user_sde else [example_sde()]):
         name = type(sde).__name__
         t = 0.5 * sde.T
 
@@ -640,7 +642,7 @@ def check_operator(ctx: Context) -> list[CheckResult]:
     return out
 
 
-@register("fokker-planck", quick=True)
+@register("fokker-planck", quick=True, per_sde=False)
 def check_stationary(ctx: Context) -> list[CheckResult]:
     r"""Numeric FP vs the Gibbs density e^{-U}/Z (double well U = x^4/4 - x^2/2), and its order in h."""
     start = time.perf_counter()
@@ -685,7 +687,7 @@ def check_stationary(ctx: Context) -> list[CheckResult]:
     ]
 
 
-@register("fokker-planck", quick=True)
+@register("fokker-planck", quick=True, per_sde=False)
 def check_time_order(ctx: Context) -> list[CheckResult]:
     """Order in dt of the FP time stepping on VPSDE: Crank-Nicolson 2, backward Euler 1."""
     where = "target {} ({}), +-0.25 (TESTING.md); VPSDE, dt = 0.05, 0.025, 0.0125, 2000 cells"
@@ -755,16 +757,17 @@ def _user_lines(
 
 @register("forward", quick=True)
 def check_forward(ctx: Context) -> list[CheckResult]:
-    r"""sdekit.simulate paths vs the numeric FP density at 3 times: the non-affine example (and a user's SDEs)."""
+    r"""sdekit.simulate paths vs the numeric FP density at 3 times: the non-affine example (or the user's SDEs)."""
     s = settings(ctx.quick)
     out: list[CheckResult] = []
     panels: list = []
-    out += guarded(
-        "forward",
-        "double well x sqrt(1+x^2): simulate vs numeric FP",
-        lambda: _forward_lines(example_problem(s), s, ctx.generator("forward", "example"), panels),
-    )
-    if ctx.user_sde:
+    if not ctx.user_sde:
+        out += guarded(
+            "forward",
+            "double well x sqrt(1+x^2): simulate vs numeric FP",
+            lambda: _forward_lines(example_problem(s), s, ctx.generator("forward", "example"), panels),
+        )
+    else:
         for sde in ctx.sdes:
             name = type(sde).__name__
             out += guarded(
@@ -849,16 +852,19 @@ def _reverse_lines(problem: Problem, s: Settings, ctx: Context, panels: list, co
 
 @register("reverse", quick=True)
 def check_reverse(ctx: Context) -> list[CheckResult]:
-    r"""Derived reverse SDE and PF-ODE with the numeric FP score vs p_eps; the no-divergence negative control fails."""
+    r"""Derived reverse SDE and PF-ODE with the numeric FP score vs p_eps; the no-divergence negative control fails.
+
+    On the suite's non-affine example, or on the user's SDEs (``--sde``)."""
     s = settings(ctx.quick)
     out: list[CheckResult] = []
     panels: list = []
-    out += guarded(
-        "reverse",
-        "double well x sqrt(1+x^2): reverse SDE / PF-ODE with the FP score",
-        lambda: _reverse_lines(example_problem(s), s, ctx, panels, control=True),
-    )
-    if ctx.user_sde:
+    if not ctx.user_sde:
+        out += guarded(
+            "reverse",
+            "double well x sqrt(1+x^2): reverse SDE / PF-ODE with the FP score",
+            lambda: _reverse_lines(example_problem(s), s, ctx, panels, control=True),
+        )
+    else:
         for sde in ctx.sdes:
             name = type(sde).__name__
             out += guarded(

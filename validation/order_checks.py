@@ -293,7 +293,7 @@ def _with_figure(lines: list[CheckResult], fig: Callable[[], str]) -> list[Check
     return lines
 
 
-@register(GROUP, quick=True)
+@register(GROUP, quick=True, per_sde=False)
 def strong_and_weak(ctx: Context):
     """Strong and weak orders of the torchsde solvers on two pathwise-solvable problems."""
     import sdekit

@@ -1,6 +1,6 @@
 """Solver registry and solvers: torchsde (reverse SDE), torchdiffeq (PF-ODE), native samplers."""
 
-from . import _exponential, _native  # noqa: F401  (register pc, ancestral, ald, exp1-3)
+from . import _exponential, _native, _torchdiffeq, _torchsde  # noqa: F401  (register every solver)
 from ._base import SamplingProblem, Solver, SolveStats
 from ._registry import available, get, register, resolve
 
