@@ -541,16 +541,3 @@ def test_adjoint_gradients_match_exact_and_backprop():
     with pytest.raises(TypeError, match="adjoint"):
         sdekit.logp(model, sde, x, adjoint="yes")
 
-
-def test_exact_trace_in_chunks(monkeypatch):
-    # Forcing chunks of 10 coordinates out of 32: every diagonal Jacobian entry is still summed once
-    # (z**3 has diagonal 3 z**2; flipping an even-length axis moves every entry, adding nothing). Exact to round-off.
-    from sdekit import _likelihood
-
-    monkeypatch.setattr(_likelihood, "_MAX_BATCHED_ELEMENTS", 3 * 32 * 10)
-    x = torch.randn(3, 2, 4, 4, generator=gen(31), dtype=DT).requires_grad_()
-    tracer = _likelihood._ExactTrace(x)
-    assert tracer.chunk == 10
-    out, tr = tracer(lambda z, t: z**3 + z.flip(-1), x, 0.0, False)
-    assert torch.allclose(out, x**3 + x.flip(-1), rtol=0, atol=1e-12)
-    assert torch.allclose(tr, (3 * x**2).reshape(3, -1).sum(1), rtol=0, atol=1e-12)
