@@ -28,6 +28,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 import sdekit
+from sdekit._traces import draw_probes
 
 DT = torch.float64
 
@@ -224,7 +225,7 @@ def _case(name, model, sde, x, *, trace, tol, ref_tol, eps, prior, truth, repeat
     """Time both sides at the given tolerances; errors against ``truth`` (max and median over the batch)."""
     probe = None
     if trace == "hutchinson":  # the very probes sdekit draws with this seed
-        probe = sdekit._likelihood._draw_probes("rademacher", 1, x, torch.Generator().manual_seed(0))[0]
+        probe = draw_probes("rademacher", 1, x, torch.Generator().manual_seed(0))[0]
     t_ours, (lp, info), t_ref, (lp_ref, nfe_ref), cpu_ours, cpu_ref = _time_both(
         lambda: _sdekit(model, sde, x, tol=tol, eps=eps, prior=prior, trace=trace),
         lambda: reference_logp(model, sde, x, rtol=ref_tol, atol=ref_tol, eps=eps, prior=prior, probe=probe),
@@ -287,7 +288,7 @@ def _equal_agreement(name, model, sde, x, *, trace, ref_tol, eps, prior, truth, 
 def _probe(trace, x):
     if trace != "hutchinson":
         return None
-    return sdekit._likelihood._draw_probes("rademacher", 1, x, torch.Generator().manual_seed(0))[0]
+    return draw_probes("rademacher", 1, x, torch.Generator().manual_seed(0))[0]
 
 
 def main(repeats: int = 3, threads: int = 1, images: bool = True, device: str = "cpu") -> None:

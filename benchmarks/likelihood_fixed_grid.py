@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 import sdekit
-from sdekit._likelihood import _ExactTrace
+from sdekit._traces import ExactTrace
 from sdekit.solvers._exponential import lagrange_weights
 from sdekit.solvers._grids import log_snr, t_of_log_snr, time_grid
 
@@ -88,7 +88,7 @@ def exp3_logp(score, sde: sdekit.SDE, x: torch.Tensor, steps: int, *, eps: float
     mid_ratio = float(marginal.sigma(t_mid) / sigma[0])
     mid_w = float(lagrange_weights(h[0:1] / 2, [torch.zeros(1, dtype=torch.float64)])[0])
 
-    trace = _ExactTrace(x)
+    trace = ExactTrace(x)
     nfe = 0
 
     def evaluate(state: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the same names for type checkers and the API docs; imported lazily at run time
     from . import analytic, errors, losses
+    from ._dequantize import bits_per_dim, dequantize
     from ._dynamics import ProbabilityFlowODE, ReverseSDE
     from ._langevin import annealed_langevin, langevin
-    from ._likelihood import LikelihoodInfo, bits_per_dim, dequantize, logp
+    from ._likelihood import LikelihoodInfo, logp
     from ._marginal import Discretization, GaussianKernel, GaussianMarginal, GaussianPrior
     from ._sample import SampleInfo, sample
     from ._simulate import SimulateInfo, simulate
@@ -48,8 +49,8 @@ _EXPORTS: dict[str, str] = {
     "annealed_langevin": "._langevin",
     "langevin": "._langevin",
     "LikelihoodInfo": "._likelihood",
-    "bits_per_dim": "._likelihood",
-    "dequantize": "._likelihood",
+    "bits_per_dim": "._dequantize",
+    "dequantize": "._dequantize",
     "logp": "._likelihood",
     "Discretization": "._marginal",
     "GaussianKernel": "._marginal",

@@ -1,4 +1,4 @@
-"""Checks shared by every entry point: a model's output, ``generator=``, positive numbers and float dtypes."""
+"""Checks shared by every entry point: data tensors, a model's output, ``generator=``, eps, positive numbers, dtypes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import torch
 
 from .errors import ModelOutputError
 
-__all__ = ["check_float_dtype", "check_generator", "check_model_output", "check_positive"]
+__all__ = [
+    "check_batch",
+    "check_choice",
+    "check_count",
+    "check_eps",
+    "check_float_dtype",
+    "check_generator",
+    "check_model_output",
+    "check_positive",
+]
 
 
 def check_model_output(
@@ -52,3 +61,36 @@ def check_float_dtype(dtype: Any) -> torch.dtype | None:
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
     return dtype
+
+
+def check_batch(x: Any, name: str = "x") -> torch.Tensor:
+    """``x`` if it is a float tensor of shape (batch, *event_shape), no dimension empty, else TypeError/ValueError."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"{name} must be a floating-point tensor of shape (batch, *event_shape), got {got}")
+    if x.ndim < 1 or x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(
+            f"{name} must have shape (batch, *event_shape) with batch >= 1 and no empty dimension, got {tuple(x.shape)}"
+        )
+    return x
+
+
+def check_eps(eps: Any, T: float) -> float:
+    """``eps`` as a float if it is a number with 0 < eps < T, else a ValueError saying so."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < T:
+        raise ValueError(f"eps must be a number with 0 < eps < T = {T:g}, got {eps!r}")
+    return float(eps)
+
+
+def check_count(name: str, value: Any) -> int:
+    """``value`` if it is a positive integer (not a bool), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value

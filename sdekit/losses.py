@@ -55,8 +55,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import _random
-from ._checks import check_generator, check_model_output
-from ._likelihood import _draw_probes, _drift_and_exact_trace
+from ._checks import check_batch, check_choice, check_count, check_eps, check_generator, check_model_output
+from ._traces import PROBES, draw_probes, drift_and_exact_trace, hutchinson_trace
 from .parameterization import check_parameterization, marginal_coefficients, to_score
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,6 +88,7 @@ _T_SLACK = 1e-6  # relative tolerance of the [eps, T] check of dsm(t=...): eps o
 
 # --------------------------------------------------------------------------- checks
 def _check_sde(sde: Any) -> SDE:
+    # imported here, not above: ism and ssm need no SDE, and sdekit.losses itself does not import sympy (~2 s)
     from .symbolic.sde import SDE as _SDE
 
     if not isinstance(sde, _SDE):
@@ -97,26 +98,7 @@ def _check_sde(sde: Any) -> SDE:
 
 
 def _check_eps(sde: SDE, eps: float | None) -> float:
-    T = float(sde.T)
-    eps = sde.default_eps if eps is None else eps
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < T:
-        raise ValueError(f"eps must be a number with 0 < eps < T = {T:g}, got {eps!r}")
-    return float(eps)
-
-
-def _check_data(x: Any, name: str = "x0") -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-        raise TypeError(f"{name} must be a floating-point tensor of shape (batch, *event_shape), got {got}")
-    if x.ndim < 1 or x.shape[0] == 0 or x.numel() == 0:
-        raise ValueError(f"{name} must have shape (batch, *event_shape) with batch >= 1, got {tuple(x.shape)}")
-    return x
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
+    return check_eps(sde.default_eps if eps is None else eps, float(sde.T))
 
 
 def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -239,9 +221,8 @@ def sample_times(
     """
     sde = _check_sde(sde)
     eps = _check_eps(sde, eps)
-    _check_choice("kind", kind, TIME_SAMPLINGS)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    check_choice("kind", kind, TIME_SAMPLINGS)
+    check_count("n", n)
     check_generator(generator)
     if device is None:
         device = generator.device if generator is not None else torch.device("cpu")
@@ -324,11 +305,11 @@ def dsm(
     if not callable(model):
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
     sde = _check_sde(sde)
-    x0 = _check_data(x0)
+    x0 = check_batch(x0, "x0")
     check_parameterization(parameterization)
-    _check_choice("weighting", weighting, WEIGHTINGS)
-    _check_choice("time_sampling", time_sampling, TIME_SAMPLINGS)
-    _check_choice("reduction", reduction, _REDUCTIONS)
+    check_choice("weighting", weighting, WEIGHTINGS)
+    check_choice("time_sampling", time_sampling, TIME_SAMPLINGS)
+    check_choice("reduction", reduction, _REDUCTIONS)
     eps = _check_eps(sde, eps)
     check_generator(generator)
     batch = x0.shape[0]
@@ -421,9 +402,9 @@ def likelihood_bound(
         The bound in nats (one draw of t, z and :math:`x_T` per data point).
     """
     sde = _check_sde(sde)
-    x0 = _check_data(x0)
+    x0 = check_batch(x0, "x0")
     eps = _check_eps(sde, eps)
-    _check_choice("reduction", reduction, _REDUCTIONS)
+    check_choice("reduction", reduction, _REDUCTIONS)
     check_generator(generator)
     prior = sde.prior if prior is None else prior
     if not callable(getattr(prior, "log_prob", None)):
@@ -457,7 +438,7 @@ def _call_score(score: Callable[..., torch.Tensor], x: torch.Tensor, t: Any) -> 
 
 
 def _prepare(x: Any, t: Any) -> tuple[torch.Tensor, Any]:
-    x = _check_data(x, "x")
+    x = check_batch(x, "x")
     if t is not None:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         t = t.reshape(()).expand(x.shape[0]) if t.numel() == 1 else t
@@ -497,12 +478,12 @@ def ism(
     """
     if not callable(score):
         raise TypeError(f"score must be a callable score(x), got {type(score).__name__}")
-    _check_choice("reduction", reduction, _REDUCTIONS)
+    check_choice("reduction", reduction, _REDUCTIONS)
     x, t = _prepare(x, t)
     graph = torch.is_grad_enabled()
     with torch.enable_grad():
         # (the exact trace replicates a per-sample t together with the batch)
-        out, trace = _drift_and_exact_trace(lambda xx, tt: _call_score(score, xx, tt), x, t, graph)
+        out, trace = drift_and_exact_trace(lambda xx, tt: _call_score(score, xx, tt), x, t, graph)
     if not graph:
         out, trace = out.detach(), trace.detach()
     return _reduce(0.5 * _event_sum(out * out) + trace, reduction)
@@ -543,22 +524,16 @@ def ssm(
     """
     if not callable(score):
         raise TypeError(f"score must be a callable score(x), got {type(score).__name__}")
-    _check_choice("reduction", reduction, _REDUCTIONS)
-    _check_choice("projection", projection, ("rademacher", "gaussian"))
-    if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
-        raise ValueError(f"n_projections must be a positive integer, got {n_projections!r}")
+    check_choice("reduction", reduction, _REDUCTIONS)
+    check_choice("projection", projection, PROBES)
+    check_count("n_projections", n_projections)
     check_generator(generator)
     x, t = _prepare(x, t)
     graph = torch.is_grad_enabled()
-    v = _draw_probes(projection, n_projections, x, generator)  # (n, *x.shape)
+    v = draw_probes(projection, n_projections, x, generator)  # (n, *x.shape)
     with torch.enable_grad():
         out = _call_score(score, x, t)
-        if n_projections == 1:
-            (vjp,) = torch.autograd.grad(out, x, v[0], create_graph=graph)
-            vjp = vjp[None]
-        else:
-            (vjp,) = torch.autograd.grad(out, x, v, create_graph=graph, is_grads_batched=True)
-    quad = (vjp * v).reshape(n_projections, x.shape[0], -1).sum(2).mean(0)
+        quad = hutchinson_trace(out, x, v, graph)  # v^T J v, averaged over the projections
     if variance_reduction:
         second = 0.5 * _event_sum(out * out)
     else:

@@ -349,7 +349,7 @@ def test_exact_prior_for_logp():
     z = prior.sample(9, generator=gen(61), dtype=DT)
     assert z.shape == (9, 2) and prior.log_prob(z).shape == (9,)
     lp = sdekit.logp(gm.diffuse(sde), sde, z[:3], prior=prior, rtol=1e-6, atol=1e-6)
-    # PF-ODE solver error at rtol = atol = 1e-6 is ~1e-5 nats (see test_likelihood); 1e-3 margin
+    # PF-ODE solver error at rtol = atol = 1e-6 is ~1e-5 nats (see tests/likelihood/test_logp.py); 1e-3 margin
     assert (lp - gm.diffuse(sde).log_prob(z[:3], 1e-5)).abs().max() < 1e-3
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import sdekit
-from sdekit import _random
+from sdekit import _random, _traces
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -67,5 +67,5 @@ def test_public_entry_points_accept_a_cpu_generator_for_other_devices():
     sde = sdekit.VPSDE()
     z = sde.prior.sample((4, 2), generator=_gen(), device="meta", dtype=torch.float32)
     assert z.device.type == "meta" and z.shape == (4, 2)
-    probes = sdekit._likelihood._draw_probes("rademacher", 2, torch.empty(3, 5, device="meta"), _gen())
+    probes = _traces.draw_probes("rademacher", 2, torch.empty(3, 5, device="meta"), _gen())
     assert probes.device.type == "meta" and probes.shape == (2, 3, 5)

@@ -28,38 +28,39 @@ Extra ``**options`` are passed to torchdiffeq (e.g. ``max_num_steps``, ``first_s
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import difflib
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 import torch
-from torchdiffeq import odeint
-from torchdiffeq._impl.misc import _rms_norm
 from torchdiffeq._impl.odeint import SOLVERS
 
-from ..errors import SolverDivergedError, SolverError
+from ..errors import SolverDivergedError, SolverError, UnknownSolverError
 from ._base import SamplingProblem, Solver, SolveStats
 from ._grids import log_snr, resolve_grid, t_of_log_snr, time_grid
-from ._odestart import keep_inside, torchdiffeq_options
-from ._registry import REGISTRY, register
+from ._odedriver import integrate, is_fixed_grid
+from ._odestart import torchdiffeq_options
+from ._registry import REGISTRY, register, resolve
 
-__all__ = ["TorchdiffeqSolver", "ODE_METHODS"]
+__all__ = ["TorchdiffeqSolver", "ODE_METHODS", "ode_method"]
 
-# method: (global order, adaptive, recommended steps (fixed grid) or rtol = atol (adaptive), NFE per step)
-_INFO: dict[str, tuple[int, bool, float, str]] = {
-    "dopri8": (8, True, 1e-3, "12 (FSAL)"),
-    "dopri5": (5, True, 1e-3, "6 (FSAL)"),
-    "bosh3": (3, True, 1e-4, "3 (FSAL)"),
-    "fehlberg2": (2, True, 1e-5, "2 (FSAL)"),
-    "adaptive_heun": (2, True, 1e-3, "2"),
-    "euler": (1, False, 4000, "1"),
-    "midpoint": (2, False, 100, "2"),
-    "heun2": (2, False, 100, "2"),
-    "heun3": (3, False, 50, "3"),
-    "rk4": (4, False, 20, "4"),
-    "explicit_adams": (3, False, 100, "1"),
-    "implicit_adams": (4, False, 50, "1-2 (corrector iterations)"),
-    "fixed_adams": (4, False, 50, "1-2 (corrector iterations)"),
+# method: (global order, recommended steps (fixed grid) or rtol = atol (adaptive), NFE per step)
+_INFO: dict[str, tuple[int, float, str]] = {
+    "dopri8": (8, 1e-3, "12 (FSAL)"),
+    "dopri5": (5, 1e-3, "6 (FSAL)"),
+    "bosh3": (3, 1e-4, "3 (FSAL)"),
+    "fehlberg2": (2, 1e-5, "2 (FSAL)"),
+    "adaptive_heun": (2, 1e-3, "2"),
+    "euler": (1, 4000, "1"),
+    "midpoint": (2, 100, "2"),
+    "heun2": (2, 100, "2"),
+    "heun3": (3, 50, "3"),
+    "rk4": (4, 20, "4"),
+    "explicit_adams": (3, 100, "1"),
+    "implicit_adams": (4, 50, "1-2 (corrector iterations)"),
+    "fixed_adams": (4, 50, "1-2 (corrector iterations)"),
 }
-"""Order, adaptivity, recommendation and NFE per step of each method.
+"""Order, recommendation and NFE per step of each method (adaptive: :func:`~._odedriver.is_fixed_grid` is False).
 
 Recommendations (steps for fixed-grid methods, rtol = atol for adaptive ones) pass the
 20,000-sample sliced-KS test of ``tests/test_sample.py`` under VP and VE, and (fixed steps, on the
@@ -110,84 +111,81 @@ class TorchdiffeqSolver(Solver):
         t_start, t_end = float(problem.t_start), float(problem.t_end)
         if steps is None and grid_kind is not None:
             raise SolverError(f"{self.name}: grid= applies to fixed steps; pass steps=n (or drop grid=)")
-        calls = [0]
+        span = torch.tensor([t_start, t_end], dtype=x_T.dtype, device=x_T.device)
 
         def func(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            calls[0] += 1
             return drift(x, t)
 
-        ratios: list[torch.Tensor] = []
-        in_u = False
+        plan = _Plan(func, span, problem.rtol, problem.atol, "the probability-flow ODE")
         if steps is not None:
             if "step_size" in opts or "grid_constructor" in opts:
                 raise SolverError(f"{self.name}: pass either steps= or step_size/grid_constructor options, not both")
-            n = int(steps)
-            kind = resolve_grid(sde, grid_kind, self.grid, self.name)
-            grid_times = time_grid(sde, t_start, t_end, n, kind, rho=rho)
-
-            def grid(_func: Any, _y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                # t = (t_start, t_end) as given (torchdiffeq wraps the constructor when it negates time)
-                out = grid_times.to(dtype=t.dtype, device=t.device)
-                out[0], out[-1] = t[0], t[-1]
-                return out
-
-            if self.adaptive:
-                # an adaptive RK method on a fixed grid: torchdiffeq's fixed-grid path does not
-                # apply, so pin every step with step_t and make every step acceptable.
-                # first_step is twice the largest spacing so that every step is clipped onto the next grid
-                # point (a step that lands on a grid point by itself leaves a zero-length step behind).
-                # step_t in the solve's dtype (torchdiffeq compares in float64; see _odestart)
-                opts.setdefault("step_t", grid_times[1:].to(x_T.dtype).to(torch.float64))
-                opts.setdefault("first_step", 2 * float((grid_times[:-1] - grid_times[1:]).max()))
-                big = 1e10
-                rtol, atol = big, big
-            elif self.method in _ADAMS and kind == "logsnr":
-                # Adams coefficients assume equal steps: integrate in u = (lambda - lambda_0)/(lambda_n - lambda_0),
-                # where the log-SNR grid is uniform (see _in_log_snr).
-                func, in_u = _in_log_snr(sde, func, t_start, t_end, n, x_T), True
-                opts["grid_constructor"] = lambda _f, _y0, t: torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64).to(t)
-                rtol, atol = problem.rtol, problem.atol
-            else:
-                opts["grid_constructor"] = grid
-                rtol, atol = problem.rtol, problem.atol
-        else:
-            rtol, atol = problem.rtol, problem.atol
-            span = torch.tensor([t_start, t_end], dtype=x_T.dtype, device=x_T.device)
-            user_norm = opts.pop("norm", _rms_norm)
-            # torchdiffeq's first-step probe is unbounded (it reached t = -10874 on OU): see _odestart
-            func = keep_inside(func, x_T, span, opts, method=self.method, rtol=rtol, atol=atol, norm=user_norm)
-
-            def norm(v: torch.Tensor) -> torch.Tensor:
-                r = user_norm(v)
-                ratios.append(r)
-                return r
-
-            opts["norm"] = norm
-        span = torch.tensor([0.0, 1.0] if in_u else [t_start, t_end], dtype=x_T.dtype, device=x_T.device)
-        try:
-            xs = odeint(func, x_T, span, rtol=rtol, atol=atol, method=self.method, options=opts)
-        except AssertionError as err:  # torchdiffeq signals step-size underflow with assert
-            raise SolverError(
-                f"torchdiffeq {self.method} failed on the probability-flow ODE from t = {t_start:g} to {t_end:g}: "
-                f"{err}. Loosen rtol/atol, raise eps or use another solver"
-            ) from err
-        x = xs[-1]
+            plan = self._on_grid(problem, plan, opts, int(steps), grid_kind, rho)
+        run = integrate(
+            plan.func, x_T, plan.span, method=self.method, rtol=plan.rtol, atol=plan.atol, options=opts, what=plan.what
+        )
+        x = run.ys[-1]
         if not bool(torch.isfinite(x).all()):
             raise SolverDivergedError(
                 f"{self.name}: the probability-flow ODE state became non-finite (integrating from t = {t_start:g} to "
-                f"{t_end:g}, {calls[0]} drift evaluations); raise eps, check the model or tighten rtol/atol",
+                f"{t_end:g}, {run.evaluations} drift evaluations); raise eps, check the model or tighten rtol/atol",
                 t=t_end,
                 step=None,
             )
         if steps is not None:
             problem.progress(int(steps))
             return x, SolveStats(steps=int(steps), accepted=int(steps), rejected=0)
-        # the norm is called once per attempted step on the scaled error estimate (accepted iff <= 1); the
-        # first step is chosen before the solve (bounded_start or the caller's first_step), not through it
-        errs = torch.stack(ratios) if ratios else torch.zeros(0)
-        accepted = int((errs <= 1).sum())
-        problem.progress(accepted)
-        return x, SolveStats(steps=accepted, accepted=accepted, rejected=int(errs.numel()) - accepted)
+        # the first step is chosen before the solve (bounded_start or the caller's first_step), not through it
+        assert run.accepted is not None and run.rejected is not None
+        problem.progress(run.accepted)
+        return x, SolveStats(steps=run.accepted, accepted=run.accepted, rejected=run.rejected)
+
+    def _on_grid(
+        self, problem: SamplingProblem, plan: _Plan, opts: dict[str, Any], n: int, grid_kind: str | None, rho: float
+    ) -> _Plan:
+        """The solve of ``plan`` on ``n`` fixed steps, with ``opts`` completed for torchdiffeq."""
+        sde, x_T = problem.sde, problem.x_T
+        t_start, t_end = float(problem.t_start), float(problem.t_end)
+        kind = resolve_grid(sde, grid_kind, self.grid, self.name)
+        grid_times = time_grid(sde, t_start, t_end, n, kind, rho=rho)
+        if self.adaptive:
+            # an adaptive RK method on a fixed grid: torchdiffeq's fixed-grid path does not
+            # apply, so pin every step with step_t and make every step acceptable.
+            # first_step is twice the largest spacing so that every step is clipped onto the next grid
+            # point (a step that lands on a grid point by itself leaves a zero-length step behind).
+            # step_t in the solve's dtype (torchdiffeq compares in float64; see _odestart)
+            opts.setdefault("step_t", grid_times[1:].to(x_T.dtype).to(torch.float64))
+            opts.setdefault("first_step", 2 * float((grid_times[:-1] - grid_times[1:]).max()))
+            big = 1e10
+            return plan._replace(rtol=big, atol=big)
+        if self.method in _ADAMS and kind == "logsnr":
+            # Adams coefficients assume equal steps: integrate in u = (lambda - lambda_0)/(lambda_n - lambda_0),
+            # where the log-SNR grid is uniform (see _in_log_snr).
+            opts["grid_constructor"] = lambda _f, _y0, t: torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64).to(t)
+            return plan._replace(
+                func=_in_log_snr(sde, plan.func, t_start, t_end, n, x_T),
+                span=torch.tensor([0.0, 1.0], dtype=x_T.dtype, device=x_T.device),
+                what="the probability-flow ODE (in the log-SNR variable u)",
+            )
+
+        def grid(_func: Any, _y0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            # t = (t_start, t_end) as given (torchdiffeq wraps the constructor when it negates time)
+            out = grid_times.to(dtype=t.dtype, device=t.device)
+            out[0], out[-1] = t[0], t[-1]
+            return out
+
+        opts["grid_constructor"] = grid
+        return plan
+
+
+class _Plan(NamedTuple):
+    """What the driver integrates: ``func(t, x)`` over ``span`` at ``rtol``/``atol``; ``what`` names it in errors."""
+
+    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    span: torch.Tensor
+    rtol: float
+    atol: float
+    what: str
 
 
 def _in_log_snr(sde: Any, func: Any, t_start: float, t_end: float, n: int, like: torch.Tensor) -> Any:
@@ -237,7 +235,8 @@ def _in_log_snr(sde: Any, func: Any, t_start: float, t_end: float, n: int, like:
 
 
 def _make(method: str) -> type[TorchdiffeqSolver]:
-    order, adaptive, recommended, nfe = _INFO.get(method, (None, True, 1e-3, "?"))
+    order, recommended, nfe = _INFO.get(method, (None, 1e-3, "?"))
+    adaptive = not is_fixed_grid(method)
     kind = "adaptive" if adaptive else "fixed-grid"
     attrs = {
         "name": f"ode:{method}",
@@ -263,3 +262,28 @@ def _register_all() -> None:
 
 
 _register_all()
+
+
+def ode_method(solver: str, *, caller: str = "logp") -> str:
+    """The torchdiffeq method of a registered ODE solver name (``"ode"``, ``"ode:rk4"``, ``"dopri5"``, ...).
+
+    Resolved through the registry, as :func:`sdekit.sample` resolves it; a bare torchdiffeq name that the
+    registry gives to an SDE solver (``euler``, ``midpoint``) means the ODE method here, since ``caller``
+    integrates an ODE. Raises :class:`~sdekit.errors.UnknownSolverError` with close matches otherwise.
+    """
+    if not isinstance(solver, str):
+        raise TypeError(f"solver must be a torchdiffeq method name such as 'dopri5', got {type(solver).__name__}")
+    for name in (solver, f"ode:{solver}"):
+        try:
+            cls = REGISTRY[resolve(name)]
+        except UnknownSolverError:
+            continue
+        if issubclass(cls, TorchdiffeqSolver):
+            return cls.method
+    known = sorted({cls.method for cls in REGISTRY.values() if issubclass(cls, TorchdiffeqSolver)})
+    close = difflib.get_close_matches(solver, known + [f"ode:{m}" for m in known], n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise UnknownSolverError(
+        f"{caller} integrates an ODE with torchdiffeq; {solver!r} is not one of its methods.{hint} "
+        f"Available: {', '.join(known)} (also written 'ode:<method>'; 'ode' means dopri5)"
+    )

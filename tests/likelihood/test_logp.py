@@ -1,4 +1,4 @@
-"""Tests of sdekit.logp / bits_per_dim against exact densities (float64).
+"""Tests of sdekit.logp against exact densities (float64), and its input checks.
 
 Oracles are written here from the Gaussian marginal of each affine SDE: isotropic
 Gaussian-mixture data sum_k w_k N(mu_k, s_k^2 I) diffuse to
@@ -22,6 +22,13 @@ DT = torch.float64
 
 
 # --------------------------------------------------------------------------- oracles
+class At:
+    """A time-indexed density ``log_prob(x, t)`` at a fixed t: anything with ``log_prob(x)``, as ``prior=`` takes."""
+
+    def __init__(self, log_prob, t):
+        self.log_prob = lambda x: log_prob(x, t)
+
+
 class Mixture:
     """Exact law of x_t when x_0 ~ sum_k w_k N(mu_k, s_k^2 I) and the SDE is affine.
 
@@ -58,13 +65,7 @@ class Mixture:
         return (-(r / var)[..., None] * diff).sum(1).reshape(x.shape)
 
     def at(self, t):
-        outer = self
-
-        class Marginal:
-            def log_prob(self, x):
-                return outer.log_prob(x, t)
-
-        return Marginal()
+        return At(self.log_prob, t)
 
 
 def custom_affine():
@@ -158,12 +159,8 @@ def test_state_dependent_diffusion_lognormal():
         m, v = moments(t.reshape(-1, 1))
         return -1 / x - (torch.log(x) - m) / (v * x)
 
-    class Prior:
-        def log_prob(self, z):
-            return log_prob(z, sde.T)
-
     x = torch.exp(m0 + math.sqrt(v0) * torch.randn(5, 2, generator=gen(4), dtype=DT))
-    lp = sdekit.logp(score, sde, x, rtol=1e-7, atol=1e-7, eps=1e-3, prior=Prior())
+    lp = sdekit.logp(score, sde, x, rtol=1e-7, atol=1e-7, eps=1e-3, prior=At(log_prob, sde.T))
     assert torch.allclose(lp, log_prob(x, 1e-3), rtol=0, atol=1e-4)
 
 
@@ -228,6 +225,9 @@ class LearnedGaussian(torch.nn.Module):
         v = self.var(t)[:, None]
         return (-0.5 * (x - self.mean(t)) ** 2 / v - 0.5 * torch.log(2 * math.pi * v)).sum(1)
 
+    def at(self, t):
+        return At(self.log_prob, t)
+
 
 def test_gradient_wrt_parameters_matches_finite_difference():
     # Central differences with h = 1e-4 at rtol = atol = 1e-9: truncation ~h^2 = 1e-8 and
@@ -235,12 +235,8 @@ def test_gradient_wrt_parameters_matches_finite_difference():
     sde = sdekit.VPSDE()
     model = LearnedGaussian(sde, [0.3, -0.5], 0.8)
 
-    class Prior:
-        def log_prob(self, z):
-            return model.log_prob(z, sde.T)
-
     x = torch.randn(3, 2, generator=gen(7), dtype=DT)
-    kw = {"rtol": 1e-9, "atol": 1e-9, "prior": Prior()}
+    kw = {"rtol": 1e-9, "atol": 1e-9, "prior": model.at(sde.T)}
     lp = sdekit.logp(model, sde, x, **kw)
     assert lp.requires_grad  # parameters require grad and grad mode is on: a graph is kept
     grads = torch.autograd.grad(lp.sum(), [model.mu, model.log_s])
@@ -342,51 +338,6 @@ def test_input_errors():
     gbm = sdekit.SDE.from_expressions("x", "x")
     with pytest.raises(NotAffineError, match="prior="):
         sdekit.logp(oracle.score, gbm, x)
-
-
-# --------------------------------------------------------------------------- bits per dim
-@pytest.mark.parametrize("data_range", ["[0,1]", "[-1,1]", (-3.0, 5.0)])
-def test_bits_per_dim_of_exact_discrete_model(data_range):
-    # Discrete 8-bit data k with known probabilities pi, dequantized and scaled to data_range:
-    # the exact density of x is pi_k * K / a inside cell k (a = width of the range), so the
-    # bits/dim must equal -sum_i log2 pi_{k_i} / D for every sample: exact, up to round-off.
-    torch.manual_seed(0)
-    n_bits, d = 8, 5
-    levels = 2**n_bits
-    pi = torch.softmax(torch.randn(levels, dtype=DT) * 2, 0)
-    k = torch.multinomial(pi, 400 * d, replacement=True, generator=gen(11)).reshape(400, d)
-    x = sdekit.dequantize(k, data_range=data_range, n_bits=n_bits, generator=gen(12), dtype=DT)
-    low, high = (0.0, 1.0) if data_range == "[0,1]" else (-1.0, 1.0) if data_range == "[-1,1]" else data_range
-    width = high - low
-    assert x.min() >= low and x.max() < high
-    cell = torch.floor((x - low) / width * levels).long()
-    assert torch.equal(cell, k)
-    logp = torch.log(pi[cell] * levels / width).sum(1)
-    bpd = sdekit.bits_per_dim(logp, x, data_range=data_range, n_bits=n_bits)
-    expected = -torch.log2(pi[k]).sum(1) / d
-    assert torch.allclose(bpd, expected, rtol=0, atol=1e-12)
-    # averaged over the data: the entropy of pi in bits (Monte Carlo, 5 standard errors)
-    entropy = -(pi * torch.log2(pi)).sum()
-    assert abs(bpd.mean() - entropy) < 5 * bpd.std() / math.sqrt(400)
-
-
-def test_bits_per_dim_uniform_levels_and_offsets():
-    # Uniform over all 256 levels of [0,1] or [-1,1]: the exact density is 1 and 1/2^D, and the
-    # answer is 8 bits/dim in both cases: only the offsets 8 and 7 make that true.
-    x01 = torch.rand(10, 3, 4, 4, dtype=DT)
-    d = 48
-    assert torch.allclose(
-        sdekit.bits_per_dim(torch.zeros(10, dtype=DT), x01, data_range="[0,1]"), torch.full((10,), 8.0, dtype=DT)
-    )
-    lp = torch.full((10,), -d * math.log(2.0), dtype=DT)
-    assert torch.allclose(sdekit.bits_per_dim(lp, x01 * 2 - 1, data_range="[-1,1]"), torch.full((10,), 8.0, dtype=DT))
-    assert torch.allclose(sdekit.bits_per_dim(lp, d, data_range="[-1,1]"), torch.full((10,), 8.0, dtype=DT))
-    # 4-bit data uniform over its 16 levels: 4 bits/dim
-    assert torch.allclose(
-        sdekit.bits_per_dim(torch.zeros(2, dtype=DT), 7, data_range="[0,1]", n_bits=4), torch.full((2,), 4.0, dtype=DT)
-    )
-    with pytest.raises(ValueError, match="data_range"):
-        sdekit.bits_per_dim(lp, x01, data_range="[0,255]")
 
 
 # --------------------------------------------------------------------------- normalized coordinates
@@ -522,12 +473,8 @@ def test_adjoint_gradients_match_exact_and_backprop():
     sde = sdekit.VPSDE()
     model = LearnedGaussian(sde, [0.3, -0.5], 0.8)
 
-    class Prior:
-        def log_prob(self, z):
-            return model.log_prob(z, sde.T)
-
     x = torch.randn(3, 2, generator=gen(30), dtype=DT).requires_grad_()
-    kw = {"rtol": 1e-9, "atol": 1e-9, "prior": Prior(), "solver": "dopri5"}
+    kw = {"rtol": 1e-9, "atol": 1e-9, "prior": model.at(sde.T), "solver": "dopri5"}
     params = [model.mu, model.log_s]
     lp_adj = sdekit.logp(model, sde, x, adjoint=True, **kw)
     g_adj = torch.autograd.grad(lp_adj.sum(), [*params, x])
@@ -542,15 +489,54 @@ def test_adjoint_gradients_match_exact_and_backprop():
         sdekit.logp(model, sde, x, adjoint="yes")
 
 
-def test_exact_trace_in_chunks(monkeypatch):
-    # Forcing chunks of 10 coordinates out of 32: every diagonal Jacobian entry is still summed once
-    # (z**3 has diagonal 3 z**2; flipping an even-length axis moves every entry, adding nothing). Exact to round-off.
-    from sdekit import _likelihood
+# --------------------------------------------------------------------------- edge cases of the public API
+def _mixture(dtype=torch.float32):
+    return sdekit.analytic.GaussianMixture(
+        means=torch.tensor([[-1.0, 0.0], [1.0, 0.5]], dtype=dtype), stds=torch.tensor([0.5, 0.3], dtype=dtype)
+    )
 
-    monkeypatch.setattr(_likelihood, "_MAX_BATCHED_ELEMENTS", 3 * 32 * 10)
-    x = torch.randn(3, 2, 4, 4, generator=gen(31), dtype=DT).requires_grad_()
-    tracer = _likelihood._ExactTrace(x)
-    assert tracer.chunk == 10
-    out, tr = tracer(lambda z, t: z**3 + z.flip(-1), x, 0.0, False)
-    assert torch.allclose(out, x**3 + x.flip(-1), rtol=0, atol=1e-12)
-    assert torch.allclose(tr, (3 * x**2).reshape(3, -1).sum(1), rtol=0, atol=1e-12)
+
+@pytest.mark.parametrize("parameterization", ["x0", "v", "denoiser"])
+def test_logp_subvp_runs_for_x0_like_parameterizations(parameterization):
+    sde = sdekit.SubVPSDE()
+    data = _mixture(torch.float64)
+    oracle = data.diffuse(sde)
+    x = data.sample(32, generator=torch.Generator().manual_seed(0))
+    lp = sdekit.logp(
+        oracle.as_model(parameterization), sde, x, parameterization=parameterization, prior=oracle.at(sde.T)
+    )
+    exact = oracle.log_prob(x, torch.full((32,), 1e-5, dtype=torch.float64))
+    assert (lp - exact).abs().max() < 1e-3
+
+
+def test_logp_under_inference_mode_works():
+    """Inference mode removes autograd, which the divergence needs: logp leaves it (running under no_grad)."""
+    sde = sdekit.VPSDE()
+    data = _mixture()
+    oracle = data.diffuse(sde)
+    x = data.sample(4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = sdekit.logp(oracle, sde, x, solver="rk4", steps=2)
+    with torch.inference_mode():
+        x_inference = x.clone()
+        lp = sdekit.logp(oracle, sde, x_inference, solver="rk4", steps=2)
+        assert torch.is_inference_mode_enabled()
+    assert torch.equal(lp, expected) and not lp.requires_grad
+
+
+def test_logp_rejects_options_torchdiffeq_would_ignore():
+    sde = sdekit.VPSDE()
+    with pytest.raises(ValueError, match="max_num_step"):
+        sdekit.logp(_mixture().diffuse(sde), sde, torch.zeros(2, 2), options={"max_num_step": 10})
+
+
+def test_logp_create_graph_must_be_bool_or_none():
+    sde = sdekit.VPSDE()
+    with pytest.raises(TypeError):
+        sdekit.logp(_mixture().diffuse(sde), sde, torch.zeros(2, 2), create_graph="yes", solver="rk4", steps=2)
+
+
+def test_logp_rejects_half_precision_with_advice():
+    sde = sdekit.VPSDE()
+    with pytest.raises(TypeError, match=r"x\.float\(\)"):
+        sdekit.logp(_mixture().diffuse(sde), sde, torch.zeros(2, 2, dtype=torch.float16))
