@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "MEANS",
@@ -58,13 +58,6 @@ FULL = DemoConfig(
     tols=(1e-1, 1e-2, 1e-3, 1e-4),
     sde_tols=(1e-1, 1e-2),
 )
-QUICK = DemoConfig(
-    train_steps=1500,
-    batch=512,
-    width=64,
-    n_samples=4000,
-    n_logp=300,
-    steps={"default": (10, 30, 100), "exp": (5, 10, 20, 50), "pc": (10, 30, 60)},
-    tols=(1e-1, 1e-2, 1e-3),
-    sde_tols=(1e-1, 1e-2),
+QUICK = replace(  # the full run, smaller: network, training, samples, held-out points, ODE tolerances
+    FULL, train_steps=1500, width=64, n_samples=4000, n_logp=300, tols=(1e-1, 1e-2, 1e-3)
 )
