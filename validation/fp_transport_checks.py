@@ -188,39 +188,46 @@ def _user_lines(
     return run(problem)
 
 
-@register("forward", quick=True)
-def check_forward(ctx: Context) -> list[CheckResult]:
-    r"""sdekit.simulate paths vs the numeric FP density at 3 times: the non-affine example (or the user's SDEs)."""
+def _on_problems(
+    ctx: Context,
+    group: str,
+    what: str,
+    lines: Callable[[Problem, str, list], list[CheckResult]],
+    figure_name: str,
+    ncols: int = 4,
+) -> list[CheckResult]:
+    """``lines(problem, key, panels)`` on the suite's non-affine example (key ``"example"``) or, under ``--sde``, on a
+    problem for each of the user's SDEs (key: its class name; a skip line when no FP grid resolves it). A crash is
+    one failed line named ``"<problem>: <what>"``; the histogram panels ``lines`` collects make ``figure_name``."""
     s = settings(ctx.quick)
     out: list[CheckResult] = []
     panels: list = []
     if not ctx.user_sde:
         out += guarded(
-            "forward",
-            "double well x sqrt(1+x^2): simulate vs numeric FP",
-            lambda: _forward_lines(example_problem(s), s, ctx.generator("forward", "example"), panels),
+            group, f"double well x sqrt(1+x^2): {what}", lambda: lines(example_problem(s), "example", panels)
         )
     else:
         for sde in ctx.sdes:
-            name = type(sde).__name__
-            out += guarded(
-                "forward",
-                f"{name}: simulate vs numeric FP",
-                lambda: _user_lines(
-                    "forward",
-                    f"{name}: simulate vs numeric FP",
-                    sde,
-                    s,
-                    ctx,
-                    lambda problem: _forward_lines(problem, s, ctx.generator("forward", name), panels),
-                ),
-            )
+            key = type(sde).__name__
+            name = f"{key}: {what}"
+            out += guarded(group, name, lambda: _user_lines(group, name, sde, s, ctx, lambda p: lines(p, key, panels)))
 
     def draw(axes: list[Any]) -> None:
         for ax, (sol, k, r, title) in zip(axes, panels):
             hist_panel(ax, sol, k, r, title)
 
-    return with_figure(out, figure(ctx.out / "fp_forward.png", draw, len(panels), ncols=3) if panels else None)
+    return with_figure(out, figure(ctx.out / figure_name, draw, len(panels), ncols=ncols) if panels else None)
+
+
+@register("forward", quick=True)
+def check_forward(ctx: Context) -> list[CheckResult]:
+    r"""sdekit.simulate paths vs the numeric FP density at 3 times: the non-affine example (or the user's SDEs)."""
+    s = settings(ctx.quick)
+
+    def lines(problem: Problem, key: str, panels: list) -> list[CheckResult]:
+        return _forward_lines(problem, s, ctx.generator("forward", key), panels)
+
+    return _on_problems(ctx, "forward", "simulate vs numeric FP", lines, "fp_forward.png", ncols=3)
 
 
 _KIND = {"sde": "reverse SDE", "ode": "PF-ODE"}
@@ -287,34 +294,11 @@ def _reverse_lines(problem: Problem, s: Settings, ctx: Context, panels: list, co
 def check_reverse(ctx: Context) -> list[CheckResult]:
     r"""Derived reverse SDE and PF-ODE with the numeric FP score vs p_eps; the no-divergence negative control fails.
 
-    On the suite's non-affine example, or on the user's SDEs (``--sde``)."""
+    On the suite's non-affine example, or on the user's SDEs (``--sde``). The control runs where the noise is not
+    additive (where d(g^2)/dx is not zero): always for the example, whose g = sqrt(1 + x^2)."""
     s = settings(ctx.quick)
-    out: list[CheckResult] = []
-    panels: list = []
-    if not ctx.user_sde:
-        out += guarded(
-            "reverse",
-            "double well x sqrt(1+x^2): reverse SDE / PF-ODE with the FP score",
-            lambda: _reverse_lines(example_problem(s), s, ctx, panels, control=True),
-        )
-    else:
-        for sde in ctx.sdes:
-            name = type(sde).__name__
-            out += guarded(
-                "reverse",
-                f"{name}: reverse SDE / PF-ODE with the FP score",
-                lambda: _user_lines(
-                    "reverse",
-                    f"{name}: reverse SDE / PF-ODE with the FP score",
-                    sde,
-                    s,
-                    ctx,
-                    lambda problem: _reverse_lines(problem, s, ctx, panels, control=sde.noise_type != "additive"),
-                ),
-            )
 
-    def draw(axes: list[Any]) -> None:
-        for ax, (sol, k, r, title) in zip(axes, panels):
-            hist_panel(ax, sol, k, r, title)
+    def lines(problem: Problem, key: str, panels: list) -> list[CheckResult]:
+        return _reverse_lines(problem, s, ctx, panels, control=problem.sde.noise_type != "additive")
 
-    return with_figure(out, figure(ctx.out / "fp_reverse.png", draw, len(panels)) if panels else None)
+    return _on_problems(ctx, "reverse", "reverse SDE / PF-ODE with the FP score", lines, "fp_reverse.png")
