@@ -29,7 +29,9 @@ import torch
 from torch import nn
 
 import sdekit
+from sdekit._stats import sliced_ks as sliced_ks_test
 from sdekit.analytic import GaussianMixture
+from sdekit.demo import FourierMLP
 
 MEANS = [[-2.0, 0.0], [2.0, 1.0], [0.0, -2.0]]
 STDS = [0.5, 0.7, 0.4]
@@ -37,43 +39,21 @@ WEIGHTS = [0.3, 0.5, 0.2]
 EPS = 1e-3  # smallest time for training, sampling and likelihoods
 
 
-class ScoreMLP(nn.Module):
-    """eps-prediction MLP: input (x, Fourier features of t), 3 hidden SiLU layers."""
+class ScoreMLP(FourierMLP):
+    """eps-prediction MLP: input (x, 8 Fourier features of t), 3 hidden SiLU layers (the MLP of ``sdekit demo``,
+    here fed the raw x and t; the demo's ScoreNet feeds it x and t rescaled by the SDE's marginal)."""
 
     def __init__(self, dim: int = 2, width: int = 128, n_freq: int = 8) -> None:
-        super().__init__()
-        self.register_buffer("freq", math.pi * 2.0 ** torch.arange(n_freq, dtype=torch.float32) / 2)
-        self.net = nn.Sequential(
-            nn.Linear(dim + 2 * n_freq, width),
-            nn.SiLU(),
-            nn.Linear(width, width),
-            nn.SiLU(),
-            nn.Linear(width, width),
-            nn.SiLU(),
-            nn.Linear(width, dim),
-        )
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        angles = t.reshape(-1, 1).to(x.dtype) * self.freq.to(x.dtype)
-        return self.net(torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=1))
+        super().__init__(dim, width, n_freq)
 
 
 def sliced_ks(x: torch.Tensor, data: GaussianMixture, n_dirs: int = 8, level: float = 0.01) -> float:
-    """Largest KS statistic over fixed directions, against the exact projected mixture CDF,
-    divided by the family-wise critical value sqrt(-ln(level / (2 k)) / 2) / sqrt(n)."""
-    x = x.to(torch.float64)
-    n = x.shape[0]
+    """Largest KS statistic over ``n_dirs`` evenly spaced directions, against the exact projected mixture CDF,
+    divided by the family-wise critical value sqrt(-ln(level / (2 k)) / 2) / sqrt(n) (sdekit's sliced KS test,
+    the one ``sdekit demo`` and the validation suite use)."""
     angles = torch.arange(n_dirs, dtype=torch.float64) * math.pi / n_dirs
-    dirs = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
-    mu = data.means.reshape(data.n_components, -1) @ dirs.T  # (K, k)
-    var = torch.einsum("kde,jd,je->kj", data.covariances, dirs, dirs)
-    w = data.weights[:, None]
-    proj, _ = torch.sort(x @ dirs.T, dim=0)  # (n, k)
-    cdf = (w * 0.5 * (1 + torch.erf((proj[:, None, :] - mu) / torch.sqrt(2 * var)))).sum(1)
-    i = torch.arange(1, n + 1, dtype=torch.float64)[:, None]
-    stat = torch.maximum(i / n - cdf, cdf - (i - 1) / n).max()
-    crit = math.sqrt(-math.log(level / (2 * n_dirs)) / 2) / math.sqrt(n)
-    return float(stat) / crit
+    directions = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+    return sliced_ks_test(x, data, directions, alpha=level).ratio
 
 
 def logp_gap(model: nn.Module, sde: sdekit.SDE, oracle, x: torch.Tensor) -> tuple[float, float]:

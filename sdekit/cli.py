@@ -4,7 +4,7 @@ Subcommands:
 
 - ``sdekit demo``: the main job, end to end (train a small score network on a 2-D Gaussian
   mixture, sample with several solvers, exact likelihoods, report + plots). Options in
-  :mod:`sdekit._demo_cli`, the run in :mod:`sdekit._demo`.
+  :mod:`sdekit.demo._cli`, the run in :mod:`sdekit.demo._run`.
 - ``sdekit derive [SDE]``: the declared equations of the built-in SDEs (or of one SDE: ``vp``, ``VPSDE``,
   ``module:Class``) and everything sdekit derives from them (marginals, prior, reverse-time SDE, PF-ODE).
 - ``sdekit solvers``: the registered solvers with their capabilities.
@@ -154,8 +154,8 @@ def _unavailable(name: str, value: str, why: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sdekit`` command (imports neither torch nor sympy)."""
-    from . import _demo_cli
     from ._load import sde_help, sde_metavar
+    from .demo import _cli as demo_cli
 
     parser = _Parser(
         prog="sdekit",
@@ -163,9 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'sdekit COMMAND --help' for the options of a command.",
     )
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND", title="commands")
-    demo = sub.add_parser("demo", help=_demo_cli.HELP, description=_demo_cli.DESCRIPTION)
-    _demo_cli.add_arguments(demo)
-    demo.set_defaults(func=_demo_cli.run)
+    demo = sub.add_parser("demo", help=demo_cli.HELP, description=demo_cli.DESCRIPTION)
+    demo_cli.add_arguments(demo)
+    demo.set_defaults(func=demo_cli.run)
     derive = sub.add_parser("derive", help=_DERIVE_HELP, description=_DERIVE_HELP[0].upper() + _DERIVE_HELP[1:] + ".")
     derive.add_argument("sde", nargs="?", metavar="SDE", help=f"only this SDE: {sde_help()} (default: the whole zoo)")
     derive.add_argument("--sde", dest="sde_option", metavar=sde_metavar(), help="the same as the positional SDE")

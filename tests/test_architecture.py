@@ -138,3 +138,13 @@ def test_the_library_does_not_import_the_validation_suite():
     for name, path in _modules().items():
         imported = _imports(path, name, top_level_only=False)
         assert not {m for m in imported if m == "validation" or m.startswith("validation.")}, name
+
+
+def test_only_the_console_script_imports_the_demo():
+    # DESIGN.md §2: sdekit/demo/ is `sdekit demo`, not imported by the library; sdekit.cli builds its parser
+    for name, path in _modules().items():
+        if name == "sdekit.cli" or name == "sdekit.demo" or name.startswith("sdekit.demo."):
+            continue
+        imported = _imports(path, name, top_level_only=False)
+        assert not {m for m in imported if m == "sdekit.demo" or m.startswith("sdekit.demo.")}, name
+    assert "sdekit.demo._cli" in _imports(PACKAGE / "cli.py", "sdekit.cli", top_level_only=False)  # the check sees it

@@ -90,7 +90,7 @@ def test_bare_sdekit_prints_the_usage_and_the_commands_exit_2(capsys):
 def test_building_the_parser_imports_neither_torch_nor_sympy():
     code = (
         "import sys, sdekit.cli; sdekit.cli.build_parser(); "
-        "print(sorted(m for m in ('torch', 'sympy', 'sdekit._demo', 'validation._runner') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'sympy', 'sdekit.demo._run', 'validation._runner') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -18,8 +18,20 @@ from scipy.stats import norm
 
 import sdekit
 from validation import _core
-from validation import fokker_planck_checks as C
+from validation import fp_transport_checks as transport
 from validation.fokker_planck import FokkerPlanck1D, FPSolution, cell_averages
+from validation.fp_problems import QUICK, Settings, example_p0, example_sde, numpy_pdf
+from validation.fp_self_checks import (
+    check_kernels,
+    check_operator,
+    check_stationary,
+    check_time_order,
+    kernel_errors,
+    spectral_gap,
+    stationary_errors,
+    time_order,
+)
+from validation.fp_transport_checks import check_forward, check_reverse, forward_statistics, reverse_statistics
 
 M0, S0 = 0.5, 0.3  # Gaussian p0 of the kernel tests
 L1_TOL = 1e-3  # issue #8's target for the solver against exact densities
@@ -33,7 +45,7 @@ def gaussian(m: float, s: float):
 # ------------------------------------------------------------------------------ structure
 def test_operator_conservative_and_metzler():
     """Columns of L sum to 0 (mass conservation) and off-diagonals are >= 0 (M-matrix implicit steps)."""
-    fp = FokkerPlanck1D(C.example_sde(), (-6, 6), 300)
+    fp = FokkerPlanck1D(example_sde(), (-6, 6), 300)
     L = fp.operator(0.5).toarray()
     scale = np.abs(L).max()
     assert np.abs(L.sum(axis=0)).max() <= 1e-13 * scale  # round-off of a 3-term sum
@@ -42,7 +54,7 @@ def test_operator_conservative_and_metzler():
     assert np.allclose(L, np.diag(np.diag(L)) + np.diag(np.diag(L, 1), 1) + np.diag(np.diag(L, -1), -1))
 
 
-@pytest.mark.parametrize("make", [C.example_sde, sdekit.VPSDE], ids=["double-well-mult", "VP"])
+@pytest.mark.parametrize("make", [example_sde, sdekit.VPSDE], ids=["double-well-mult", "VP"])
 def test_operator_matches_symbolic_fokker_planck(make):
     """L p_h vs sdekit's own symbolic FP operator: for p free of t, dp/dt = -residual(p) = -(f p)' + (g^2 p)''/2.
 
@@ -67,9 +79,9 @@ def test_operator_matches_symbolic_fokker_planck(make):
 
 @pytest.mark.parametrize("method", ["cn", "euler"])
 def test_mass_conserved_and_positive(method):
-    sde = C.example_sde()
+    sde = example_sde()
     fp = FokkerPlanck1D(sde, (-6, 6), 600)
-    sol = fp.solve(C._numpy_pdf(C.example_p0()), np.linspace(0, 1, 11), dt=1 / 400, method=method)
+    sol = fp.solve(numpy_pdf(example_p0()), np.linspace(0, 1, 11), dt=1 / 400, method=method)
     assert max(abs(sol.mass(k) - 1) for k in range(11)) <= ROUNDOFF
     if method == "euler":
         # (I - dt L) is an irreducible M-matrix: its inverse is entrywise positive, so p > 0 exactly.
@@ -112,7 +124,7 @@ def test_vp_published_closed_form():
     "make", [sdekit.VPSDE, sdekit.SubVPSDE, sdekit.OrnsteinUhlenbeck, sdekit.VESDE], ids=lambda m: m.__name__
 )
 def test_kernels_against_sdekit_oracle(make):
-    times, l1, sol = C.kernel_errors(make(), h=0.03, steps=300)
+    times, l1, sol = kernel_errors(make(), h=0.03, steps=300)
     assert times[-1] > 0
     assert l1.max() < L1_TOL
     assert max(abs(sol.mass(k) - 1) for k in range(times.size)) <= 1e-10  # VE: 1e4-size coefficients
@@ -120,7 +132,7 @@ def test_kernels_against_sdekit_oracle(make):
 
 def test_stationary_gibbs_density():
     """dx = -U' dt + sqrt(2) dW has p_inf = e^{-U}/Z; double well U = x^4/4 - x^2/2."""
-    stationary, long_time, mass = C.stationary_errors(cells=400, steps=1000)
+    stationary, long_time, mass = stationary_errors(cells=400, steps=1000)
     assert stationary < L1_TOL
     assert long_time < L1_TOL  # spectral gap 0.79: e^{-gap t} ~ 1e-7 at t = 20
     assert mass <= ROUNDOFF
@@ -130,15 +142,14 @@ def test_spectral_gap_of_ou_is_theta():
     """OU's generator has eigenvalues -n theta (Hermite functions): the gap is theta, approached at order 2 in h."""
     theta = 1.5
     errs = [
-        abs(C.spectral_gap(FokkerPlanck1D(sdekit.OrnsteinUhlenbeck(theta=theta), (-7, 7), c)) - theta)
-        for c in (200, 400)
+        abs(spectral_gap(FokkerPlanck1D(sdekit.OrnsteinUhlenbeck(theta=theta), (-7, 7), c)) - theta) for c in (200, 400)
     ]
     assert errs[1] < errs[0] / 3 and errs[1] < 1e-3
 
 
 def test_second_order_in_h_stationary():
     cells = np.array([100, 200, 400, 800])
-    errs = np.array([C.stationary_errors(cells=int(c), steps=50)[0] for c in cells])
+    errs = np.array([stationary_errors(cells=int(c), steps=50)[0] for c in cells])
     slope = -np.polyfit(np.log(cells), np.log(errs), 1)[0]
     assert abs(slope - 2.0) <= 0.25  # TESTING.md: +-0.25 around theory
 
@@ -147,7 +158,7 @@ def test_second_order_in_h_time_dependent_kernel():
     """VP (time-dependent coefficients): L1 at t = 0.5 vs the exact kernel, dt small enough for h to dominate."""
     sde = sdekit.VPSDE()
     oracle = sdekit.analytic.Gaussian(torch.tensor([M0], dtype=torch.float64), torch.tensor([S0], dtype=torch.float64))
-    exact = C._numpy_pdf(oracle.diffuse(sde).at(0.5))
+    exact = numpy_pdf(oracle.diffuse(sde).at(0.5))
     cells = np.array([100, 200, 400])
     errs = []
     for c in cells:
@@ -160,7 +171,7 @@ def test_second_order_in_h_time_dependent_kernel():
 @pytest.mark.parametrize("method, order", [("cn", 2.0), ("euler", 1.0)])
 def test_order_in_dt(method, order):
     """VP (time-dependent L): fine grid (spatial L1 ~2e-6), dt halved twice; CN is order 2, backward Euler 1."""
-    slope = C.time_order(method)
+    slope = time_order(method)
     assert abs(slope - order) <= 0.25
 
 
@@ -221,7 +232,7 @@ def test_bad_input():
 
 
 # ------------------------------------------------------------------------------ forward / reverse
-SMALL = C.Settings(
+SMALL = Settings(
     h_kernel=0.03,
     steps_kernel=300,
     cells=800,
@@ -235,15 +246,15 @@ SMALL = C.Settings(
 
 
 def test_forward_paths_match_fp():
-    rows = C.forward_statistics(SMALL, generator=torch.Generator().manual_seed(1))["rows"]
+    rows = forward_statistics(SMALL, generator=torch.Generator().manual_seed(1))["rows"]
     for r in rows:
         assert r["ks"] <= r["ks_tol"], r
         assert r["l1"] <= r["l1_tol"], r
 
 
 def test_reverse_check_passes_with_derived_drift_and_fails_without_divergence():
-    right = C.reverse_statistics(SMALL, generator=torch.Generator().manual_seed(2))["rows"]
-    wrong = C.reverse_statistics(SMALL, generator=torch.Generator().manual_seed(3), drop_divergence=True)["rows"]
+    right = reverse_statistics(SMALL, generator=torch.Generator().manual_seed(2))["rows"]
+    wrong = reverse_statistics(SMALL, generator=torch.Generator().manual_seed(3), drop_divergence=True)["rows"]
     for kind in ("sde", "ode"):
         assert right[kind]["ks"] <= right[kind]["ks_tol"], right[kind]
         assert right[kind]["l1"] <= right[kind]["l1_tol"], right[kind]
@@ -266,11 +277,11 @@ def test_checks_registered():
 def test_user_sde_unresolvable_is_skipped_with_reason():
     """VE spreads p_0 (std 0.2) over hundreds of units: no uniform grid resolves both, so the line is a skip."""
     ctx = _core.Context(sdes=[sdekit.VESDE()], quick=True, out=Path("unused"), user_sde=True)
-    (line,) = C._user_lines(
+    (line,) = transport._user_lines(
         "forward",
         "VESDE: simulate vs numeric FP",
         sdekit.VESDE(),
-        C.QUICK,
+        QUICK,
         ctx,
         lambda problem: pytest.fail("should have been skipped"),
     )
@@ -282,7 +293,7 @@ def test_user_sde_forward_and_reverse_pass(tmp_path: Path):
     """A user's non-affine SDE (--sde): forward and reverse lines (with the negative control) all pass."""
     sde = sdekit.SDE.from_expressions("-x", "sqrt(1 + x**2)/2", name="MeanReversionMultiplicative")
     ctx = _core.Context(sdes=[sde], quick=True, out=tmp_path, user_sde=True)
-    for fn in (C.check_forward, C.check_reverse):
+    for fn in (check_forward, check_reverse):
         results = fn(ctx)
         assert any("MeanReversionMultiplicative" in r.name for r in results)
         assert all(r.passed for r in results), [r for r in results if not r.passed]
@@ -293,12 +304,12 @@ def test_user_sde_forward_and_reverse_pass(tmp_path: Path):
 def test_quick_checks_pass_and_write_figures(tmp_path: Path):
     ctx = _core.Context(sdes=[sdekit.VPSDE(), sdekit.VESDE(), sdekit.OrnsteinUhlenbeck()], quick=True, out=tmp_path)
     for fn in (
-        C.check_kernels,
-        C.check_operator,
-        C.check_stationary,
-        C.check_time_order,
-        C.check_forward,
-        C.check_reverse,
+        check_kernels,
+        check_operator,
+        check_stationary,
+        check_time_order,
+        check_forward,
+        check_reverse,
     ):
         results = fn(ctx)
         assert results and all(r.passed for r in results), [r for r in results if not r.passed]

@@ -10,7 +10,8 @@ from ._core import GROUPS, CheckResult, Context, guarded, register, registered
 # Check modules, imported by the runner in this order (each registers its checks).
 CHECK_MODULES = [
     "validation.symbolic_checks",
-    "validation.fokker_planck_checks",
+    "validation.fp_self_checks",
+    "validation.fp_transport_checks",
     "validation.analytic_checks",
     "validation.order_checks",
 ]

@@ -1,8 +1,8 @@
-"""``sdekit demo``: its options, their checks and the entry point (the demo itself is :mod:`sdekit._demo`).
+"""``sdekit demo``: its options, their checks and the entry point (the demo itself is :mod:`sdekit.demo._run`).
 
 This module imports neither torch nor sympy at import time, so ``sdekit --help`` and ``sdekit demo --help``
 answer at once; :func:`run` checks every option up front (cheap checks first, then the ones that load torch)
-and only then imports :mod:`sdekit._demo` and trains.
+and only then imports :mod:`sdekit.demo._run` and trains.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._load import SDESpecError, resolve_sde, sde_help, sde_metavar
-from ._options import MAX_SEED, OptionError, check_out_dir, check_seed
+from .._load import SDESpecError, resolve_sde, sde_help, sde_metavar
+from .._options import MAX_SEED, OptionError, check_out_dir, check_seed
 
 if TYPE_CHECKING:
     import torch
@@ -91,8 +91,8 @@ def _parse_sde(spec: str) -> Any:
 
 
 def _parse_solvers(values: list[str] | None) -> list[str]:
-    from . import solvers
-    from .errors import UnknownSolverError
+    from .. import solvers
+    from ..errors import UnknownSolverError
 
     names = [s.strip() for v in (values or list(DEFAULT_SOLVERS)) for s in v.split(",") if s.strip()]
     if not names:
@@ -166,7 +166,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, list[str], tuple[int, ...] 
         raise DemoError(f"--sde {args.sde!r}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
     solvers_ = _parse_solvers(args.solver)
     device = _parse_device(args.device)
-    from . import solvers
+    from .. import solvers
 
     for s in solvers_:
         impl = solvers.get(s)
@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import torch
 
-    from ._demo import demo
+    from ._run import demo
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small MLP: one thread is as fast and leaves the other cores free
