@@ -10,6 +10,7 @@ from ._dynamics import ProbabilityFlowODE, ReverseSDE
 from ._langevin import annealed_langevin, langevin
 from ._likelihood import LikelihoodInfo, bits_per_dim, dequantize, logp
 from ._marginal import Discretization, GaussianKernel, GaussianMarginal, GaussianPrior
+from ._run import RunInfo
 from ._sample import SampleInfo, sample
 from ._simulate import SimulateInfo, simulate
 from .compile import compile_expr, compile_time_fn
@@ -51,6 +52,7 @@ __all__ = [
     "SampleInfo",
     "simulate",
     "SimulateInfo",
+    "RunInfo",
     "compile_expr",
     "compile_time_fn",
     "errors",

@@ -1,15 +1,21 @@
-"""Checks shared by every entry point: a model's output, ``generator=``, positive numbers and float dtypes."""
+"""Checks shared by every entry point: a model's output, ``generator=``, positive numbers and float dtypes; and
+:func:`warn_user`, a warning that points at the user's call."""
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from typing import Any
 
 import torch
 
 from .errors import ModelOutputError
 
-__all__ = ["check_float_dtype", "check_generator", "check_model_output", "check_positive"]
+__all__ = ["check_float_dtype", "check_generator", "check_model_output", "check_positive", "warn_user"]
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def check_model_output(
@@ -52,3 +58,14 @@ def check_float_dtype(dtype: Any) -> torch.dtype | None:
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}")
     return dtype
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn(message)`` attributed to the first caller outside the sdekit package (the user's line),
+    however deep inside sdekit it is issued."""
+    frame = sys._getframe(1)
+    level = 2
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
