@@ -120,9 +120,9 @@ class TimeMap(abc.ABC):
         """Message of a non-finite state reaching the drift (runs with :attr:`watch_drift_inputs`)."""
         return f"the state became non-finite before t = {t:.6g} (drift evaluation {evaluation}); {self.adaptive_hint}"
 
-    def fused_euler(self, bm: BaseBrownian, event_shape: tuple[int, ...]) -> Step | None:
-        """A fused Euler step on the fixed-step increments ``bm``, or None for torchsde's own Euler step (the
-        forward map: :func:`sdekit.simulate` keeps torchsde's round-off)."""
+    def fused_euler(self, bm: BaseBrownian, flat: FlatSDE) -> Step | None:
+        """A fused Euler step on the fixed-step increments ``bm`` (counting its evaluations in ``flat``), or None for
+        torchsde's own Euler step (the forward map: :func:`sdekit.simulate` keeps torchsde's round-off)."""
         return None
 
 
@@ -190,10 +190,10 @@ class Reverse(TimeMap):
             out = out - 0.25 * self.sde.dg2_dx_fn(x, t_batch)
         return out.reshape(y.shape)
 
-    def fused_euler(self, bm: BaseBrownian, event_shape: tuple[int, ...]) -> Step | None:
+    def fused_euler(self, bm: BaseBrownian, flat: FlatSDE) -> Step | None:
         if self.coefficients is None or not isinstance(bm, FixedStepBrownian):
             return None
-        return FusedEuler(self, bm, event_shape)
+        return FusedEuler(self, self.coefficients, bm, flat)
 
 
 # --------------------------------------------------------------------------- the SDE torchsde sees
@@ -279,18 +279,17 @@ class FusedEuler:
     batch 64 costs more than the model (``python -m benchmarks step_cost``).
     """
 
-    def __init__(self, time_map: Reverse, bm: FixedStepBrownian, event_shape: tuple[int, ...]) -> None:
-        self.time_map, self.bm = time_map, bm
-        self.flat = len(event_shape) == 1
-        self.event_shape = tuple(event_shape)
+    def __init__(self, time_map: Reverse, coefficients: FloatCoefficients, bm: FixedStepBrownian, flat: FlatSDE):
+        self.time_map, self.coefficients, self.bm, self.flat = time_map, coefficients, bm, flat
 
     def __call__(self, s0: Any, s1: Any, y: torch.Tensor) -> torch.Tensor:
         h = s1 - s0
         t = self.time_map.t(s0)
-        c = self.time_map.coefficients
-        a, b, g = c.a(t), c.b(t), c.g(t)  # type: ignore[union-attr]
+        c = self.coefficients
+        a, b, g = c.a(t), c.b(t), c.g(t)
         t_batch = torch.full((y.shape[0],), t, dtype=y.dtype, device=y.device)
-        sc = self.time_map.score(y if self.flat else y.view(y.shape[0], *self.event_shape), t_batch)
+        self.flat.calls += 1
+        sc = self.time_map.score(self.flat.view(y), t_batch)
         z = self.bm._randn()
         y_new = y * (1.0 - a * h)
         y_new.add_(sc.reshape(y.shape), alpha=g * g * h)
@@ -480,7 +479,7 @@ def drive(
             )
         ys, stats = run_adaptive(solver, y0, plan, progress, time_map, label)
     else:
-        fused = time_map.fused_euler(brownian, event_shape) if (method.method == "euler" and bm is None) else None
+        fused = time_map.fused_euler(brownian, flat) if (method.method == "euler" and bm is None) else None
         step = fused or _TorchsdeStep(solver, plan.grid[0], y0)
         watch = FiniteWatch(plan.check_every, len(plan.grid) - 1, _fixed_divergence(label, time_map, plan.grid))
         tensor_times = method.method == "srk" and noise_type != "additive"

@@ -150,3 +150,15 @@ def test_reverse_map_watches_the_states_the_model_sees() -> None:
         flat.f(0.25, torch.tensor([[float("nan")]]))
     forward = driver.FlatSDE(driver.Forward(sde, False), (1,), "additive", "ito", watch=True)
     assert not forward.watch and forward.f(0.25, torch.tensor([[float("nan")]])).isnan().all()
+
+
+@pytest.mark.parametrize(("solver", "per_step", "own_bm"), [("euler", 1, False), ("euler", 1, True), ("srk", 2, False)])
+def test_drift_evaluations_are_counted_on_every_path(solver: str, per_step: int, own_bm: bool) -> None:
+    """SolveStats.evaluations: one per Euler step, fused (no bm) or torchsde's (a bm given); two per SRA1 step
+    (torchsde's repeated stage call is memoised)."""
+    sde = sdekit.VPSDE()
+    x_T = torch.zeros(4, 2, 3, dtype=F64)
+    options = {"bm": FixedStepBrownian((4, 6), F64, "cpu", _gen(0), levy_area=True)} if own_bm else {}
+    problem = SamplingProblem(sde, lambda x, t: -x, x_T, 1.0, 1e-3, 7, 1e-3, 1e-3, _gen(0), lambda n: None, options)
+    x, stats = get(solver).solve(problem)
+    assert x.shape == (4, 2, 3) and stats.steps == 7 and stats.evaluations == 7 * per_step
