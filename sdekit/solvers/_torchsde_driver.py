@@ -182,7 +182,7 @@ class Reverse(TimeMap):
         if self.coefficients is not None:  # g^2 s - a y - b, fused
             g = self.coefficients.g(t)
             score = self.score(x, t_batch)
-            out = torch.add(score.reshape(y.shape) * (g * g), y, alpha=-self.coefficients.a(t))
+            out = torch.add((score if x is y else score.reshape(y.shape)) * (g * g), y, alpha=-self.coefficients.a(t))
             b = self.coefficients.b(t)
             return out.sub_(b) if b != 0 else out
         out = -self._reverse.drift(x, t_batch)
@@ -289,10 +289,11 @@ class FusedEuler:
         a, b, g = c.a(t), c.b(t), c.g(t)
         t_batch = torch.full((y.shape[0],), t, dtype=y.dtype, device=y.device)
         self.flat.calls += 1
-        sc = self.time_map.score(self.flat.view(y), t_batch)
+        x = self.flat.view(y)
+        sc = self.time_map.score(x, t_batch)
         z = self.bm._randn()
         y_new = y * (1.0 - a * h)
-        y_new.add_(sc.reshape(y.shape), alpha=g * g * h)
+        y_new.add_(sc if x is y else sc.reshape(y.shape), alpha=g * g * h)
         y_new.add_(z, alpha=g * math.sqrt(h))
         return y_new.sub_(b * h) if b != 0 else y_new
 
