@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the same names for type checkers and the API docs; imported
     from ._langevin import annealed_langevin, langevin
     from ._likelihood import LikelihoodInfo, logp
     from ._marginal import Discretization, GaussianKernel, GaussianMarginal, GaussianPrior
+    from ._run import RunInfo
     from ._sample import SampleInfo, sample
     from ._simulate import SimulateInfo, simulate
     from .compile import compile_expr, compile_time_fn
@@ -56,6 +57,7 @@ _EXPORTS: dict[str, str] = {
     "GaussianKernel": "._marginal",
     "GaussianMarginal": "._marginal",
     "GaussianPrior": "._marginal",
+    "RunInfo": "._run",
     "SampleInfo": "._sample",
     "sample": "._sample",
     "SimulateInfo": "._simulate",
@@ -117,6 +119,7 @@ __all__ = [
     "SampleInfo",
     "simulate",
     "SimulateInfo",
+    "RunInfo",
     "compile_expr",
     "compile_time_fn",
     "errors",

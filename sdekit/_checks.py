@@ -1,8 +1,12 @@
-"""Checks shared by every entry point: data tensors, a model's output, ``generator=``, eps, positive numbers, dtypes."""
+"""Checks shared by every entry point: data tensors, a model's output, ``generator=``, eps, positive numbers, dtypes;
+and :func:`warn_user`, a warning that points at the user's call."""
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from typing import Any
 
 import torch
@@ -18,7 +22,10 @@ __all__ = [
     "check_generator",
     "check_model_output",
     "check_positive",
+    "warn_user",
 ]
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def check_model_output(
@@ -94,3 +101,14 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn(message)`` attributed to the first caller outside the sdekit package (the user's line),
+    however deep inside sdekit it is issued."""
+    frame = sys._getframe(1)
+    level = 2
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

@@ -15,6 +15,10 @@ decreasing noise levels :math:`\sigma_1 > \dots > \sigma_L` with the noise-condi
 i.e. ULA with :math:`h = \alpha_i/2` at level i. Large levels connect separated modes (so mode
 weights come out right, which plain Langevin gets wrong for well separated modes in any
 practical number of steps); small levels refine.
+
+Both run the one Langevin update of the solver layer (:func:`sdekit.solvers._native.langevin_steps`, which the
+``ald`` sampler runs too) under a finiteness watch that reads the state at every step and tells a broken
+score from a step size too large for it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import torch
 
 from . import _random
 from ._checks import check_generator, check_model_output, check_positive
-from .errors import ModelOutputError, SolverDivergedError
+from .errors import ModelOutputError
+from .solvers._base import FiniteWatch
+from .solvers._native import langevin_steps
 
 __all__ = ["langevin", "annealed_langevin"]
 
@@ -79,6 +85,44 @@ def _check_sigmas(sigmas: Any) -> list[float]:
     return levels
 
 
+class _Chain:
+    """The score of one Langevin run, checked at every call; remembers its last input and output so that a
+    non-finite state can be blamed on the score or on the step size (:meth:`diagnose`)."""
+
+    def __init__(self, score: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, where: str, what: str):
+        self.score, self.x0, self.where, self.what = score, x0, where, what
+        self.x, self.s = x0, x0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.x, self.s = x, check_model_output(self.score(x), x, what=self.what)
+        return self.s
+
+    def diagnose(self, last_ok: int, step: int) -> tuple[str, None]:
+        """The :class:`~sdekit.solvers._base.FiniteWatch` message of a non-finite state after ``step``; raises
+        :class:`ModelOutputError` instead when the score broke at a state of moderate size."""
+        size = float(self.x.abs().max())
+        if bool(torch.isfinite(self.s).all()):
+            return (
+                f"Langevin dynamics diverged (non-finite state, finite score) at step {step}{self.where}; lower the "
+                "step size (it is too large for the score's stiffness)",
+                None,
+            )
+        scale = size if last_ok == 0 else max(1.0, float(self.x0.abs().max()))
+        if size <= _RUNAWAY * scale:
+            # the state is still of the size it started at: the score itself is broken there
+            raise ModelOutputError(
+                f"{self.what} returned non-finite values (NaN or inf) at step {step}{self.where}, at finite states of "
+                f"moderate size (largest |x| = {size:.3g}); check the score function (e.g. a log or a "
+                "division by zero): a smaller step size would not help"
+            )
+        return (
+            f"Langevin dynamics diverged at step {step}{self.where}: {self.what} returned non-finite values after the "
+            f"chain ran away (largest |x| = {size:.3g}, started within {scale:.3g}); lower the step size "
+            "(it is too large for the score's stiffness)",
+            None,
+        )
+
+
 def _ula(
     score: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -88,39 +132,13 @@ def _ula(
     where: str,
     what: str = "score(x)",
 ) -> torch.Tensor:
-    noise_scale = (2 * h) ** 0.5
-    start_scale: float | None = None
-    for k in range(n_steps):
-        s = check_model_output(score(x), x, what=what)
-        x_new = x + h * s + noise_scale * _random.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-        if not bool(torch.isfinite(x_new).all()):
-            size = float(x.abs().max())
-            if not bool(torch.isfinite(s).all()):
-                scale = size if start_scale is None else start_scale
-                if size <= _RUNAWAY * scale:
-                    # the state is still of the size it started at: the score itself is broken there
-                    raise ModelOutputError(
-                        f"{what} returned non-finite values (NaN or inf) at step {k + 1}{where}, at finite states of "
-                        f"moderate size (largest |x| = {size:.3g}); check the score function (e.g. a log or a "
-                        "division by zero): a smaller step size would not help"
-                    )
-                raise SolverDivergedError(
-                    f"Langevin dynamics diverged at step {k + 1}{where}: {what} returned non-finite values after the "
-                    f"chain ran away (largest |x| = {size:.3g}, started within {scale:.3g}); lower the step size "
-                    "(it is too large for the score's stiffness)",
-                    t=None,
-                    step=k + 1,
-                )
-            raise SolverDivergedError(
-                f"Langevin dynamics diverged (non-finite state, finite score) at step {k + 1}{where}; lower the "
-                "step size (it is too large for the score's stiffness)",
-                t=None,
-                step=k + 1,
-            )
-        if start_scale is None:
-            start_scale = max(1.0, float(x.abs().max()))
-        x = x_new
-    return x
+    """``n_steps`` of ULA with step h, every state checked (one host read per step)."""
+    chain = _Chain(score, x, where, what)
+
+    def noise(like: torch.Tensor) -> torch.Tensor:
+        return _random.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+
+    return langevin_steps(chain, x, h, (2 * h) ** 0.5, n_steps, noise, FiniteWatch(1, n_steps, chain.diagnose))
 
 
 def langevin(

@@ -21,7 +21,6 @@ See ``docs/sampling.md``.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import math
 import time
@@ -31,22 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import solvers as _solvers
 from ._checks import check_float_dtype, check_generator, check_model_output, check_positive
-from .errors import SolverDivergedError, SolverError
+from ._run import RunInfo, check_sde, check_steps, lookup_solver
+from .errors import SolverError
 from .parameterization import check_parameterization, score_fn
-from .solvers import SamplingProblem, SolveStats
-
-# Register the solver families (each module registers its solvers on import).
-from .solvers import _torchdiffeq as _torchdiffeq
-from .solvers import _torchsde as _torchsde
-
-for _mod in ("_native", "_exponential"):  # native samplers, when present
-    try:
-        importlib.import_module(f"sdekit.solvers.{_mod}")
-    except ModuleNotFoundError as _err:
-        if _err.name != f"sdekit.solvers.{_mod}":
-            raise
+from .solvers import SamplingProblem, Solver, SolveStats
+from .solvers._base import ensure_finite
+from .solvers._grids import resolve_grid, time_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
@@ -55,26 +45,31 @@ __all__ = ["sample", "SampleInfo"]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+SampleInfo = RunInfo
+"""What :func:`sample` reports with ``return_info=True``: a :class:`sdekit.RunInfo` (``nfe``: model evaluations,
+including the one-off output check and the denoising step). ``sdekit.SimulateInfo`` is the same class."""
 
-@dataclass
-class SampleInfo:
-    """What :func:`sample` reports with ``return_info=True``.
 
-    Attributes:
-        nfe: model evaluations (including the one-off output check and the denoising step).
-        steps: steps taken (accepted steps for adaptive solvers).
-        accepted: accepted steps.
-        rejected: rejected steps (adaptive solvers; 0 otherwise).
-        solver: canonical registry name of the solver used.
-        seconds: wall time of the call.
-    """
+@dataclass(frozen=True)
+class _Config:
+    """Everything :func:`sample` decided from its arguments, checked once."""
 
-    nfe: int
-    steps: int
-    accepted: int
-    rejected: int
-    solver: str
-    seconds: float
+    name: str
+    shape: tuple[int, ...]
+    T: float
+    eps: float
+    path_times: list[float] | None
+    steps: int | None
+    rtol: float
+    atol: float
+    parameterization: str
+    denoise: bool
+    generator: torch.Generator | None
+    x_T: torch.Tensor | None
+    dtype: torch.dtype
+    device: torch.device
+    progress: bool
+    options: dict[str, Any]
 
 
 class _CountingScore:
@@ -225,26 +220,52 @@ def sample(
         x = sdekit.sample(model, sdekit.VPSDE(), (1000, 2), solver="euler", steps=500)
         x, info = sdekit.sample(model, sde, (64, 3, 32, 32), solver="ode", return_info=True)
     """
-    from .symbolic.sde import SDE as _SDE
-
     started = time.perf_counter()
-    # ------------------------------------------------------------------ input check (once)
+    impl, cfg = _check_inputs(
+        model, sde, shape, solver, steps, rtol, atol, eps, x_T, parameterization, corrector, snr, denoise,
+        generator, device, dtype, progress, ts, options,
+    )  # fmt: skip
+    with torch.no_grad():
+        x_T = (
+            cfg.x_T
+            if cfg.x_T is not None
+            else sde.prior.sample(cfg.shape, generator=cfg.generator, device=cfg.device, dtype=cfg.dtype)
+        )
+        score = _CountingScore(score_fn(_CheckedModel(model), sde, cfg.parameterization))
+        x, path, stats = _integrate(impl, cfg, sde, score, x_T)
+        x = _finish(cfg, sde, score, x, stats)
+    info = RunInfo.of(stats, score.nfe, cfg.name, started)
+    out = (x,) + ((torch.stack(path, dim=0),) if cfg.path_times is not None else ()) + ((info,) if return_info else ())
+    return out[0] if len(out) == 1 else out
+
+
+def _check_inputs(
+    model: Any,
+    sde: Any,
+    shape: Any,
+    solver: Any,
+    steps: Any,
+    rtol: Any,
+    atol: Any,
+    eps: Any,
+    x_T: Any,
+    parameterization: str,
+    corrector: Any,
+    snr: float,
+    denoise: bool,
+    generator: Any,
+    device: Any,
+    dtype: Any,
+    progress: bool,
+    ts: Any,
+    options: dict[str, Any],
+) -> tuple[Solver, _Config]:
+    """Every argument of :func:`sample` checked once, up front: the solver and the frozen configuration."""
     if not callable(model):
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
-    if not isinstance(sde, _SDE):
-        raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
+    sde = check_sde(sde)
     shape = _check_shape(shape)
-    if not isinstance(solver, str):
-        raise TypeError(f"solver must be a registry name such as 'srk', got {type(solver).__name__}")
-    name = _solvers.resolve(solver)
-    impl = _solvers.get(name)
-    impl.check(sde)
-    options = dict(options)
-    allow_unstable = options.pop("allow_unstable", False)
-    if not isinstance(allow_unstable, bool):
-        raise TypeError(f"allow_unstable must be True or False, got {allow_unstable!r}")
-    if not impl.can_sample and not allow_unstable:
-        raise SolverError(f"{name} cannot sample: {impl.sample_refusal}; pass allow_unstable=True to run it anyway")
+    name, impl = _check_solver(solver, sde, options)
     check_parameterization(parameterization)
     if parameterization != "score" and not sde.is_affine:
         raise SolverError(
@@ -257,8 +278,7 @@ def sample(
         raise ValueError(f"eps must be a number with 0 < eps < T = {T:g}, got {eps!r}")
     eps = float(eps)
     path_times = _check_path_times(ts, T, eps)
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer or None (adaptive / solver default), got {steps!r}")
+    steps = check_steps(steps, " (adaptive / solver default)")
     default_tol = impl.recommended_rtol or DEFAULT_RTOL
     rtol = check_positive("rtol", default_tol if rtol is None else rtol)
     atol = check_positive("atol", default_tol if atol is None else atol)
@@ -266,6 +286,36 @@ def sample(
         raise ValueError(f"solver {name!r} takes fixed steps: pass steps=<number of steps>")
     check_generator(generator)
     check_float_dtype(dtype)
+    x_T, dtype, device = _check_start(x_T, shape, dtype, device)
+    _check_affine_needs(sde, x_T, denoise, shape)
+    opts = {k: v for k, v in options.items() if k != "allow_unstable"}
+    if corrector != "default":
+        opts["corrector"] = corrector
+    if corrector != "default" or snr != 0.16:
+        opts["snr"] = snr
+    config = _Config(
+        name, shape, T, eps, path_times, steps, rtol, atol, parameterization, denoise, generator, x_T, dtype, device,
+        progress, opts,
+    )  # fmt: skip
+    return impl, config
+
+
+def _check_solver(solver: Any, sde: SDE, options: dict[str, Any]) -> tuple[str, Solver]:
+    """The registry's solver named ``solver``, if it can handle ``sde`` and sample (or ``allow_unstable=True``)."""
+    name, impl = lookup_solver(solver, "srk")
+    impl.check(sde)
+    allow_unstable = options.get("allow_unstable", False)
+    if not isinstance(allow_unstable, bool):
+        raise TypeError(f"allow_unstable must be True or False, got {allow_unstable!r}")
+    if not impl.can_sample and not allow_unstable:
+        raise SolverError(f"{name} cannot sample: {impl.sample_refusal}; pass allow_unstable=True to run it anyway")
+    return name, impl
+
+
+def _check_start(
+    x_T: Any, shape: tuple[int, ...], dtype: torch.dtype | None, device: Any
+) -> tuple[torch.Tensor | None, torch.dtype, torch.device]:
+    """A given ``x_T`` (its dtype and device then win), else the dtype and a usable device of the draw."""
     if x_T is not None:
         if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
             raise TypeError("x_T must be a floating-point tensor of the given shape")
@@ -277,11 +327,13 @@ def sample(
             raise ValueError(f"x_T is on {x_T.device} but device={device}; move x_T or drop device=")
         if not bool(torch.isfinite(x_T).all()):
             raise ValueError("x_T contains NaN or infinite values")
-        dtype, device = x_T.dtype, x_T.device
-    dtype = dtype or torch.get_default_dtype()
-    if device is not None and x_T is None:
-        device = _check_device(device)
-    device = torch.device(device) if device is not None else torch.device("cpu")
+        return x_T, x_T.dtype, x_T.device
+    device = _check_device(device) if device is not None else torch.device("cpu")
+    return None, dtype or torch.get_default_dtype(), device
+
+
+def _check_affine_needs(sde: SDE, x_T: torch.Tensor | None, denoise: bool, shape: tuple[int, ...]) -> None:
+    """A non-affine SDE has no Gaussian prior (x_T must be given) and no Tweedie step (denoise=False)."""
     if x_T is None and not sde.is_affine:
         raise SolverError(
             f"{type(sde).__name__} is not affine, so it has no Gaussian prior to draw x_T from: pass x_T= "
@@ -292,74 +344,60 @@ def sample(
             f"denoise=True needs the Gaussian marginal of an affine SDE; {type(sde).__name__} is not affine: "
             f"pass denoise=False"
         )
-    opts = dict(options)
-    if corrector != "default":
-        opts["corrector"] = corrector
-    if corrector != "default" or snr != 0.16:
-        opts["snr"] = snr
 
-    with torch.no_grad():
-        if x_T is None:
-            x_T = sde.prior.sample(shape, generator=generator, device=device, dtype=dtype)
-        score = _CountingScore(score_fn(_CheckedModel(model), sde, parameterization))
-        total = steps if steps is not None else (None if impl.adaptive else impl.default_steps)
-        bar = _Progress(progress, total, f"sdekit.sample[{name}]")
-        segments = _segments(T, eps, path_times)
-        n_total = steps if steps is not None else (None if impl.adaptive else impl.default_steps)
-        split = _segment_steps(sde, impl, opts, T, eps, n_total, segments)
-        x, path, stats = x_T, [], SolveStats()
-        try:
-            for (a, b), seg_steps in zip(segments, split, strict=True):
-                if path_times is not None and a in path_times:
-                    path.append(x)
-                problem = SamplingProblem(
-                    sde=sde,
-                    score=score,
-                    x_T=x,
-                    t_start=a,
-                    t_end=b,
-                    steps=seg_steps if (steps is not None or not impl.adaptive) else None,
-                    rtol=rtol,
-                    atol=atol,
-                    generator=generator,
-                    progress=bar,
-                    options=opts,
-                )
-                x, seg = impl.solve(problem)
-                stats = SolveStats(
-                    stats.steps + seg.steps, stats.accepted + seg.accepted, stats.rejected + seg.rejected
-                )
-            if path_times is not None and eps in path_times:
+
+def _integrate(
+    impl: Solver, cfg: _Config, sde: SDE, score: _CountingScore, x_T: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor], SolveStats]:
+    """Solve from T to eps, segment by segment through the requested path times; the end, the path and the steps."""
+    n_total = cfg.steps if cfg.steps is not None else (None if impl.adaptive else impl.default_steps)
+    bar = _Progress(cfg.progress, n_total, f"sdekit.sample[{cfg.name}]")
+    segments = _segments(cfg.T, cfg.eps, cfg.path_times)
+    split = _segment_steps(sde, impl, cfg.options, cfg.T, cfg.eps, n_total, segments)
+    x, path, stats = x_T, [], SolveStats()
+    try:
+        for (a, b), seg_steps in zip(segments, split, strict=True):
+            if cfg.path_times is not None and a in cfg.path_times:
                 path.append(x)
-        finally:
-            bar.close()
-        if denoise:
-            t_eps = torch.full((shape[0],), eps, dtype=x.dtype, device=x.device)
-            k = sde.marginal.at(t_eps, x)
-            x = (x - k.offset + k.sigma**2 * score(x, t_eps)) / k.alpha
-        if not bool(torch.isfinite(x).all()):
-            raise SolverDivergedError(
-                f"{name}: the samples are non-finite at t = eps = {eps:g}"
-                + (" after the denoising step" if denoise else "")
-                + "; check the model near t = eps or raise eps",
-                t=eps,
-                step=stats.steps,
+            problem = SamplingProblem(
+                sde=sde,
+                score=score,
+                x_T=x,
+                t_start=a,
+                t_end=b,
+                steps=seg_steps if (cfg.steps is not None or not impl.adaptive) else None,
+                rtol=cfg.rtol,
+                atol=cfg.atol,
+                generator=cfg.generator,
+                progress=bar,
+                options=cfg.options,
             )
-    if path_times is not None:
-        traj = torch.stack(path, dim=0)
-        if not return_info:
-            return x, traj
-    elif not return_info:
-        return x
-    info = SampleInfo(
-        nfe=score.nfe,
-        steps=stats.steps,
-        accepted=stats.accepted,
-        rejected=stats.rejected,
-        solver=name,
-        seconds=time.perf_counter() - started,
+            x, seg = impl.solve(problem)
+            stats = SolveStats(stats.steps + seg.steps, stats.accepted + seg.accepted, stats.rejected + seg.rejected)
+        if cfg.path_times is not None and cfg.eps in cfg.path_times:
+            path.append(x)
+    finally:
+        bar.close()
+    return x, path, stats
+
+
+def _finish(cfg: _Config, sde: SDE, score: _CountingScore, x: torch.Tensor, stats: SolveStats) -> torch.Tensor:
+    """Tweedie's denoising step at eps (``denoise=True``); the samples, checked finite."""
+    if cfg.denoise:
+        t_eps = torch.full((cfg.shape[0],), cfg.eps, dtype=x.dtype, device=x.device)
+        k = sde.marginal.at(t_eps, x)
+        x = (x - k.offset + k.sigma**2 * score(x, t_eps)) / k.alpha
+    ensure_finite(
+        x,
+        lambda: (
+            f"{cfg.name}: the samples are non-finite at t = eps = {cfg.eps:g}"
+            + (" after the denoising step" if cfg.denoise else "")
+            + "; check the model near t = eps or raise eps"
+        ),
+        t=cfg.eps,
+        step=stats.steps,
     )
-    return (x, traj, info) if path_times is not None else (x, info)
+    return x
 
 
 def _check_path_times(ts: Any, T: float, eps: float) -> list[float] | None:
@@ -401,8 +439,6 @@ def _segment_steps(
         return [None] * len(segments)
     if len(segments) == 1:
         return [n_total]
-    from .solvers._grids import resolve_grid, time_grid
-
     kind = resolve_grid(sde, opts.get("grid"), impl.grid, impl.name)
     full = time_grid(sde, T, eps, n_total, kind, rho=opts.get("rho", 7.0))
     idx = [0] + [int((full - b).abs().argmin()) for _, b in segments[:-1]] + [n_total]

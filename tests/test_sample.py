@@ -17,7 +17,6 @@ from sdekit.analytic import GaussianMixture
 from sdekit.errors import ModelOutputError, SolverDivergedError, SolverError, UnknownSolverError
 from sdekit.parameterization import PARAMETERIZATIONS, as_model
 from sdekit.solvers import _torchdiffeq, _torchsde
-from sdekit.solvers._brownian import FixedStepBrownian
 
 F64 = torch.float64
 EPS = 1e-3
@@ -349,22 +348,6 @@ def torchsde_bm(batch: int, span: float, entropy: int, levy: bool = False):
     )
 
 
-# --------------------------------------------------------------------------- light Brownian law
-def test_fixed_step_brownian_law() -> None:
-    """W ~ N(0, h), U = int_0^h W ds: Var U = h^3/3, Cov(W, U) = h^2/2 (4 SE at n = 400k; fresh seed fails ~1e-4)."""
-    n, h = 400_000, 0.3
-    bm = FixedStepBrownian((n, 1), F64, "cpu", _gen(0), levy_area=True)
-    w, u = bm(0.1, 0.1 + h, return_U=True)
-    w, u = w.flatten(), u.flatten()
-    assert abs(float(w.var()) - h) < 4 * h * math.sqrt(2 / n)
-    assert abs(float(u.var()) - h**3 / 3) < 4 * h**3 / 3 * math.sqrt(2 / n)
-    cov = float((w * u).mean())
-    # Var(W U) = E[W^2 U^2] - (h^2/2)^2 = h * h^3/3 + 2 (h^2/2)^2 - h^4/4 = h^4 (1/3 + 1/4)
-    assert abs(cov - h**2 / 2) < 4 * math.sqrt(h**4 * (1 / 3 + 1 / 4) / n)
-    w2 = bm(torch.tensor(0.0, dtype=F64), torch.tensor(h, dtype=F64))
-    assert w2.shape == (n, 1) and not torch.equal(w2.flatten(), w)
-
-
 # --------------------------------------------------------------------------- sliced KS, every solver
 _N_KS = 20_000
 _DIRECTIONS = random_directions(2, 8, seed=0)
@@ -459,43 +442,6 @@ def test_reversible_heun_is_refused(vp: sdekit.SDE) -> None:
         sdekit.sample(_gauss1d().diffuse(vp), vp, (4, 1), solver="reversible_heun", steps=10)
     with pytest.raises(TypeError, match="allow_unstable"):
         sdekit.sample(_gauss1d().diffuse(vp), vp, (4, 1), solver="reversible_heun", steps=10, allow_unstable="yes")
-
-
-@pytest.mark.parametrize("sde_name", ["VPSDE", "VESDE", "SubVPSDE"])
-def test_fused_euler_matches_torchsde_euler(sde_name: str) -> None:
-    """The fused affine Euler step equals torchsde's Euler step on the same increments (float64 round-off)."""
-    sde = getattr(sdekit, sde_name)()
-    oracle = _mixture2d().diffuse(sde)
-    x_T = sde.prior.sample((32, 2), generator=_gen(0), dtype=F64)
-    kw = dict(solver="euler", steps=50, x_T=x_T, denoise=False)
-    fused = sdekit.sample(oracle, sde, (32, 2), generator=_gen(5), **kw)
-    generic = sdekit.sample(oracle, sde, (32, 2), bm=FixedStepBrownian((32, 2), F64, "cpu", _gen(5)), **kw)
-    torch.testing.assert_close(fused, generic, rtol=1e-10, atol=1e-10)
-
-
-def test_finite_watch_reads_every_k_steps_and_at_the_end() -> None:
-    # The watch of the fixed-step loops: a NaN is only seen at a read (steps 4, 8, ... and the last), and the
-    # error names the window since the last finite read.
-    from sdekit.solvers._base import FiniteWatch
-
-    calls: list[tuple[int, int]] = []
-
-    def describe(last_ok: int, i: int) -> tuple[str, float]:
-        calls.append((last_ok, i))
-        return f"non-finite between {last_ok} and {i}", float(i)
-
-    watch = FiniteWatch(4, 10, describe)
-    good, bad = torch.zeros(3), torch.tensor([0.0, float("nan"), 0.0])
-    for i in (1, 2, 3, 4, 5):
-        watch(i, good)
-    watch(6, bad)  # not a read: passes silently
-    assert calls == [] and watch.last_ok == 4
-    with pytest.raises(sdekit.errors.SolverDivergedError, match="between 4 and 8") as err:
-        watch(8, bad)
-    assert err.value.t == 8.0 and err.value.step == 8
-    last = FiniteWatch(4, 10, describe)
-    with pytest.raises(sdekit.errors.SolverDivergedError, match="between 0 and 10"):
-        last(10, bad)  # the last step is always read
 
 
 @pytest.mark.parametrize(("solver", "tol"), [("ode:fehlberg2", 1e-5), ("ode:bosh3", 1e-4), ("ode:dopri5", 1e-3)])

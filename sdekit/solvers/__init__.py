@@ -1,7 +1,20 @@
-"""Solver registry and solvers: torchsde (reverse SDE), torchdiffeq (PF-ODE), native samplers."""
+"""Solver registry and solvers: torchsde (reverse and forward SDE), torchdiffeq (PF-ODE), native samplers.
+
+Importing this package registers every solver: each solver module below adds its classes to the one
+registry (:mod:`sdekit.solvers._registry`) when it is imported, and every entry point looks solvers up there.
+"""
 
 from . import _exponential, _native, _torchdiffeq, _torchsde  # noqa: F401  (register every solver)
-from ._base import SamplingProblem, Solver, SolveStats
+from ._base import SamplingProblem, SimulationProblem, Solver, SolveStats
 from ._registry import available, get, register, resolve
 
-__all__ = ["Solver", "SamplingProblem", "SolveStats", "available", "get", "register", "resolve"]
+__all__ = [
+    "Solver",
+    "SamplingProblem",
+    "SimulationProblem",
+    "SolveStats",
+    "available",
+    "get",
+    "register",
+    "resolve",
+]

@@ -1,16 +1,19 @@
-r"""Solver base class and the problem every solver receives.
+r"""Solver base class, the problems solvers receive and the one finiteness watch.
 
 A solver integrates from ``t_start`` (usually T) down to ``t_end`` (usually eps)
 either the reverse-time SDE or the probability-flow ODE of ``problem.sde`` with the
-score ``problem.score``. Capabilities are class attributes, read by the registry,
-by :func:`sdekit.sample`'s input check and by the docs.
+score ``problem.score`` (:meth:`Solver.solve`, for :func:`sdekit.sample`); solvers with
+:attr:`Solver.can_simulate` also integrate the forward SDE (:meth:`Solver.simulate`, for
+:func:`sdekit.simulate`). Capabilities are class attributes, read by the registry, by the entry
+points' input checks and by the docs; the options a solver accepts are one of them
+(:attr:`Solver.options_defaults`, checked by :meth:`Solver.options`).
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -20,7 +23,7 @@ from ..errors import SolverDivergedError, SolverError
 if TYPE_CHECKING:  # pragma: no cover
     from ..symbolic.sde import SDE
 
-__all__ = ["FiniteWatch", "Solver", "SamplingProblem", "SolveStats"]
+__all__ = ["FiniteWatch", "Solver", "SamplingProblem", "SimulationProblem", "SolveStats", "ensure_finite"]
 
 
 @dataclasses.dataclass
@@ -44,13 +47,37 @@ class SamplingProblem:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class SimulationProblem:
+    """What :meth:`Solver.simulate` needs: the forward SDE from ``x0`` at ``times[0]`` through the output ``times``.
+
+    ``steps`` (uniform steps over the whole span) or ``dt`` (step size) run fixed steps that end exactly on
+    every output time; neither runs the adaptive controller with ``rtol``/``atol``. ``bm`` (a torchsde
+    Brownian motion of shape ``(batch, d)`` in forward time) replaces the draws from ``generator``.
+    """
+
+    sde: SDE
+    x0: torch.Tensor
+    times: tuple[float, ...]
+    steps: int | None
+    dt: float | None
+    rtol: float
+    atol: float
+    generator: torch.Generator | None
+    bm: Any
+    check_every: int
+
+
 @dataclasses.dataclass
 class SolveStats:
-    """Step counts a solver reports (NFE is counted by the score wrapper)."""
+    """Step counts a solver reports. Model evaluations (NFE) are counted by :func:`sdekit.sample`'s score
+    wrapper; ``evaluations`` counts the drift evaluations of the solved SDE where a solver counts them
+    (torchsde solvers: :func:`sdekit.simulate`'s NFE)."""
 
     steps: int = 0
     accepted: int = 0
     rejected: int = 0
+    evaluations: int = 0
 
 
 class Solver(abc.ABC):
@@ -101,6 +128,15 @@ class Solver(abc.ABC):
     """
     sample_refusal: ClassVar[str] = ""
     """Why :attr:`can_sample` is False and what to use instead (the ``SolverError`` message of ``sample``)."""
+    can_simulate: ClassVar[bool] = False
+    """Whether :func:`sdekit.simulate` can integrate the *forward* SDE with this solver (:meth:`simulate`;
+    the torchsde solvers)."""
+    options_defaults: ClassVar[Mapping[str, Any]] = {"grid": None, "rho": 7.0}
+    """Options this class adds to those of its bases (``sdekit.sample(..., **options)``) with their defaults.
+
+    :meth:`accepted_options` merges them along the class hierarchy: every solver takes ``grid`` and ``rho``
+    (fixed-step time grid, :mod:`sdekit.solvers._grids`); a family adds its own (``check_every`` ...), a solver
+    its own (``variance`` ...). :meth:`options` rejects any other key."""
     startup_nfe: ClassVar[int] = 0
     """Model evaluations spent once per run on top of the per-step cost (``exp3``: 1, the log-SNR
     midpoint of its singlestep start). Benchmarks at equal NFE run such a solver for fewer steps."""
@@ -120,6 +156,32 @@ class Solver(abc.ABC):
                 f"use 'euler', 'srk' or 'ode'"
             )
 
+    @classmethod
+    def accepted_options(cls) -> dict[str, Any]:
+        """Every option this solver takes, with its default (:attr:`options_defaults` merged base first)."""
+        merged: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("options_defaults", {}))
+        return merged
+
+    def options(
+        self, problem: SamplingProblem, *, passthrough: frozenset[str] = frozenset(), note: str = ""
+    ) -> dict[str, Any]:
+        """``problem.options`` over the defaults of :meth:`accepted_options`; an unknown key raises
+        :class:`~sdekit.errors.SolverError` listing the accepted ones.
+
+        ``passthrough`` names further options accepted without a default (a backend's own keywords, passed on
+        only when given); ``note`` ends the error message (where those come from).
+        """
+        defaults = self.accepted_options()
+        unknown = set(problem.options) - set(defaults) - passthrough
+        if unknown:
+            raise SolverError(
+                f"solver {self.name!r} got unknown option(s) {', '.join(sorted(map(repr, unknown)))}; it accepts "
+                f"{', '.join(sorted(set(defaults) | passthrough))}{note}"
+            )
+        return {**defaults, **problem.options}
+
     def solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
         """Integrate from ``problem.t_start`` to ``problem.t_end``; returns (x, stats)."""
         self.check(problem.sde)
@@ -129,25 +191,70 @@ class Solver(abc.ABC):
     def _solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
         """Solver-specific integration (inputs already validated)."""
 
+    def simulate(self, problem: SimulationProblem) -> tuple[torch.Tensor, SolveStats]:
+        """Integrate the forward SDE through ``problem.times``; returns (states of shape ``(len(times), *x0.shape)``,
+        stats). Only for solvers with :attr:`can_simulate`."""
+        if not self.can_simulate:
+            raise SolverError(f"solver {self.name!r} cannot integrate a forward SDE (its can_simulate is False)")
+        self.check(problem.sde)
+        return self._simulate(problem)
+
+    def _simulate(self, problem: SimulationProblem) -> tuple[torch.Tensor, SolveStats]:
+        """Solver-specific forward integration (solvers with :attr:`can_simulate` override it)."""
+        raise NotImplementedError
+
+
+def ensure_finite(y: torch.Tensor, describe: Callable[[], str], *, t: float | None, step: int | None) -> None:
+    """Raise :class:`~sdekit.errors.SolverDivergedError` ``(describe(), t=t, step=step)`` if ``y`` holds a NaN or
+    an inf. One host read; the message is only built on failure. Every finiteness check of the solvers goes
+    through here (directly for one-off checks, through :class:`FiniteWatch` in loops)."""
+    if not bool(torch.isfinite(y).all()):
+        raise SolverDivergedError(describe(), t=t, step=step)
+
 
 class FiniteWatch:
-    """Finiteness watch of a fixed-step loop: one host read every ``every`` steps and at the last one.
+    """Finiteness watch of a stepping loop: one host read every ``every`` steps and at the last one (``n``).
 
     Call it after step ``i`` (1-based) with the new state. When the state holds a NaN or an inf it
     raises :class:`~sdekit.errors.SolverDivergedError` with ``describe(last_ok, i)``: the message and
     the time of step ``i``, where ``last_ok`` is the last step known to be finite (0 = the start).
-    Between reads nothing is synchronised, so the loop stays asynchronous on a GPU; ``every=1``
-    pins the failing step exactly.
+    ``describe`` may instead raise a more specific error itself (Langevin: the score, not the step, is at fault).
+
+    Between reads nothing is synchronised, so the loop stays asynchronous on a GPU. By default a read
+    knows only that the state went bad since the previous read (``last_ok`` < ``i`` - 1 is possible;
+    ``every=1`` pins the step). ``pin=True`` pins it at any ``every``: two device scalars (all states
+    finite so far; number of finite steps) are updated at every step, costing three small tensor
+    operations per step, and a failed read reports ``describe(k, k + 1)`` for the first bad step k + 1.
     """
 
-    def __init__(self, every: int, n: int, describe: Callable[[int, int], tuple[str, float]]):
-        self.every, self.n, self.describe = max(1, int(every)), n, describe
+    def __init__(
+        self, every: int, n: int | None, describe: Callable[[int, int], tuple[str, float | None]], *, pin: bool = False
+    ):
+        self.every, self.n, self.describe, self.pin = max(1, int(every)), n, describe, pin
         self.last_ok = 0
+        self._alive: torch.Tensor | None = None
+        self._finite_steps: torch.Tensor | None = None
 
     def __call__(self, i: int, y: torch.Tensor) -> None:
+        if self.pin:
+            self._record(y)
         if i % self.every and i != self.n:
             return
-        if not bool(torch.isfinite(y).all()):
-            message, t = self.describe(self.last_ok, i)
-            raise SolverDivergedError(message, t=t, step=i)
+        if self.pin:
+            if not bool(self._alive):
+                k = int(self._finite_steps)  # steps 1..k were finite; step k + 1 produced the first non-finite state
+                self._raise(k, k + 1)
+        elif not bool(torch.isfinite(y).all()):
+            self._raise(self.last_ok, i)
         self.last_ok = i
+
+    def _record(self, y: torch.Tensor) -> None:
+        if self._alive is None:
+            self._alive = torch.ones((), dtype=torch.bool, device=y.device)
+            self._finite_steps = torch.zeros((), dtype=torch.long, device=y.device)
+        self._alive = self._alive & torch.isfinite(y).all()
+        self._finite_steps = self._finite_steps + self._alive
+
+    def _raise(self, last_ok: int, i: int) -> None:
+        message, t = self.describe(last_ok, i)
+        raise SolverDivergedError(message, t=t, step=i)

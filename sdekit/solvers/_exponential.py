@@ -52,6 +52,7 @@ noise are comparable, coarser towards both ends, where :math:`\hat x_0` hardly c
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import torch
@@ -60,7 +61,17 @@ from ..errors import SolverError
 from ._native import GridSolver, StepContext, log_snr, t_of_log_snr
 from ._registry import register
 
-__all__ = ["Exp1", "Exp2", "Exp3", "ExponentialIntegrator", "exp_moments", "lagrange_weights"]
+__all__ = [
+    "Exp1",
+    "Exp2",
+    "Exp3",
+    "ExpCoefficients",
+    "ExpState",
+    "ExponentialIntegrator",
+    "MidpointStart",
+    "exp_moments",
+    "lagrange_weights",
+]
 
 
 def exp_moments(h: torch.Tensor, order: int) -> list[torch.Tensor]:
@@ -105,7 +116,41 @@ def lagrange_weights(h: torch.Tensor, nodes: list[torch.Tensor]) -> list[torch.T
     raise ValueError(f"lagrange_weights supports 1-3 nodes, got {len(nodes)}")
 
 
-class ExponentialIntegrator(GridSolver):
+@dataclasses.dataclass(frozen=True)
+class ExpCoefficients:
+    r"""Per grid point / step floats: :math:`\sigma_{i+1}/\sigma_i`, :math:`\alpha_i`, :math:`\sigma_i^2`, :math:`m_i`,
+    and the Lagrange weights of each step (as many as its order)."""
+
+    ratio: list[float]
+    alpha: list[float]
+    sigma2: list[float]
+    m: list[float]
+    weights: list[list[float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class MidpointStart:
+    r"""``exp3``'s singlestep 2S start: the log-SNR midpoint of step 0 (time tensor, :math:`\alpha`,
+    :math:`\sigma^2`, m), :math:`\sigma_{\rm mid}/\sigma_0` and the DDIM weight of the half step."""
+
+    t: torch.Tensor
+    alpha: float
+    sigma2: float
+    m: float
+    ratio: float
+    w: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpState:
+    """Coefficients, the 2S start (``exp3`` only) and the history of denoiser values, newest first."""
+
+    coef: ExpCoefficients
+    start: MidpointStart | None = None
+    history: tuple[torch.Tensor, ...] = ()
+
+
+class ExponentialIntegrator(GridSolver[ExpState]):
     r"""Multistep exponential integrator of order :attr:`order` on the PF-ODE (see module docstring).
 
     Options: ``grid`` (``"arctan"`` default; ``"logsnr"``, ``"edm"``, ``"uniform"`` in t), ``lower_order_final``
@@ -120,73 +165,87 @@ class ExponentialIntegrator(GridSolver):
     grid = "arctan"
     options_defaults: ClassVar[dict[str, Any]] = {"lower_order_final": True}
 
-    def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> None:
+    def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> ExpState:
         marginal = ctx.problem.sde.marginal
         times = ctx.times
-        n = times.shape[0] - 1
         lam = log_snr(marginal, times)
         h = lam[1:] - lam[:-1]
         if not bool((h > 0).all()):
             raise SolverError(f"{self.name}: the log-SNR must increase along the grid; is g(t) zero somewhere?")
         alpha, sigma, m = marginal.alpha(times), marginal.sigma(times), marginal.offset(times)
+        orders = self._orders(times.shape[0] - 1, opts["lower_order_final"])
+        coef = ExpCoefficients(
+            (sigma[1:] / sigma[:-1]).tolist(), alpha.tolist(), (sigma**2).tolist(), m.tolist(), _weights(lam, orders)
+        )
+        start = _midpoint_start(ctx, lam, sigma) if self.order == 3 and orders[0] == 2 else None
+        return ExpState(coef, start)
+
+    def _orders(self, n: int, lower_order_final: bool) -> list[int]:
+        """Order of each step: warm-up from 1 (``exp3``: 2, the singlestep start), lower at the end of short runs."""
         orders = [min(self.order, i + 1) for i in range(n)]
         if self.order == 3:
             orders[0] = 2  # singlestep 2S warm-up: local error O(h^3) keeps the global order 3
-        if opts["lower_order_final"] and n < 15:
+        if lower_order_final and n < 15:
             orders = [min(o, n - i) for i, o in enumerate(orders)]
-        # Lagrange weights for every step and order at once (vectorised; placeholders where unused).
-        idx = torch.arange(n)
-        a = lam[(idx - 1).clamp_min(0)] - lam[idx]  # node of x0_{i-1} relative to lambda_i
-        b = lam[(idx - 2).clamp_min(0)] - lam[idx]  # node of x0_{i-2}
-        a = torch.where(idx >= 1, a, h / 2)  # step 0: the 2S midpoint node (+h/2)
-        b = torch.where(idx >= 2, b, -h)  # unused placeholder, keeps the formulas finite
-        zero = torch.zeros_like(h)
-        table = {
-            1: lagrange_weights(h, [zero]),
-            2: lagrange_weights(h, [zero, a]),
-            3: lagrange_weights(h, [zero, a, b]),
-        }
-        table = {k: torch.stack(w, dim=1).tolist() for k, w in table.items()}
-        weights = [table[k][i] for i, k in enumerate(orders)]
-        ctx.coef = {
-            "ratio": (sigma[1:] / sigma[:-1]).tolist(),
-            "alpha": alpha.tolist(),
-            "sigma2": (sigma**2).tolist(),
-            "m": m.tolist(),
-        }
-        ctx.state["weights"] = weights
-        ctx.state["history"] = []
-        if self.order == 3 and orders[0] == 2:  # midpoint of the first step for the 2S warm-up
-            lam_mid = (lam[0] + h[0] / 2).reshape(1)
-            t_mid = t_of_log_snr(marginal, lam_mid, float(times[-1]), float(times[0]))
-            x = ctx.problem.x_T
-            ctx.state["mid"] = {
-                "t": t_mid.to(dtype=x.dtype, device=x.device).expand(x.shape[0]),
-                "alpha": float(marginal.alpha(t_mid)),
-                "sigma2": float(marginal.sigma2(t_mid)),
-                "m": float(marginal.offset(t_mid)),
-                "ratio": float(marginal.sigma(t_mid) / sigma[0]),
-                "w": float(lagrange_weights(h[0:1] / 2, [torch.zeros(1, dtype=torch.float64)])[0]),
-            }
+        return orders
 
-    def step(self, ctx: StepContext, x: torch.Tensor, i: int) -> torch.Tensor:
-        c = ctx.coef
-        y = x - c["m"][i]
-        x0 = (y + c["sigma2"][i] * ctx.score(x, i)) / c["alpha"][i]
-        hist: list[torch.Tensor] = ctx.state["history"]
-        hist.insert(0, x0)
-        del hist[self.order :]
-        w = ctx.state["weights"][i]
-        if i == 0 and "mid" in ctx.state:  # exp3 warm-up: DDIM to the midpoint, then 2S
-            mid = ctx.state["mid"]
-            u = mid["ratio"] * y + mid["alpha"] * mid["w"] * x0
-            x0_mid = (u + mid["sigma2"] * ctx.problem.score(u + mid["m"], mid["t"])) / mid["alpha"]
-            est = w[0] * x0 + w[1] * x0_mid
+    def step(self, ctx: StepContext, state: ExpState, x: torch.Tensor, i: int) -> tuple[torch.Tensor, ExpState]:
+        c = state.coef
+        y = x - c.m[i]
+        x0 = (y + c.sigma2[i] * ctx.score(x, i)) / c.alpha[i]
+        hist = (x0, *state.history)[: self.order]
+        w = c.weights[i]
+        if i == 0 and state.start is not None:  # exp3 warm-up: DDIM to the midpoint, then 2S
+            est = w[0] * x0 + w[1] * _midpoint_x0(ctx, state.start, y, x0)
         else:
             est = w[0] * hist[0]
             for j in range(1, len(w)):
                 est = est + w[j] * hist[j]
-        return c["ratio"][i] * y + c["alpha"][i + 1] * est + c["m"][i + 1]
+        return c.ratio[i] * y + c.alpha[i + 1] * est + c.m[i + 1], dataclasses.replace(state, history=hist)
+
+
+def _weights(lam: torch.Tensor, orders: list[int]) -> list[list[float]]:
+    """Lagrange weights of every step at its order, for all steps and orders at once (vectorised; placeholders
+    where unused)."""
+    n = lam.shape[0] - 1
+    h = lam[1:] - lam[:-1]
+    idx = torch.arange(n)
+    a = lam[(idx - 1).clamp_min(0)] - lam[idx]  # node of x0_{i-1} relative to lambda_i
+    b = lam[(idx - 2).clamp_min(0)] - lam[idx]  # node of x0_{i-2}
+    a = torch.where(idx >= 1, a, h / 2)  # step 0: the 2S midpoint node (+h/2)
+    b = torch.where(idx >= 2, b, -h)  # unused placeholder, keeps the formulas finite
+    zero = torch.zeros_like(h)
+    table = {
+        1: lagrange_weights(h, [zero]),
+        2: lagrange_weights(h, [zero, a]),
+        3: lagrange_weights(h, [zero, a, b]),
+    }
+    rows = {k: torch.stack(w, dim=1).tolist() for k, w in table.items()}
+    return [rows[k][i] for i, k in enumerate(orders)]
+
+
+def _midpoint_start(ctx: StepContext, lam: torch.Tensor, sigma: torch.Tensor) -> MidpointStart:
+    """The log-SNR midpoint of the first step, for ``exp3``'s singlestep 2S warm-up."""
+    marginal = ctx.problem.sde.marginal
+    times = ctx.times
+    h0 = lam[1] - lam[0]
+    lam_mid = (lam[0] + h0 / 2).reshape(1)
+    t_mid = t_of_log_snr(marginal, lam_mid, float(times[-1]), float(times[0]))
+    x = ctx.problem.x_T
+    return MidpointStart(
+        t=t_mid.to(dtype=x.dtype, device=x.device).expand(x.shape[0]),
+        alpha=float(marginal.alpha(t_mid)),
+        sigma2=float(marginal.sigma2(t_mid)),
+        m=float(marginal.offset(t_mid)),
+        ratio=float(marginal.sigma(t_mid) / sigma[0]),
+        w=float(lagrange_weights((lam[1:2] - lam[0:1]) / 2, [torch.zeros(1, dtype=torch.float64)])[0]),
+    )
+
+
+def _midpoint_x0(ctx: StepContext, mid: MidpointStart, y: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """Denoiser at the log-SNR midpoint after a DDIM half step from ``y`` (one NFE)."""
+    u = mid.ratio * y + mid.alpha * mid.w * x0
+    return (u + mid.sigma2 * ctx.problem.score(u + mid.m, mid.t)) / mid.alpha
 
 
 @register

@@ -2,14 +2,16 @@ r"""Native fixed-grid samplers sharing one stepping loop: ``pc``, ``ancestral``,
 
 Every native sampler (these and the exponential integrators of
 :mod:`sdekit.solvers._exponential`) is a :class:`GridSolver`: it picks a decreasing time
-grid :math:`t_0 = t_{\rm start} > t_1 > \dots > t_n = t_{\rm end}`, precomputes its
-per-step coefficients once (in float64, on the CPU, as Python floats) and then runs
-the *one* loop of :meth:`GridSolver._solve`, which calls :meth:`GridSolver.step` for
-:math:`t_i \to t_{i+1}`, advances the progress bar and watches for non-finite states.
+grid :math:`t_0 = t_{\rm start} > t_1 > \dots > t_n = t_{\rm end}`, :meth:`GridSolver.prepare`
+precomputes its per-step coefficients once (in float64, on the CPU, as Python floats) into a
+small typed state (a dataclass per solver, e.g. :class:`AncestralState`), and then the *one* loop of
+:meth:`GridSolver._solve` calls :meth:`GridSolver.step` for :math:`t_i \to t_{i+1}` with that state
+(which the step returns, updated for multistep solvers), advances the progress bar and watches for
+non-finite states.
 
-The finiteness watch costs no host synchronisation per step: it keeps two device
-scalars (``alive``: all states so far finite; ``ok``: number of finite steps) and only
-reads them every ``check_every`` steps (option, default 16) and at the end, so a
+The finiteness watch (:class:`~sdekit.solvers._base.FiniteWatch` with ``pin=True``) costs no host
+synchronisation per step: it keeps two device scalars (all states so far finite; number of finite
+steps) and only reads them every ``check_every`` steps (option, default 16) and at the end, so a
 divergence is reported with the exact step and time where it first happened.
 
 Samplers (NFE = score evaluations):
@@ -26,33 +28,47 @@ Samplers (NFE = score evaluations):
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 import math
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 
 from .. import _random
-from ..errors import SolverDivergedError, SolverError
-from ._base import SamplingProblem, Solver, SolveStats
+from ..errors import SolverError
+from ._base import FiniteWatch, SamplingProblem, Solver, SolveStats
 from ._grids import GRIDS, log_snr, resolve_grid, t_of_log_snr, time_grid
 from ._registry import register
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .._dynamics import ReverseSDE
+
 __all__ = [
     "GRIDS",
+    "ALDState",
     "Ancestral",
+    "AncestralState",
     "AnnealedLangevin",
     "GridSolver",
+    "PCState",
     "PredictorCorrector",
     "StepContext",
+    "langevin_steps",
     "log_snr",
     "t_of_log_snr",
     "time_grid",
 ]
 
+State = TypeVar("State")
+
 
 # --------------------------------------------------------------------------- shared loop
 class StepContext:
-    """Per-solve state handed to :meth:`GridSolver.step`.
+    """The grid of one solve and its helpers, handed to :meth:`GridSolver.prepare` and :meth:`GridSolver.step`.
+
+    Solver-specific coefficients and history live in the solver's own state dataclass, not here.
 
     Attributes:
         problem: the :class:`SamplingProblem`.
@@ -60,8 +76,6 @@ class StepContext:
         t: the grid as Python floats.
         tx: the grid in x's dtype/device, shape (n + 1, batch), so ``tx[i]`` is the
             (batch,) time tensor the score takes (a view: no copy per step).
-        coef: solver-specific precomputed coefficients (lists of Python floats).
-        state: solver-specific mutable state (e.g. the multistep history).
         generator: the problem's generator.
     """
 
@@ -71,10 +85,7 @@ class StepContext:
         self.times = times
         self.t: list[float] = times.tolist()
         self.tx = times.to(device=x.device, dtype=x.dtype).unsqueeze(1).expand(-1, x.shape[0])
-        self.coef: dict[str, list[float]] = {}
-        self.state: dict[str, Any] = {}
         self.generator = problem.generator
-        self.nfe_extra = 0
 
     def score(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """The score at grid time ``t_i`` (one NFE)."""
@@ -91,13 +102,36 @@ def _per_sample_norm(v: torch.Tensor) -> torch.Tensor:
     return n.reshape(v.shape[0], *([1] * (v.ndim - 1)))
 
 
-class GridSolver(Solver):
+def langevin_steps(
+    score: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    step: float,
+    noise_scale: float,
+    n: int,
+    noise: Callable[[torch.Tensor], torch.Tensor],
+    watch: FiniteWatch | None = None,
+) -> torch.Tensor:
+    r"""``n`` Langevin steps :math:`x \leftarrow x + \text{step}\,s(x) + \text{noise\_scale}\,z`, z ~ N(0, I).
+
+    The one Langevin update of sdekit: ULA (:func:`sdekit.langevin`, step h, noise scale :math:`\sqrt{2h}`), one
+    noise level of annealed Langevin (:func:`sdekit.annealed_langevin` and the ``ald`` solver, step
+    :math:`a_i/2`, noise scale :math:`\sqrt{a_i}`). ``noise(x)`` draws z; ``watch(k, x)`` (optional) sees
+    the state after step k (1-based).
+    """
+    for k in range(n):
+        x = x + step * score(x) + noise_scale * noise(x)
+        if watch is not None:
+            watch(k + 1, x)
+    return x
+
+
+class GridSolver(Solver, Generic[State]):
     r"""Base class of the native fixed-grid samplers: one loop, per-step updates in :meth:`step`.
 
     Subclasses set the capability attributes, ``grid`` (default grid kind),
-    ``options_defaults`` (accepted options and their defaults), and implement
-    :meth:`prepare` (precompute coefficients on the grid) and :meth:`step`
-    (:math:`x_{t_i} \mapsto x_{t_{i+1}}`).
+    ``options_defaults`` (their own options and defaults), and implement
+    :meth:`prepare` (precompute coefficients on the grid; returns the solver's state, a small dataclass)
+    and :meth:`step` (:math:`x_{t_i} \mapsto x_{t_{i+1}}`; returns the new x and state).
 
     Common options: ``grid`` (``"uniform"`` in t, ``"logsnr"``, ``"edm"`` or ``"arctan"``, see
     :mod:`sdekit.solvers._grids`; default :attr:`grid`), ``rho`` (7, the ``"edm"`` exponent) and ``check_every``
@@ -107,21 +141,13 @@ class GridSolver(Solver):
     adaptive: ClassVar[bool] = False
     grid: ClassVar[str] = "uniform"
     """Default time grid (``"uniform"``, ``"logsnr"``, ``"edm"`` or ``"arctan"``; non-affine SDEs: uniform)."""
-    options_defaults: ClassVar[dict[str, Any]] = {}
-    """Solver-specific options and their defaults (``grid`` and ``check_every`` are always accepted)."""
+    options_defaults: ClassVar[dict[str, Any]] = {"check_every": 16}
     nfe_per_step: ClassVar[str] = "1"
     """NFE per step, for the docs."""
 
-    def options(self, problem: SamplingProblem) -> dict[str, Any]:
-        """The options of ``problem`` merged over the defaults; unknown keys raise :class:`SolverError`."""
-        allowed = {"grid": None, "rho": 7.0, "check_every": 16, **self.options_defaults}
-        unknown = set(problem.options) - set(allowed)
-        if unknown:
-            raise SolverError(
-                f"solver {self.name!r} got unknown option(s) {', '.join(sorted(unknown))}; "
-                f"it accepts: {', '.join(sorted(allowed))}"
-            )
-        opts = {**allowed, **problem.options}
+    def options(self, problem: SamplingProblem, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`Solver.options`, with the grid kind resolved and ``check_every`` checked."""
+        opts = super().options(problem, **kwargs)
         opts["grid"] = resolve_grid(problem.sde, opts["grid"], self.grid, self.name)
         if int(opts["check_every"]) < 1:
             raise SolverError(f"check_every must be a positive integer, got {opts['check_every']!r}")
@@ -134,12 +160,13 @@ class GridSolver(Solver):
             raise SolverError(f"solver {self.name!r} needs a positive integer number of steps, got {n!r}")
         return int(n)
 
-    def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> None:
-        """Precompute per-step coefficients into ``ctx.coef`` / ``ctx.state`` (default: nothing)."""
+    @abc.abstractmethod
+    def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> State:
+        """Precompute the per-step coefficients on ``ctx``'s grid; the solver's initial state."""
 
-    def step(self, ctx: StepContext, x: torch.Tensor, i: int) -> torch.Tensor:
-        """Advance ``x`` from ``ctx.t[i]`` to ``ctx.t[i + 1]``."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def step(self, ctx: StepContext, state: State, x: torch.Tensor, i: int) -> tuple[torch.Tensor, State]:
+        """Advance ``x`` from ``ctx.t[i]`` to ``ctx.t[i + 1]``; the new x and state."""
 
     def _solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
         if not (problem.t_start > problem.t_end):
@@ -148,32 +175,60 @@ class GridSolver(Solver):
         n = self.num_steps(problem)
         times = time_grid(problem.sde, problem.t_start, problem.t_end, n, opts["grid"], rho=opts["rho"])
         ctx = StepContext(problem, times)
-        self.prepare(ctx, opts)
-        every = int(opts["check_every"])
+        state = self.prepare(ctx, opts)
+        watch = FiniteWatch(int(opts["check_every"]), n, self._divergence(ctx, n), pin=True)
         x = problem.x_T
-        alive = torch.ones((), dtype=torch.bool, device=x.device)
-        ok = torch.zeros((), dtype=torch.long, device=x.device)
         for i in range(n):
-            x = self.step(ctx, x, i)
-            alive = alive & torch.isfinite(x).all()
-            ok = ok + alive
+            x, state = self.step(ctx, state, x, i)
             problem.progress(1)
-            if (i + 1) % every == 0 or i == n - 1:
-                self._check(alive, ok, ctx, n)
+            watch(i + 1, x)
         return x, SolveStats(steps=n, accepted=n, rejected=0)
 
-    def _check(self, alive: torch.Tensor, ok: torch.Tensor, ctx: StepContext, n: int) -> None:
-        """Raise :class:`SolverDivergedError` at the first non-finite step (one host sync)."""
-        if bool(alive):
-            return
-        k = int(ok)  # steps 0..k-1 were finite; step k (0-based) produced the first non-finite state
-        t0, t1 = ctx.t[k], ctx.t[k + 1]
-        raise SolverDivergedError(
-            f"solver {self.name!r} diverged: the state became non-finite at step {k + 1} of {n} "
-            f"(t = {t0:.6g} -> {t1:.6g}); try more steps, a larger eps, or check the model output",
-            t=t1,
-            step=k + 1,
-        )
+    def _divergence(self, ctx: StepContext, n: int) -> Callable[[int, int], tuple[str, float]]:
+        """Message and time of the first non-finite step k + 1 (the watch pins it)."""
+
+        def describe(k: int, _: int) -> tuple[str, float]:
+            t0, t1 = ctx.t[k], ctx.t[k + 1]
+            return (
+                f"solver {self.name!r} diverged: the state became non-finite at step {k + 1} of {n} "
+                f"(t = {t0:.6g} -> {t1:.6g}); try more steps, a larger eps, or check the model output",
+                t1,
+            )
+
+        return describe
+
+
+# --------------------------------------------------------------------------- per-solver state
+@dataclasses.dataclass(frozen=True)
+class PCState:
+    """``pc``: corrector steps per step, its signal-to-noise ratio and norm, and the reverse SDE (the predictor)."""
+
+    n_corrector_steps: int
+    snr: float
+    per_sample: bool
+    reverse: ReverseSDE
+
+
+@dataclasses.dataclass(frozen=True)
+class AncestralState:
+    """``ancestral``: per step, :math:`1/r`, the kernel offset c, its variance v and the posterior std (floats)."""
+
+    inv_r: list[float]
+    shift: list[float]
+    v: list[float]
+    std: list[float]
+
+
+@dataclasses.dataclass(frozen=True)
+class ALDState:
+    r"""``ald``: per level, the Langevin step :math:`a_i/2`, the noise scale :math:`\sqrt{a_i}`, the inverse mean map
+    :math:`1/r_i` and offset :math:`c_i` (floats); Langevin steps per level."""
+
+    half: list[float]
+    sqrt: list[float]
+    inv_r: list[float]
+    shift: list[float]
+    n_steps_each: int
 
 
 # --------------------------------------------------------------------------- pc
@@ -212,36 +267,38 @@ class PredictorCorrector(GridSolver):
     }
     nfe_per_step = "1 + n_corrector_steps"
 
-    def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> None:
+    def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> PCState:
         corrector = opts["corrector"]
         if corrector not in ("langevin", None, "none"):
             raise SolverError(f"pc: unknown corrector {corrector!r}; choose 'langevin' or None")
         nc = int(opts["n_corrector_steps"]) if corrector == "langevin" else 0
         if nc < 0 or float(opts["snr"]) <= 0:
             raise SolverError("pc: n_corrector_steps must be >= 0 and snr > 0")
-        ctx.state["n_corr"] = nc
-        ctx.state["snr"] = float(opts["snr"])
         if opts["snr_norm"] not in ("batch", "sample"):
             raise SolverError(f"pc: snr_norm must be 'batch' or 'sample', got {opts['snr_norm']!r}")
-        ctx.state["per_sample"] = opts["snr_norm"] == "sample"
-        ctx.state["reverse"] = ctx.problem.sde.reverse(ctx.problem.score)
+        reverse = ctx.problem.sde.reverse(ctx.problem.score)
+        return PCState(nc, float(opts["snr"]), opts["snr_norm"] == "sample", reverse)
 
-    def step(self, ctx: StepContext, x: torch.Tensor, i: int) -> torch.Tensor:
-        snr, per_sample = ctx.state["snr"], ctx.state["per_sample"]
-        for _ in range(ctx.state["n_corr"]):
-            s = ctx.score(x, i)
-            z = ctx.noise(x)
-            if per_sample:
-                ratio = _per_sample_norm(z) / _per_sample_norm(s).clamp_min(torch.finfo(x.dtype).tiny)
-            else:  # score_sde: ratio of the batch means of the per-sample norms
-                ratio = _per_sample_norm(z).mean() / _per_sample_norm(s).mean().clamp_min(torch.finfo(x.dtype).tiny)
-            eps = torch.nan_to_num(2 * (snr * ratio) ** 2, posinf=0.0)  # zero score: no correction
-            x = x + eps * s + torch.sqrt(2 * eps) * z
-        rev = ctx.state["reverse"]
+    def step(self, ctx: StepContext, state: PCState, x: torch.Tensor, i: int) -> tuple[torch.Tensor, PCState]:
+        for _ in range(state.n_corrector_steps):
+            x = self._correct(ctx, state, x, i)
         t, dt = ctx.tx[i], ctx.t[i] - ctx.t[i + 1]
-        drift = rev.drift(x, t)
-        g = rev.diffusion(x, t)
-        return x - drift * dt + g * math.sqrt(dt) * ctx.noise(x)
+        drift = state.reverse.drift(x, t)
+        g = state.reverse.diffusion(x, t)
+        return x - drift * dt + g * math.sqrt(dt) * ctx.noise(x), state
+
+    @staticmethod
+    def _correct(ctx: StepContext, state: PCState, x: torch.Tensor, i: int) -> torch.Tensor:
+        """One Langevin corrector step at ``t_i`` with the step size set by the signal-to-noise ratio."""
+        s = ctx.score(x, i)
+        z = ctx.noise(x)
+        tiny = torch.finfo(x.dtype).tiny
+        if state.per_sample:
+            ratio = _per_sample_norm(z) / _per_sample_norm(s).clamp_min(tiny)
+        else:  # score_sde: ratio of the batch means of the per-sample norms
+            ratio = _per_sample_norm(z).mean() / _per_sample_norm(s).mean().clamp_min(tiny)
+        eps = torch.nan_to_num(2 * (state.snr * ratio) ** 2, posinf=0.0)  # zero score: no correction
+        return x + eps * s + torch.sqrt(2 * eps) * z
 
 
 # --------------------------------------------------------------------------- ancestral
@@ -283,7 +340,7 @@ class Ancestral(GridSolver):
     description = "ancestral sampling with the exact Gaussian posterior (DDPM for VP, SMLD for VE); affine SDEs"
     options_defaults: ClassVar[dict[str, Any]] = {"variance": "posterior"}
 
-    def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> None:
+    def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> AncestralState:
         if opts["variance"] not in ("posterior", "forward"):
             raise SolverError(f"ancestral: variance must be 'posterior' or 'forward', got {opts['variance']!r}")
         marginal = ctx.problem.sde.marginal
@@ -291,17 +348,14 @@ class Ancestral(GridSolver):
         k = marginal.transition(s, t)
         v = k.sigma**2
         var_post = marginal.sigma2(s) * v / marginal.sigma2(t) if opts["variance"] == "posterior" else v
-        ctx.coef = {
-            "inv_r": (1 / k.alpha).tolist(),
-            "shift": k.offset.tolist(),
-            "v": v.tolist(),
-            "std": torch.sqrt(var_post).tolist(),
-        }
+        return AncestralState((1 / k.alpha).tolist(), k.offset.tolist(), v.tolist(), torch.sqrt(var_post).tolist())
 
-    def step(self, ctx: StepContext, x: torch.Tensor, i: int) -> torch.Tensor:
-        c = ctx.coef
+    def step(
+        self, ctx: StepContext, state: AncestralState, x: torch.Tensor, i: int
+    ) -> tuple[torch.Tensor, AncestralState]:
+        c = state
         s = ctx.score(x, i)
-        return (x - c["shift"][i] + c["v"][i] * s) * c["inv_r"][i] + c["std"][i] * ctx.noise(x)
+        return (x - c.shift[i] + c.v[i] * s) * c.inv_r[i] + c.std[i] * ctx.noise(x), state
 
 
 # --------------------------------------------------------------------------- ald
@@ -342,7 +396,7 @@ class AnnealedLangevin(GridSolver):
     options_defaults: ClassVar[dict[str, Any]] = {"step_lr": None, "rel_step": 0.5, "n_steps_each": 3}
     nfe_per_step = "n_steps_each"
 
-    def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> None:
+    def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> ALDState:
         k = int(opts["n_steps_each"])
         if k < 1:
             raise SolverError(f"ald: n_steps_each must be >= 1, got {opts['n_steps_each']!r}")
@@ -353,19 +407,13 @@ class AnnealedLangevin(GridSolver):
             raise SolverError("ald: step_lr / rel_step must be positive")
         a = rel * sig2
         kern = ctx.problem.sde.marginal.transition(ctx.times[1:], ctx.times[:-1])  # x_{t_i} = r x_{t_i+1} + c + ...
-        ctx.coef = {
-            "half": (a / 2).tolist(),
-            "sqrt": torch.sqrt(a).tolist(),
-            "inv_r": (1 / kern.alpha).tolist(),
-            "shift": kern.offset.tolist(),
-        }
-        ctx.state["k"] = k
+        return ALDState((a / 2).tolist(), torch.sqrt(a).tolist(), (1 / kern.alpha).tolist(), kern.offset.tolist(), k)
 
-    def step(self, ctx: StepContext, x: torch.Tensor, i: int) -> torch.Tensor:
-        half, sq = ctx.coef["half"][i], ctx.coef["sqrt"][i]
-        inv_r, shift = ctx.coef["inv_r"][i], ctx.coef["shift"][i]
+    def step(self, ctx: StepContext, state: ALDState, x: torch.Tensor, i: int) -> tuple[torch.Tensor, ALDState]:
+        inv_r, shift = state.inv_r[i], state.shift[i]
         if inv_r != 1.0 or shift != 0.0:  # follow the signal's mean map (class docstring)
             x = (x - shift) * inv_r
-        for _ in range(ctx.state["k"]):
-            x = x + half * ctx.score(x, i + 1) + sq * ctx.noise(x)
-        return x
+        x = langevin_steps(
+            lambda y: ctx.score(y, i + 1), x, state.half[i], state.sqrt[i], state.n_steps_each, ctx.noise
+        )
+        return x, state

@@ -96,15 +96,12 @@ class TorchdiffeqSolver(Solver):
         x_T = problem.x_T
         sde = problem.sde
         drift = sde.probability_flow(problem.score).drift
-        opts = dict(problem.options)
-        allowed = {"grid", "rho"} | torchdiffeq_options(self.method)
-        unknown = set(opts) - allowed
-        if unknown:
-            raise SolverError(
-                f"solver {self.name!r} got unknown option(s) {', '.join(sorted(map(repr, unknown)))}; it accepts "
-                f"{', '.join(sorted(allowed))} (sdekit's grid/rho and torchdiffeq's options of {self.method!r})"
-            )
-        grid_kind, rho = opts.pop("grid", None), opts.pop("rho", 7.0)
+        opts = self.options(
+            problem,
+            passthrough=torchdiffeq_options(self.method),
+            note=f" (sdekit's grid/rho and torchdiffeq's options of {self.method!r})",
+        )
+        grid_kind, rho = opts.pop("grid"), opts.pop("rho")
         if self.method in _ADAMS:
             opts.setdefault("max_order", 4)  # torchdiffeq's default 12 is unstable here (module docstring)
         steps = problem.steps if problem.steps is not None else self.default_steps

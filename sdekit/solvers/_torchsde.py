@@ -1,4 +1,8 @@
-r"""torchsde solvers on the reverse SDE: ``euler``, ``milstein``, ``srk``, ``heun``, ``midpoint``, ``reversible_heun``.
+r"""torchsde solvers: ``euler``, ``milstein``, ``srk``, ``heun``, ``midpoint``, ``reversible_heun``.
+
+Each runs the reverse SDE for :func:`sdekit.sample` (:meth:`TorchsdeSolver._solve`) and the forward SDE for
+:func:`sdekit.simulate` (:meth:`TorchsdeSolver._simulate`), both through the one driver of
+:mod:`sdekit.solvers._torchsde_driver` (time map, flattened SDE, fixed and adaptive loops).
 
 The reverse SDE (Anderson) of :math:`dx = f\,dt + g\,dW` runs backwards in time,
 
@@ -26,8 +30,9 @@ standard Brownian motion; the sign of the noise does not matter). The state is f
   diffusion-vector product ``g_prod(s, y, v) = g * v`` (all SRA1 and additive Milstein
   use), so the cost stays O(d).
 * For affine SDEs (:math:`f = a(t)x + b(t)`, :math:`g = g(t)`, which includes VP, sub-VP,
-  VE, EDM) the coefficients are evaluated as Python floats and the drift is one fused
-  ``g^2 s - a x - b``: no per-step tensors beyond the model call, no host synchronisation.
+  VE, EDM) the coefficients are evaluated as Python floats (``sde.affine_coefficients``) and the
+  drift is one fused ``g^2 s - a x - b``: no per-step tensors beyond the model call, no host
+  synchronisation.
 
 ``steps=None`` runs torchsde's adaptive step-doubling controller with ``rtol``/``atol`` and a
 :class:`torchsde.BrownianInterval` seeded from the sampler's generator; ``steps=n`` takes n
@@ -45,164 +50,27 @@ step counts with one path), ``check_every`` (fixed steps between finiteness chec
 
 from __future__ import annotations
 
+import itertools
 import math
-import warnings
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
-from torchsde import BrownianInterval
-from torchsde._core import base_sde as _ts_base
-from torchsde._core import methods as _ts_methods
 
-from ..errors import SolverDivergedError, SolverError
-from ._base import FiniteWatch, SamplingProblem, Solver, SolveStats
-from ._brownian import FixedStepBrownian
+from ..errors import SolverError
+from ._base import SamplingProblem, SimulationProblem, Solver, SolveStats
 from ._grids import resolve_grid, time_grid
 from ._registry import register
+from ._torchsde_driver import Adaptive, Fixed, Forward, Reverse, drive
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..symbolic.sde import SDE
-
-__all__ = ["TorchsdeSolver", "ReverseSDEInS", "Euler", "Milstein", "SRK", "Heun", "Midpoint", "ReversibleHeun"]
-
-Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-FloatFn = Callable[[float], float]
-
-
-def affine_floats(sde: SDE) -> tuple[FloatFn, FloatFn, FloatFn] | None:
-    """``(a, b, g)`` as plain-float functions of t for an affine SDE whose coefficients have them, else None."""
-    floats = sde.affine_coefficients.floats if sde.is_affine else None
-    return None if floats is None else (floats.a, floats.b, floats.g)
-
-
-class ReverseSDEInS:
-    r"""The reverse SDE in :math:`s = t_{\rm start} - t`, on flattened ``(batch, d)`` states, as torchsde wants it.
-
-    ``f(s, y)`` is the drift :math:`F` (Itô, or Stratonovich-corrected when
-    ``sde_type="stratonovich"``), ``g(s, y)`` the elementwise diffusion, ``g_prod(s, y, v)``
-    :math:`G \odot v`. ``noise_type`` is what torchsde is told (``"additive"`` only for the
-    methods with a cheaper additive scheme, ``srk`` and ``milstein``).
-
-    Args:
-        sde: the forward SDE.
-        score: ``score(x, t)`` with t of shape (batch,).
-        t_start: forward time at s = 0.
-        event_shape: shape of one sample.
-        noise_type, sde_type: torchsde's attributes.
-        check_finite: raise :class:`~sdekit.errors.SolverDivergedError` as soon as a state
-            passed to the drift is non-finite (one host synchronisation per call: adaptive runs).
-    """
-
-    def __init__(
-        self,
-        sde: SDE,
-        score: Score,
-        t_start: float,
-        event_shape: tuple[int, ...],
-        noise_type: str,
-        sde_type: str,
-        check_finite: bool = False,
-    ) -> None:
-        self.noise_type = noise_type
-        self.sde_type = sde_type
-        self._sde = sde
-        self._score = score
-        self._t_start = float(t_start)
-        self._event_shape = tuple(event_shape)
-        self._flat = len(self._event_shape) == 1
-        self._check_finite = check_finite
-        self._coeffs = affine_floats(sde)
-        self._reverse = sde.reverse(score)
-        self._stratonovich_correction = sde_type == "stratonovich" and sde.noise_type != "additive"
-        self.calls = 0
-        self._last: tuple[Any, torch.Tensor | None, torch.Tensor | None] = (None, None, None)
-
-    @property
-    def float_coefficients(self) -> tuple[FloatFn, FloatFn, FloatFn] | None:
-        """``(a, b, g)`` as float functions of forward time t for an affine SDE, else None."""
-        return self._coeffs
-
-    @property
-    def score(self) -> Score:
-        """The score function ``score(x, t)`` (t of shape (batch,))."""
-        return self._score
-
-    # -- helpers
-    def _x(self, y: torch.Tensor) -> torch.Tensor:
-        return y if self._flat else y.view(y.shape[0], *self._event_shape)
-
-    def _time(self, s: Any, y: torch.Tensor) -> float:
-        t = self._t_start - float(s)
-        if self._check_finite and not bool(torch.isfinite(y).all()):
-            raise SolverDivergedError(
-                f"the reverse-SDE state became non-finite before t = {t:.6g} (drift evaluation {self.calls}); "
-                f"check the model, take more steps or lower rtol/atol, or raise eps",
-                t=t,
-                step=self.calls,
-            )
-        return t
-
-    # -- torchsde interface
-    def f(self, s: Any, y: torch.Tensor) -> torch.Tensor:
-        """Drift in s: :math:`-[f - \\partial_x g^2 - g^2 s_\\theta](x, t_{\\rm start} - s)` (+ Stratonovich term).
-
-        The last result is memoised on (s, the identity of y): torchsde's ``srk`` re-evaluates the
-        drift of earlier stages at identical arguments (3 calls per SRA1 step, 6 per SRID2 step),
-        which this brings down to 2 and 3 model evaluations.
-        """
-        last_s, last_y, last_out = self._last
-        if y is last_y and float(s) == last_s:
-            return last_out  # type: ignore[return-value]
-        out = self._f(s, y)
-        self._last = (float(s), y, out)
-        return out
-
-    def _f(self, s: Any, y: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        t = self._time(s, y)
-        x = self._x(y)
-        t_batch = torch.full((y.shape[0],), t, dtype=y.dtype, device=y.device)
-        if self._coeffs is not None:
-            a_fn, b_fn, g_fn = self._coeffs
-            g = g_fn(t)
-            score = self._score(x, t_batch)
-            out = torch.add((score if self._flat else score.reshape(y.shape)) * (g * g), y, alpha=-a_fn(t))
-            b = b_fn(t)
-            return out.sub_(b) if b != 0 else out
-        out = -self._reverse.drift(x, t_batch)
-        if self._stratonovich_correction:
-            out = out - 0.25 * self._sde.dg2_dx_fn(x, t_batch)
-        return out.reshape(y.shape)
-
-    def g(self, s: Any, y: torch.Tensor) -> torch.Tensor:
-        """Elementwise diffusion :math:`g(x, t_{\\rm start} - s)`, shape ``(batch, d)``."""
-        t = self._t_start - float(s)
-        if self._coeffs is not None:
-            return torch.full_like(y, self._coeffs[2](t))
-        return self._sde.diffusion_fn(self._x(y), t).reshape(y.shape)
-
-    def g_prod(self, s: Any, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """:math:`g \\odot v` (O(d) for every noise type)."""
-        t = self._t_start - float(s)
-        if self._coeffs is not None:
-            return v * self._coeffs[2](t)
-        return self._sde.diffusion_fn(self._x(y), t).reshape(y.shape) * v
-
-    def f_and_g(self, s: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Drift and diffusion at (s, y)."""
-        return self.f(s, y), self.g(s, y)
-
-    def f_and_g_prod(self, s: Any, y: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Drift and :math:`g \\odot v` at (s, y)."""
-        return self.f(s, y), self.g_prod(s, y, v)
+__all__ = ["TorchsdeSolver", "Euler", "Milstein", "SRK", "Heun", "Midpoint", "ReversibleHeun", "forward_grid"]
 
 
 class TorchsdeSolver(Solver):
-    """Base of the torchsde-backed solvers (see the module docstring)."""
+    """Base of the torchsde-backed solvers (see the module docstring): a torchsde method and its properties."""
 
     kind = "sde"
     adaptive = True
+    can_simulate = True
     noise_types = ("additive", "diagonal")
     method: ClassVar[str]
     """torchsde method name."""
@@ -220,226 +88,85 @@ class TorchsdeSolver(Solver):
     VP/VE then hold on every affine zoo SDE, T = 1 to 80; ``docs/sampling.md``). Non-affine SDEs: uniform in t."""
     options_defaults: ClassVar[dict[str, Any]] = {
         "bm": None,
-        "grid": None,
-        "rho": 7.0,
         "check_every": 32,
         "dt0": None,
         "dt_min": 1e-5,
         "max_steps": 100_000,
     }
 
-    def _options(self, problem: SamplingProblem) -> dict[str, Any]:
-        unknown = set(problem.options) - set(self.options_defaults)
-        if unknown:
-            raise SolverError(
-                f"solver {self.name!r} got unknown option(s) {', '.join(sorted(map(repr, unknown)))}; it accepts "
-                f"{', '.join(sorted(self.options_defaults))}"
-            )
-        return {**self.options_defaults, **problem.options}
-
     def _solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
-        opts = self._options(problem)
-        sde = problem.sde
+        """The reverse SDE from ``problem.t_start`` down to ``problem.t_end``, in s = t_start - t."""
+        opts = self.options(problem)
         x_T = problem.x_T
-        batch = x_T.shape[0]
-        y0 = x_T.reshape(batch, -1)
+        y0 = x_T.reshape(x_T.shape[0], -1)
+        if opts["bm"] is not None and tuple(opts["bm"].shape) != tuple(y0.shape):
+            raise SolverError(
+                f"option bm must have shape (batch, d) = {tuple(y0.shape)}, got {tuple(opts['bm'].shape)}"
+            )
         span = float(problem.t_start) - float(problem.t_end)
-        noise_type = "additive" if (self.additive_scheme and sde.noise_type == "additive") else "diagonal"
-        adaptive = problem.steps is None
-        rsde = ReverseSDEInS(
-            sde, problem.score, problem.t_start, tuple(x_T.shape[1:]), noise_type, self.sde_type, adaptive
-        )
-        bm = opts["bm"]
-        if bm is not None:
-            if tuple(bm.shape) != tuple(y0.shape):
-                raise SolverError(f"option bm must have shape (batch, d) = {tuple(y0.shape)}, got {tuple(bm.shape)}")
-        elif adaptive:
-            bm = BrownianInterval(
-                t0=0.0,
-                t1=span,
-                size=tuple(y0.shape),
-                dtype=y0.dtype,
-                device=y0.device,
-                entropy=_entropy(problem.generator),
-                levy_area_approximation="space-time" if self.levy_area else "none",
-            )
-        else:
-            bm = FixedStepBrownian(tuple(y0.shape), y0.dtype, y0.device, problem.generator, levy_area=self.levy_area)
-        solver_cls = _ts_methods.select(method=self.method, sde_type=self.sde_type)
-        dt0 = opts["dt0"] if opts["dt0"] is not None else (span / 100 if adaptive else span / problem.steps)
-        try:
-            solver = solver_cls(
-                sde=_ts_base.ForwardSDE(rsde),
-                bm=bm,
-                dt=dt0,
-                adaptive=adaptive,
-                rtol=problem.rtol,
-                atol=problem.atol,
-                dt_min=float(opts["dt_min"]),
-                options={},
-            )
-        except ValueError as err:  # torchsde's own capability checks
-            raise SolverError(f"torchsde cannot run {self.name!r} on {sde!r}: {err}") from err
-        if adaptive:
+        plan: Fixed | Adaptive
+        if problem.steps is None:
             if opts["grid"] is not None:
                 raise SolverError(f"{self.name}: grid= applies to fixed steps; pass steps=n (or drop grid=)")
-            y, stats = self._adaptive(solver, rsde, y0, span, problem, opts)
+            first = opts["dt0"] if opts["dt0"] is not None else span / 100
+            plan = Adaptive(
+                [0.0, span], [first], problem.rtol, problem.atol, float(opts["dt_min"]), int(opts["max_steps"])
+            )
         else:
-            kind = resolve_grid(sde, opts["grid"], self.grid, self.name)
-            times = time_grid(sde, problem.t_start, problem.t_end, int(problem.steps), kind, rho=opts["rho"])
-            s_grid = [float(problem.t_start) - t for t in times.tolist()]  # increasing s = t_start - t
-            s_grid[0], s_grid[-1] = 0.0, span
-            if self.method == "euler" and rsde.float_coefficients is not None and opts["bm"] is None:
-                y, stats = _fused_euler(rsde, bm, y0, s_grid, problem, opts, self.name)
-            else:
-                y, stats = self._fixed(solver, y0, s_grid, problem, opts)
-        return y.reshape(x_T.shape), stats
+            plan = Fixed(self._reverse_grid(problem, opts, span), (int(problem.steps),), opts["check_every"])
+        time_map = Reverse(problem.sde, self.sde_type == "stratonovich", problem.score, problem.t_start)
+        ys, stats = drive(
+            self, time_map, y0, tuple(x_T.shape[1:]), plan, bm=opts["bm"], generator=problem.generator,
+            progress=problem.progress,
+        )  # fmt: skip
+        return ys[-1].reshape(x_T.shape), stats
 
-    def _fixed(
-        self, solver: Any, y0: torch.Tensor, s_grid: list[float], problem: SamplingProblem, opts: dict[str, Any]
-    ) -> tuple[torch.Tensor, SolveStats]:
-        n = len(s_grid) - 1
-        # Python-float times (no tensor arithmetic per step) except where torchsde calls dt.sqrt().
-        tensor_times = self.method == "srk" and solver.sde.noise_type != "additive"
-        grid: list[Any] = list(s_grid)
-        if tensor_times:
-            grid = list(torch.tensor(grid, dtype=torch.float64).unbind(0))
-        watch = FiniteWatch(opts["check_every"], n, _diverged_message(self.name, problem.t_start, s_grid))
-        y = y0
-        extra = solver.init_extra_solver_state(grid[0], y0)
-        for i in range(n):
-            y, extra = solver.step(grid[i], grid[i + 1], y, extra)
-            problem.progress(1)
-            watch(i + 1, y)
-        return y, SolveStats(steps=n, accepted=n, rejected=0)
+    def _reverse_grid(self, problem: SamplingProblem, opts: dict[str, Any], span: float) -> list[float]:
+        """The fixed-step grid in increasing s = t_start - t (kind from ``grid=`` or :attr:`grid`), ends exact."""
+        kind = resolve_grid(problem.sde, opts["grid"], self.grid, self.name)
+        times = time_grid(problem.sde, problem.t_start, problem.t_end, int(problem.steps), kind, rho=opts["rho"])
+        s_grid = [float(problem.t_start) - t for t in times.tolist()]
+        s_grid[0], s_grid[-1] = 0.0, span
+        return s_grid
 
-    def _adaptive(
-        self,
-        solver: Any,
-        rsde: ReverseSDEInS,
-        y0: torch.Tensor,
-        span: float,
-        problem: SamplingProblem,
-        opts: dict[str, Any],
-    ) -> tuple[torch.Tensor, SolveStats]:
-        if self.method == "euler" and problem.sde.noise_type != "additive":
-            warnings.warn(
-                "adaptive Euler–Maruyama is not guaranteed to converge for state-dependent noise "
-                "(torchsde); pass steps= or use solver='milstein' or 'srk'",
-                stacklevel=4,
-            )
-        counts = {"calls": 0, "attempts": 0, "accepted": 0, "last_t0": None}
-        max_steps = int(opts["max_steps"])
-        step = solver.step
-
-        def counted_step(t0: Any, t1: Any, y: torch.Tensor, extra: Any) -> Any:
-            # torchsde's step doubling: every attempt = one full step + two half steps.
-            if counts["calls"] % 3 == 0:
-                counts["attempts"] += 1
-                start = float(t0)
-                if start != counts["last_t0"]:
-                    counts["accepted"] += 1
-                    counts["last_t0"] = start
-                    problem.progress(1)
-                if counts["attempts"] > max_steps:
-                    raise SolverError(
-                        f"{self.name}: more than max_steps={max_steps} adaptive steps (reached t = "
-                        f"{problem.t_start - start:.6g}); loosen rtol/atol, raise dt_min or pass steps="
-                    )
-            counts["calls"] += 1
-            return step(t0, t1, y, extra)
-
-        solver.step = counted_step
-        ts = torch.tensor([0.0, span], dtype=torch.float64)
-        extra = solver.init_extra_solver_state(ts[0], y0)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Hitting minimum allowed step size")
-            try:
-                ys, _ = solver.integrate(y0, ts, extra)
-            except AssertionError as err:  # torchsde asserts when its error estimate is NaN
-                last = counts["last_t0"] or 0.0
-                t_fail = problem.t_start - last
-                raise SolverDivergedError(
-                    f"{self.name}: the state became non-finite after t = {t_fail:.6g} (adaptive step "
-                    f"{counts['attempts']}; torchsde: {err}); check the model, tighten rtol/atol or raise eps",
-                    t=t_fail,
-                    step=counts["attempts"],
-                ) from err
-        y = ys[-1]
-        if not bool(torch.isfinite(y).all()):
-            raise SolverDivergedError(
-                f"{self.name}: the state became non-finite (t = {problem.t_end:.6g})", t=problem.t_end, step=None
-            )
-        accepted = counts["accepted"]
-        return y, SolveStats(steps=accepted, accepted=accepted, rejected=counts["attempts"] - accepted)
+    def _simulate(self, problem: SimulationProblem) -> tuple[torch.Tensor, SolveStats]:
+        """The forward SDE through ``problem.times`` in its own time; the states at every output time."""
+        x0, times = problem.x0, list(problem.times)
+        y0 = x0.reshape(x0.shape[0], -1)
+        t0, t1 = times[0], times[-1]
+        plan: Fixed | Adaptive
+        if problem.steps is None and problem.dt is None:
+            first = [min((t1 - t0) / 100, b - a) for a, b in itertools.pairwise(times)]  # a step inside every interval
+            plan = Adaptive(times, first, problem.rtol, problem.atol, 1e-5 * (t1 - t0), None)
+        else:
+            h = (t1 - t0) / problem.steps if problem.steps is not None else float(problem.dt)  # type: ignore[arg-type]
+            plan = Fixed(*forward_grid(times, h), problem.check_every)
+        time_map = Forward(problem.sde, self.sde_type == "stratonovich")
+        ys, stats = drive(
+            self, time_map, y0, tuple(x0.shape[1:]), plan, bm=problem.bm, generator=problem.generator,
+            progress=_no_progress,
+        )  # fmt: skip
+        return torch.stack([y0, *ys], dim=0).reshape(len(times), *x0.shape), stats
 
 
-def _fused_euler(
-    rsde: ReverseSDEInS,
-    bm: FixedStepBrownian,
-    y0: torch.Tensor,
-    s_grid: list[float],
-    problem: SamplingProblem,
-    opts: dict[str, Any],
-    name: str,
-) -> tuple[torch.Tensor, SolveStats]:
-    r"""Euler–Maruyama for affine SDEs in three fused tensor operations per step (plus the model and the draw).
+def forward_grid(times: list[float], h: float) -> tuple[list[float], list[int]]:
+    r"""Equal steps of size <= h within each output interval, and the grid index of every output time after the first.
 
-    Identical in exact arithmetic to torchsde's Euler step on :class:`ReverseSDEInS` with the same
-    increments (tested): with :math:`t = t_{\rm start} - s_i`, :math:`h = s_{i+1} - s_i`, :math:`z \sim N(0, I)`,
-
-    .. math:: y_{i+1} = (1 - a h)\,y_i + g^2 h\,s_\theta(y_i, t) - b h + g\sqrt h\,z .
-
-    torchsde's generic step spends ~8 small tensor operations on the same update, which at
-    batch 64 costs more than the model (``python -m benchmarks step_cost``).
+    Interval :math:`[t_k, t_{k+1}]` gets :math:`\lceil (t_{k+1} - t_k)/h\rceil` steps, so the output times are hit
+    exactly (n steps in total when the times lie on the uniform n-step grid).
     """
-    a_fn, b_fn, g_fn = rsde.float_coefficients  # type: ignore[misc]
-    score = rsde.score
-    n = len(s_grid) - 1
-    t_start = float(problem.t_start)
-    batch = y0.shape[0]
-    flat = rsde._flat
-    shape = (batch, *rsde._event_shape)
-    watch = FiniteWatch(opts["check_every"], n, _diverged_message(name, t_start, s_grid))
-    y = y0
-    for i in range(n):
-        s0, s1 = s_grid[i], s_grid[i + 1]
-        h = s1 - s0
-        t = t_start - s0
-        a, b, g = a_fn(t), b_fn(t), g_fn(t)
-        t_batch = torch.full((batch,), t, dtype=y.dtype, device=y.device)
-        sc = score(y if flat else y.view(shape), t_batch)
-        z = bm._randn()
-        y_new = y * (1.0 - a * h)
-        y_new.add_(sc if flat else sc.reshape(y.shape), alpha=g * g * h)
-        y_new.add_(z, alpha=g * math.sqrt(h))
-        if b != 0:
-            y_new.sub_(b * h)
-        y = y_new
-        problem.progress(1)
-        watch(i + 1, y)
-    return y, SolveStats(steps=n, accepted=n, rejected=0)
+    grid: list[float] = [times[0]]
+    marks: list[int] = []
+    for a, b in itertools.pairwise(times):
+        k = max(1, math.ceil((b - a) / h * (1 - 1e-12)))
+        grid.extend(a + (b - a) * j / k for j in range(1, k))
+        grid.append(b)
+        marks.append(len(grid) - 1)
+    return grid, marks
 
 
-def _diverged_message(name: str, t_start: float, s_grid: list[float]) -> Callable[[int, int], tuple[str, float]]:
-    """Message and time of a non-finite state found after step ``i`` (grid in s = T - t)."""
-
-    def describe(last_ok: int, i: int) -> tuple[str, float]:
-        t_lo, t_hi = float(t_start) - float(s_grid[last_ok]), float(t_start) - float(s_grid[i])
-        return (
-            f"{name}: the state became non-finite between step {last_ok + 1} (t = {t_lo:.6g}) and step {i} "
-            f"(t = {t_hi:.6g}) of {len(s_grid) - 1}; take more steps, check the model, or raise eps "
-            f"(check_every=1 pins the step)",
-            t_hi,
-        )
-
-    return describe
-
-
-def _entropy(generator: torch.Generator | None) -> int:
-    """A BrownianInterval seed drawn from ``generator`` (or torch's global generator)."""
-    device = generator.device if generator is not None else "cpu"
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device).item())
+def _no_progress(n: int) -> None:
+    """:func:`sdekit.simulate` shows no progress bar."""
 
 
 @register
@@ -476,7 +203,7 @@ class SRK(TorchsdeSolver):
 
     Strong order 1.5 for both (diagonal noise is componentwise scalar noise, whose iterated
     integrals are functions of the increment and the space-time Lévy area); measured 1.44 on a
-    time-dependent geometric Brownian motion (``tests/test_solvers_strong_order.py``).
+    time-dependent geometric Brownian motion (``tests/solvers/test_strong_order.py``).
 
     Weak order: 2.0 for additive noise (SRA1 belongs to Rößler's (2010) SRA family of strong order
     1.5 / weak order 2.0 schemes for additive noise, as DifferentialEquations.jl documents SRA1 and

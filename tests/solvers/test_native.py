@@ -12,6 +12,7 @@ n = 20,000 (ancestral's and ald's defaults) are marked slow (CI runs them).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -253,3 +254,55 @@ def test_pc_works_for_non_affine_sde() -> None:
     assert stats.steps == 20 and bool(torch.isfinite(x).all())
     with pytest.raises(SolverError):
         get("exp1").solve(problem)
+
+
+# --------------------------------------------------------------------------- typed state, shared Langevin update
+@pytest.mark.parametrize(
+    ("solver", "state"),
+    [("pc", "PCState"), ("ancestral", "AncestralState"), ("ald", "ALDState"), ("exp3", "ExpState")],
+)
+def test_prepare_returns_the_solvers_frozen_state(solver: str, state: str) -> None:
+    """prepare() hands step() a frozen dataclass of the solver's coefficients; step() returns the state it continues
+    with (exp3: a new one holding the denoiser history, newest first, at most 3 long)."""
+    from sdekit.solvers import _exponential, _native
+    from sdekit.solvers._native import StepContext
+
+    sde = sdekit.VPSDE()
+    impl = get(solver)
+    x = sde.prior.sample((4, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    problem = SamplingProblem(
+        sde, _IsoMixtureScore(sde, MEANS, STDS, WEIGHTS), x, 1.0, 1e-3, 5, 1, 1, None, lambda k: None, {}
+    )
+    opts = impl.options(problem)
+    ctx = StepContext(problem, sdekit.solvers._grids.time_grid(sde, 1.0, 1e-3, 5, opts["grid"]))
+    st = impl.prepare(ctx, opts)
+    assert type(st).__name__ == state and type(st) is getattr(_native, state, getattr(_exponential, state, None))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        st.foo = 1  # type: ignore[attr-defined]
+    for i in range(5):
+        x, new = impl.step(ctx, st, x, i)
+        assert (new is st) != (solver == "exp3")
+        st = new
+    if solver == "exp3":
+        assert len(st.history) == 3 and st.start is not None
+
+
+def test_ald_runs_annealed_langevins_update() -> None:
+    """On VE (kernel mean map = identity) the ald sampler is sdekit.annealed_langevin on the levels sigma(t_i): the same
+    update and the same draws for one seed; their step sizes eps sigma_i^2 / sigma_L^2 differ in rounding only."""
+    sde = sdekit.VESDE()
+    n, k, step_lr = 12, 3, 2e-5
+    times = sdekit.solvers._grids.time_grid(sde, sde.T, sde.default_eps, n, "logsnr")
+    sigmas = sde.marginal.sigma(times[1:])
+
+    def score_t(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # exact score of N(0.5, 0.3^2) data under VE
+        return -(x - 0.5) / (0.09 + sde.marginal.sigma2(t)[:, None])
+
+    def score_sigma(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return -(x - 0.5) / (0.09 + s[:, None] ** 2)
+
+    x_T = sde.prior.sample((64, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kw = dict(solver="ald", steps=n, step_lr=step_lr, n_steps_each=k, grid="logsnr", x_T=x_T, denoise=False)
+    ald = sdekit.sample(score_t, sde, (64, 1), generator=torch.Generator().manual_seed(1), **kw)
+    ncsn = sdekit.annealed_langevin(score_sigma, x_T, sigmas, step_lr, k, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(ald, ncsn, rtol=1e-10, atol=1e-10)

@@ -12,7 +12,7 @@ Exact references only:
   score, float64, integrated to ``sde.default_eps``, max error over 7 starting points, log-log
   slope over 4 step counts within 0.3 of the order (TESTING.md). On the default ``"arctan"`` grid
   there is no super-convergence (the uniform-:math:`\lambda` grid's leading error telescopes for
-  Gaussian data; the test in ``test_native_samplers`` stops at an interior t for that reason).
+  Gaussian data; the test in ``tests/solvers/test_native.py`` stops at an interior t for that reason).
 * ``exp3``'s singlestep 2S warm-up: steps + 1 model evaluations, a first step that is not DDIM
   (so exp3 differs from exp2 from the first step on), order 3 kept (the order tests above).
 """

@@ -1,0 +1,72 @@
+"""What :func:`sdekit.sample` and :func:`sdekit.simulate` share: the run's info, the solver lookup and the common
+input checks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import solvers as _solvers
+from .solvers import SolveStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .solvers import Solver
+    from .symbolic.sde import SDE
+
+__all__ = ["RunInfo", "check_sde", "check_steps", "lookup_solver"]
+
+
+@dataclass
+class RunInfo:
+    """What :func:`sdekit.sample` and :func:`sdekit.simulate` report with ``return_info=True``
+    (``sdekit.SampleInfo`` and ``sdekit.SimulateInfo`` are this class).
+
+    Attributes:
+        nfe: ``sample``: model evaluations (including the one-off output check and the denoising step);
+            ``simulate``: drift evaluations.
+        steps: steps taken (accepted steps for adaptive solvers).
+        accepted: accepted steps.
+        rejected: rejected steps (adaptive solvers; 0 otherwise).
+        solver: canonical registry name of the solver used.
+        seconds: wall time of the call.
+    """
+
+    nfe: int
+    steps: int
+    accepted: int
+    rejected: int
+    solver: str
+    seconds: float
+
+    @classmethod
+    def of(cls, stats: SolveStats, nfe: int, solver: str, started: float) -> RunInfo:
+        """The info of a run that began at ``time.perf_counter() == started``."""
+        return cls(nfe, stats.steps, stats.accepted, stats.rejected, solver, time.perf_counter() - started)
+
+
+def check_sde(sde: Any) -> SDE:
+    """``sde`` if it is an :class:`sdekit.SDE` instance, else a TypeError."""
+    from .symbolic.sde import SDE as _SDE
+
+    if not isinstance(sde, _SDE):
+        raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
+    return sde
+
+
+def lookup_solver(solver: Any, example: str) -> tuple[str, Solver]:
+    """Canonical registry name and a fresh instance of ``solver`` (a name; ``example`` shows one in the TypeError).
+
+    Unknown names raise :class:`~sdekit.errors.UnknownSolverError` with close matches (the registry's lookup).
+    """
+    if not isinstance(solver, str):
+        raise TypeError(f"solver must be a registry name such as {example!r}, got {type(solver).__name__}")
+    name = _solvers.resolve(solver)
+    return name, _solvers.get(name)
+
+
+def check_steps(steps: Any, what: str) -> int | None:
+    """``steps`` if it is None or a positive int (not a bool), else a ValueError ending with ``what`` None means."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be a positive integer or None{what}, got {steps!r}")
+    return steps
