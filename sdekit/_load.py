@@ -86,6 +86,7 @@ def _builtin(spec: str) -> SDE:
             f"not a built-in SDE; {hint}choose from {', '.join(SHORT_NAMES)} (or their classes "
             f"{', '.join(SHORT_NAMES.values())}), or pass 'module:Class' naming your sdekit.SDE subclass"
         )
+    # lazy: sympy loads when an SDE is resolved, not when the CLI builds its parser
     from .symbolic import zoo
 
     return getattr(zoo, cls_name)()
@@ -110,6 +111,7 @@ def _import(module_name: str) -> Any:
 
 
 def _from_module(spec: str) -> SDE:
+    # lazy: sympy loads when an SDE is resolved, not when the CLI builds its parser
     from .symbolic.sde import SDE
 
     module_name, _, attr = spec.partition(":")

@@ -150,6 +150,7 @@ class _QuadratureTable:
     on a uniform grid with cubic Hermite interpolation using exact derivatives."""
 
     def __init__(self, a: CompiledTimeFn, b: CompiledTimeFn, g2: CompiledTimeFn, T: float, n: int = 4096):
+        # lazy: scipy's ODE solver only for a marginal without a closed form
         from scipy.integrate import solve_ivp
 
         def rhs(tt: float, y: np.ndarray) -> np.ndarray:

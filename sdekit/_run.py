@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from . import solvers as _solvers
 from .solvers import SolveStats
+from .symbolic.sde import SDE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .solvers import Solver
-    from .symbolic.sde import SDE
 
 __all__ = ["RunInfo", "check_sde", "check_steps", "lookup_solver"]
 
@@ -47,9 +47,7 @@ class RunInfo:
 
 def check_sde(sde: Any) -> SDE:
     """``sde`` if it is an :class:`sdekit.SDE` instance, else a TypeError."""
-    from .symbolic.sde import SDE as _SDE
-
-    if not isinstance(sde, _SDE):
+    if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
     return sde
 

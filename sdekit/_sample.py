@@ -90,6 +90,7 @@ class _Progress:
     def __init__(self, enabled: bool, total: int | None, desc: str):
         self.bar = None
         if enabled:
+            # lazy: tqdm only with progress=True
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc=desc, unit="step")

@@ -34,6 +34,7 @@ _DERIVE_HELP = "show the derived equations and marginals of the built-in SDEs or
 
 
 def _derive(args: argparse.Namespace) -> int:
+    # lazy: `sdekit --help` and the parser load neither torch nor sympy
     import sympy as sp
 
     from ._load import SDESpecError, resolve_sde
@@ -81,6 +82,7 @@ WIDTH = 100
 
 
 def _solvers(args: argparse.Namespace) -> int:
+    # lazy: `sdekit --help` and the parser load neither torch nor sympy
     import textwrap
 
     from . import solvers
@@ -124,6 +126,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _plugin_commands(sub: Any, taken: set[str]) -> None:
     """Add the subcommands of the ``sdekit.commands`` entry points (loading only their ``register``)."""
+    # lazy: `sdekit --help` and the parser load neither torch nor sympy
     from importlib.metadata import entry_points
 
     seen: set[str] = set()
@@ -154,6 +157,7 @@ def _unavailable(name: str, value: str, why: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sdekit`` command (imports neither torch nor sympy)."""
+    # lazy: `sdekit --help` and the parser load neither torch nor sympy
     from ._load import sde_help, sde_metavar
     from .demo import _cli as demo_cli
 

@@ -139,12 +139,14 @@ class _NumpyNS:
 
     @staticmethod
     def erf(u: Any) -> Any:
+        # lazy: scipy only when a numpy-compiled expression uses erf/erfc
         from scipy.special import erf
 
         return erf(u)
 
     @staticmethod
     def erfc(u: Any) -> Any:
+        # lazy: scipy only when a numpy-compiled expression uses erf/erfc
         from scipy.special import erfc
 
         return erfc(u)

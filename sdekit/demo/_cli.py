@@ -91,6 +91,7 @@ def _parse_sde(spec: str) -> Any:
 
 
 def _parse_solvers(values: list[str] | None) -> list[str]:
+    # lazy: the demo's parser loads neither torch nor sympy
     from .. import solvers
     from ..errors import UnknownSolverError
 
@@ -126,6 +127,7 @@ def _parse_steps(value: str | None) -> tuple[int, ...] | None:
 
 
 def _parse_device(value: str) -> torch.device:
+    # lazy: the demo's parser loads neither torch nor sympy
     import torch
 
     try:
@@ -166,6 +168,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, list[str], tuple[int, ...] 
         raise DemoError(f"--sde {args.sde!r}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
     solvers_ = _parse_solvers(args.solver)
     device = _parse_device(args.device)
+    # lazy: the demo's parser loads neither torch nor sympy
     from .. import solvers
 
     for s in solvers_:
@@ -186,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     except DemoError as err:
         print(f"sdekit demo: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    # lazy: the demo's parser loads neither torch nor sympy
     import torch
 
     from ._run import demo

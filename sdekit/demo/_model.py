@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..parameterization import marginal_coefficients
+
 __all__ = ["FourierMLP", "ScoreNet"]
 
 
@@ -55,8 +57,6 @@ class ScoreNet(nn.Module):
 
     def __init__(self, sde: Any, eps: float, data_mean: torch.Tensor, data_var: float, width: int = 128) -> None:
         super().__init__()
-        from ..parameterization import marginal_coefficients
-
         self._coeffs = marginal_coefficients
         self.sde = sde
         d = data_mean.numel()

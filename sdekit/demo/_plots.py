@@ -14,9 +14,11 @@ __all__ = ["pyplot", "samples_figure", "error_figure", "write_plots"]
 
 def pyplot() -> Any:
     """matplotlib.pyplot on the non-interactive Agg backend (the demo only writes files)."""
+    # lazy: matplotlib only when plots are written
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    # lazy: matplotlib only when plots are written
     import matplotlib.pyplot as plt
 
     return plt

@@ -20,7 +20,6 @@ import sdekit
 from .. import losses, solvers
 from .._stats import sliced_ks
 from ..analytic import Gaussian
-from ..parameterization import score_fn
 from ._config import ADAPTIVE_SDE_SOLVERS, ALPHA, LOGP_TOL, DemoConfig
 from ._model import ScoreNet
 from ._results import SampleRun
@@ -41,6 +40,7 @@ __all__ = [
 
 def progress(**kwargs: Any) -> Any:
     """A tqdm progress bar on stderr (stdout carries the headline results)."""
+    # lazy: tqdm only when a progress bar is shown
     from tqdm.auto import tqdm
 
     return tqdm(file=sys.stderr, dynamic_ncols=True, **kwargs)
@@ -255,17 +255,21 @@ def forward_paths(sde: Any, x0: torch.Tensor, eps: float, gen: torch.Generator) 
 
 
 def pf_ode_paths(model: Any, param: str, sde: Any, x_T: torch.Tensor, eps: float, n_times: int = 60) -> torch.Tensor:
-    """PF-ODE trajectories (n_times, n, d) from x_T at T down to eps (geometric time grid), by torchdiffeq."""
-    from torchdiffeq import odeint
-
-    flow = sde.probability_flow(score_fn(model, sde, param))
-    T = float(sde.T)
+    """PF-ODE trajectories (n_times, n, d) from x_T at T down to eps (geometric time grid), by ``sdekit.sample``'s
+    ``ode`` solver (dopri5, rtol = atol = 1e-4) with ``ts=`` the path times."""
     times = path_times(sde, eps, n_times)
-    s_grid = (T - times).to(x_T)  # integrate in s = T - t (increasing), as the sdekit ODE adapter does
-
-    def rhs(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return -flow.drift(x, (T - s).expand(x.shape[0]))
-
     with torch.no_grad():
-        # step_t: the last step ends on s = T - eps (no drift evaluation past t = eps, where it may not exist)
-        return odeint(rhs, x_T, s_grid, method="dopri5", rtol=1e-4, atol=1e-4, options={"step_t": s_grid[-1:]})
+        _, path = sdekit.sample(
+            model,
+            sde,
+            tuple(x_T.shape),
+            solver="ode",
+            x_T=x_T,
+            ts=times.tolist(),
+            eps=eps,
+            rtol=1e-4,
+            atol=1e-4,
+            parameterization=param,
+            denoise=False,
+        )
+    return path

@@ -115,6 +115,7 @@ def assert_samples_match(
         TypeError: if ``a`` is not samples, or ``b`` is neither samples nor a ``GaussianMixture`` (for a
             :class:`~sdekit.analytic.DiffusedGaussianMixture` oracle pass ``oracle.at(t)``).
     """
+    # lazy: scipy.stats only for the two-sample comparison
     from scipy import stats
 
     if not 0 < alpha < 1:
