@@ -22,6 +22,7 @@ __all__ = [
     "check_generator",
     "check_model_output",
     "check_positive",
+    "check_sde",
     "warn_user",
 ]
 
@@ -112,3 +113,14 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)
+
+
+def check_sde(sde: Any) -> Any:
+    """``sde`` if it is an :class:`sdekit.SDE` instance, else a TypeError."""
+    # lazy: modules that need no SDE for some of their functions (sdekit.losses' ism and ssm) import this module,
+    # and sdekit.symbolic.sde loads sympy (~2 s)
+    from .symbolic.sde import SDE
+
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
+    return sde

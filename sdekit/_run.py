@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import solvers as _solvers
+from ._checks import check_sde
 from .solvers import SolveStats
-from .symbolic.sde import SDE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .solvers import Solver
@@ -43,13 +43,6 @@ class RunInfo:
     def of(cls, stats: SolveStats, nfe: int, solver: str, started: float) -> RunInfo:
         """The info of a run that began at ``time.perf_counter() == started``."""
         return cls(nfe, stats.steps, stats.accepted, stats.rejected, solver, time.perf_counter() - started)
-
-
-def check_sde(sde: Any) -> SDE:
-    """``sde`` if it is an :class:`sdekit.SDE` instance, else a TypeError."""
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
-    return sde
 
 
 def lookup_solver(solver: Any, example: str) -> tuple[str, Solver]:

@@ -55,7 +55,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import _random
-from ._checks import check_batch, check_choice, check_count, check_eps, check_generator, check_model_output
+from ._checks import (
+    check_batch,
+    check_choice,
+    check_count,
+    check_eps,
+    check_generator,
+    check_model_output,
+    check_sde,
+)
 from ._traces import PROBES, draw_probes, drift_and_exact_trace, hutchinson_trace
 from .parameterization import check_parameterization, marginal_coefficients, to_score
 
@@ -88,11 +96,7 @@ _T_SLACK = 1e-6  # relative tolerance of the [eps, T] check of dsm(t=...): eps o
 
 # --------------------------------------------------------------------------- checks
 def _check_sde(sde: Any) -> SDE:
-    # imported here, not above: ism and ssm need no SDE, and sdekit.losses itself does not import sympy (~2 s)
-    from .symbolic.sde import SDE as _SDE
-
-    if not isinstance(sde, _SDE):
-        raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
+    check_sde(sde)
     sde.marginal  # noqa: B018 - raises NotAffineError (with the reason) for a non-affine SDE
     return sde
 

@@ -35,8 +35,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torchdiffeq._impl.odeint import SOLVERS
 
-from ..errors import SolverDivergedError, SolverError, UnknownSolverError
-from ._base import SamplingProblem, Solver, SolveStats
+from ..errors import SolverError, UnknownSolverError
+from ._base import SamplingProblem, Solver, SolveStats, ensure_finite
 from ._grids import log_snr, resolve_grid, t_of_log_snr, time_grid
 from ._odedriver import integrate, is_fixed_grid
 from ._odestart import torchdiffeq_options
@@ -122,13 +122,16 @@ class TorchdiffeqSolver(Solver):
             plan.func, x_T, plan.span, method=self.method, rtol=plan.rtol, atol=plan.atol, options=opts, what=plan.what
         )
         x = run.ys[-1]
-        if not bool(torch.isfinite(x).all()):
-            raise SolverDivergedError(
-                f"{self.name}: the probability-flow ODE state became non-finite (integrating from t = {t_start:g} to "
-                f"{t_end:g}, {run.evaluations} drift evaluations); raise eps, check the model or tighten rtol/atol",
-                t=t_end,
-                step=None,
-            )
+        ensure_finite(
+            x,
+            lambda: (
+                f"{self.name}: the probability-flow ODE state became non-finite (integrating from t = "
+                f"{t_start:g} to {t_end:g}, {run.evaluations} drift evaluations); raise eps, check the model or "
+                "tighten rtol/atol"
+            ),
+            t=t_end,
+            step=None,
+        )
         if steps is not None:
             problem.progress(int(steps))
             return x, SolveStats(steps=int(steps), accepted=int(steps), rejected=0)
