@@ -126,7 +126,7 @@ class Discretization:
       :math:`\sigma_{\min}\sqrt{(\sigma_{\max}/\sigma_{\min})^{2/n} - 1}`, 1.311e-3 for n = 1000 on [0, 1]
       (sigma_min = 0.01, sigma_max = 50): 7.6 times below sigma_min.
 
-    (The numbers are computed in tests/test_symbolic.py.)
+    (The numbers are computed in tests/symbolic/test_discretize.py.)
     """
 
     times: torch.Tensor

@@ -1,4 +1,5 @@
-"""SDEs defined on part of the line, shared by tests/test_testing.py and tests/test_api_edges2.py."""
+"""SDEs defined on part of the line, shared by tests/testing/test_strategies.py and
+tests/testing/test_symbolic_assertions.py."""
 
 from __future__ import annotations
 

@@ -308,6 +308,16 @@ def test_samples_with_one_time_per_row():
     assert d < math.sqrt(-math.log(5e-4) / 2) / math.sqrt(m), d
 
 
+def test_mixture_sample_zero_rows():
+    mix = analytic.GaussianMixture(means=[[-1.0, 0.0], [1.0, 0.5]], stds=[0.5, 0.3])
+    assert mix.sample(0, generator=torch.Generator().manual_seed(0)).shape == (0, 2)
+
+
+def test_single_component_sample_zero_rows():
+    """Control for the test above (passes today): one component skips the multinomial."""
+    assert analytic.Gaussian(torch.zeros(2), std=1.0).sample(0).shape == (0, 2)
+
+
 # --------------------------------------------------------------------------- shapes, dtypes, errors
 def test_event_shapes_and_dtypes():
     # Image-like event shape (2, 3) behaves as the flattened 6-dim mixture (round-off only).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import sdekit
 from sdekit.cli import COMMAND_GROUP, WIDTH, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +69,14 @@ def test_derive_refuses_two_different_sdes(capsys):
     assert main(["derive", "vp", "--sde", "ve"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--sde" in err[0]
+
+
+def test_derive_score_symbol_does_not_collide_with_a_parameter(capsys):
+    assert main(["derive", "--sde", "CosineVPSDE"]) == 0
+    out = capsys.readouterr().out
+    names = set(re.findall(r"drift\s+\(score (\S+)\)", out))
+    assert names, out
+    assert not names & set(sdekit.CosineVPSDE().params), (names, out)
 
 
 def test_bad_options_exit_2_with_one_line(capsys):

@@ -150,6 +150,12 @@ def test_langevin_checks_the_score_dtype_and_the_generator():
             call(0)
 
 
+def test_langevin_rejects_a_score_of_another_dtype():
+    torch.set_default_dtype(torch.float32)  # written for torch's default float32; this module's pytestmark sets float64
+    with pytest.raises(sdekit.errors.ModelOutputError):
+        sdekit.langevin(lambda x: -x.double(), torch.zeros(4, 2), 0.1, 2, generator=torch.Generator().manual_seed(0))
+
+
 @pytest.mark.parametrize(
     ("sigmas", "error"),
     [

@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from _mixtures import small_mixture as _mixture
 
 import sdekit
 from sdekit import losses
@@ -111,6 +112,14 @@ def test_dsm_trains_parameters_and_validates_inputs():
         losses.dsm(lambda x, t: x, sde, x0, eps=2.0)
     with pytest.raises(NotAffineError):
         losses.dsm(lambda x, t: x, sdekit.SDE.from_expressions("-x**3", "1"), x0)
+
+
+@pytest.mark.parametrize("t", [0.0, 2.0, -0.5])
+def test_dsm_rejects_times_outside_eps_T(t):
+    torch.set_default_dtype(torch.float32)  # written for torch's default float32; this module's pytestmark sets float64
+    sde = sdekit.VPSDE()
+    with pytest.raises(ValueError):
+        losses.dsm(_mixture().diffuse(sde), sde, torch.zeros(8, 2), t=t, generator=torch.Generator().manual_seed(0))
 
 
 # --------------------------------------------------------------------------- time sampling
@@ -292,6 +301,26 @@ def test_ssm_rademacher_is_exact_for_diagonal_jacobians():
     net = torch.nn.Linear(3, 3)
     losses.ssm(lambda y: net(y), x, generator=gen(1)).backward()
     assert net.weight.grad is not None
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_ism_with_times_matches_the_closure(as_tensor):
+    torch.set_default_dtype(torch.float32)  # written for torch's default float32; this module's pytestmark sets float64
+    sde = sdekit.VPSDE()
+    oracle = _mixture().diffuse(sde)
+    x = oracle.sample(8, 0.5, generator=torch.Generator().manual_seed(0))
+    t = torch.full((8,), 0.5) if as_tensor else 0.5
+    expected = losses.ism(lambda y: oracle(y, torch.full((y.shape[0],), 0.5)), x)
+    assert torch.allclose(losses.ism(oracle, x, t=t), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_ssm_with_times_runs():
+    """Control (passes today): ssm passes t through unchanged (no replication)."""
+    torch.set_default_dtype(torch.float32)  # written for torch's default float32; this module's pytestmark sets float64
+    sde = sdekit.VPSDE()
+    oracle = _mixture().diffuse(sde)
+    x = oracle.sample(8, 0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(losses.ssm(oracle, x, t=0.5, generator=torch.Generator().manual_seed(0)))
 
 
 # --------------------------------------------------------------------------- training

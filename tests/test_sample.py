@@ -10,16 +10,18 @@ import math
 
 import pytest
 import torch
+from _mixtures import small_mixture as _mixture
 
 import sdekit
 from sdekit._stats import random_directions, sliced_ks
 from sdekit.analytic import GaussianMixture
-from sdekit.errors import ModelOutputError, SolverDivergedError, SolverError, UnknownSolverError
+from sdekit.errors import ModelOutputError, SdekitError, SolverDivergedError, SolverError, UnknownSolverError
 from sdekit.parameterization import PARAMETERIZATIONS, as_model
 from sdekit.solvers import _torchdiffeq, _torchsde
 
 F64 = torch.float64
 EPS = 1e-3
+ACCEPTED_ERRORS = (ValueError, TypeError, SdekitError)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -245,6 +247,13 @@ def test_input_errors(vp: sdekit.SDE, kwargs: dict, error: type[Exception], matc
     kw = {"shape": (4, 1), **kwargs}
     with pytest.raises(error, match=match):
         sdekit.sample(oracle, vp, **kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a CPU-only torch")
+def test_sample_unavailable_device_is_reported_up_front():
+    sde = sdekit.VPSDE()
+    with pytest.raises(ACCEPTED_ERRORS):
+        sdekit.sample(_mixture().diffuse(sde), sde, (4, 2), solver="euler", steps=2, device="cuda")
 
 
 def test_model_output_checked_once(vp: sdekit.SDE) -> None:

@@ -13,6 +13,7 @@ Every statistical test is seeded; the tolerances are Monte-Carlo standard errors
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -156,6 +157,38 @@ def test_dtypes(dtype: torch.dtype) -> None:
     _check_gaussian(paths[-1], math.exp(-1), 1 - math.exp(-2), n)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [lambda: sdekit.SDE.from_expressions("-x", "1", T=0.3), lambda: sdekit.CosineVPSDE()],
+    ids=["custom-T0.3", "CosineVPSDE-T0.995"],
+)
+def test_simulate_accepts_a_float32_linspace_up_to_T(make):
+    # T = 0.3 or 0.995 is not a float32 number: float32(T) > T, and simulate raised
+    # "ts must lie in [0, T] = [0, 0.995], got [0, 0.995]".
+    sde = make()
+    ts = torch.linspace(0.0, sde.T, 4)  # float32, the docstring's own idiom
+    out = sdekit.simulate(sde, torch.zeros(4, 2), ts, steps=3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 4, 2)
+
+
+def test_simulate_accepts_a_float64_linspace_up_to_T():
+    """Control for the test above (passes today)."""
+    sde = sdekit.SDE.from_expressions("-x", "1", T=0.3)
+    ts = torch.linspace(0.0, sde.T, 4, dtype=torch.float64)
+    out = sdekit.simulate(sde, torch.zeros(4, 2), ts, steps=3, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 4, 2)
+
+
+def test_simulate_takes_numpy_times():
+    sde = sdekit.OrnsteinUhlenbeck()
+    x0 = torch.zeros(4, 1, dtype=torch.float64)
+    a = sdekit.simulate(sde, x0, np.linspace(0.0, 1.0, 5), steps=8, generator=torch.Generator().manual_seed(0))
+    b = sdekit.simulate(
+        sde, x0, torch.linspace(0.0, 1.0, 5, dtype=torch.float64), steps=8, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(a, b)
+
+
 # --------------------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
@@ -196,3 +229,12 @@ def test_divergence_is_reported() -> None:
     sde = sdekit.SDE.from_expressions("x**2", "0.1", T=2.0)
     with pytest.raises(sdekit.errors.SolverDivergedError, match="non-finite"):
         sdekit.simulate(sde, torch.ones(4, 1, dtype=F64), [0.0, 2.0], steps=2000)
+
+
+def test_simulate_rejects_a_brownian_motion_that_ends_before_the_last_time():
+    bm = torchsde.BrownianInterval(t0=0.0, t1=0.5, size=(4, 2), dtype=torch.float64, entropy=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchsde warns at every step past t1 = 0.5 and extrapolates
+        with pytest.raises(ValueError, match="bm"):
+            x0 = torch.zeros(4, 2, dtype=torch.float64)
+            sdekit.simulate(sdekit.OrnsteinUhlenbeck(), x0, [0.0, 1.0], steps=10, bm=bm)

@@ -91,7 +91,7 @@ def assert_samples_match(
 
     A calibrated test of level ``alpha``: **if a and b have the same law, it fails with probability at
     most alpha** (measured over 400 null trials at alpha = 0.05: 0.050 in 1-D, 0.020 in 2-D two-sample; 0.028 and
-    0.025 against the exact law; see ``tests/test_testing.py``). Samples of shape
+    0.025 against the exact law; see ``tests/testing/test_statistical_assertions.py``). Samples of shape
     (n, \*event_shape) are flattened to :math:`\mathbb R^d` and projected on k fixed directions — the d
     coordinate axes when :math:`d \le 8`, plus ``n_random`` seeded random unit vectors (8 when d > 8), or
     your ``directions`` (k, d). Along each direction two tests run:

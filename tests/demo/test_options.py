@@ -99,3 +99,34 @@ def test_help_lists_every_option(capsys):
         assert opt in out
     assert _run(["--help"]) == 0
     assert "demo" in capsys.readouterr().out
+
+
+class _DemoStarted(Exception):
+    pass
+
+
+def test_demo_refuses_a_solver_that_cannot_sample_before_any_work(monkeypatch, tmp_path, capsys):
+    from sdekit import cli
+    from sdekit.demo import _run
+
+    def started(*args, **kwargs):
+        raise _DemoStarted
+
+    monkeypatch.setattr(_run, "demo", started)  # the work itself: must not be reached
+    argv = ["demo", "--quick", "--no-plots", "--out", str(tmp_path / "out"), "--solver", "reversible_heun"]
+    try:
+        code = cli.main(argv)
+    except _DemoStarted:
+        pytest.fail("the demo started although reversible_heun cannot sample")
+    assert code == 2
+    assert "reversible_heun" in capsys.readouterr().err
+
+
+def test_demo_rejects_an_unknown_solver_before_any_work(monkeypatch, tmp_path, capsys):
+    """Control (passes today): unknown names are refused up front with exit code 2."""
+    from sdekit import cli
+    from sdekit.demo import _run
+
+    monkeypatch.setattr(_run, "demo", lambda *a, **k: (_ for _ in ()).throw(_DemoStarted()))
+    assert cli.main(["demo", "--quick", "--out", str(tmp_path / "out"), "--solver", "eulr"]) == 2
+    assert "eulr" in capsys.readouterr().err

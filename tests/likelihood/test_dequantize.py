@@ -58,3 +58,28 @@ def test_bits_per_dim_uniform_levels_and_offsets():
     )
     with pytest.raises(ValueError, match="data_range"):
         sdekit.bits_per_dim(lp, x01, data_range="[0,255]")
+
+
+# --------------------------------------------------------------------------- input checks
+def test_dequantize_rejects_fractional_levels_and_integer_dtype():
+    with pytest.raises(ValueError, match="whole-number"):
+        sdekit.dequantize(torch.tensor([0.5, 3.0]))
+    with pytest.raises(TypeError, match="floating"):
+        sdekit.dequantize(torch.tensor([1, 2]), dtype=torch.int64)
+    x = sdekit.dequantize(torch.tensor([0.0, 255.0]), data_range="[0,1]", generator=torch.Generator().manual_seed(0))
+    assert ((x >= torch.tensor([0.0, 255 / 256])) & (x < torch.tensor([1 / 256, 1.0]))).all()
+
+
+def test_dequantize_rejects_a_list():
+    with pytest.raises(TypeError):
+        sdekit.dequantize([1, 2])
+
+
+def test_dequantize_rejects_out_of_range_levels():
+    with pytest.raises(ValueError):
+        sdekit.dequantize(torch.tensor([300, -1]))
+
+
+def test_bits_per_dim_rejects_a_batch_mismatch():
+    with pytest.raises(ValueError):
+        sdekit.bits_per_dim(torch.zeros(3), torch.zeros(8, 2))

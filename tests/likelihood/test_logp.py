@@ -14,6 +14,7 @@ import warnings
 
 import pytest
 import torch
+from _mixtures import small_mixture as _mixture
 
 import sdekit
 from sdekit.errors import ModelOutputError, NotAffineError, UnknownSolverError
@@ -490,12 +491,6 @@ def test_adjoint_gradients_match_exact_and_backprop():
 
 
 # --------------------------------------------------------------------------- edge cases of the public API
-def _mixture(dtype=torch.float32):
-    return sdekit.analytic.GaussianMixture(
-        means=torch.tensor([[-1.0, 0.0], [1.0, 0.5]], dtype=dtype), stds=torch.tensor([0.5, 0.3], dtype=dtype)
-    )
-
-
 @pytest.mark.parametrize("parameterization", ["x0", "v", "denoiser"])
 def test_logp_subvp_runs_for_x0_like_parameterizations(parameterization):
     sde = sdekit.SubVPSDE()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _mixtures import small_mixture as _mixture
 
 import sdekit
 from sdekit.errors import SolverDivergedError, SolverError
@@ -98,6 +99,15 @@ def test_ode_solvers_also_accept_torchdiffeq_options() -> None:
     assert x.shape == (4, 1)
     with pytest.raises(SolverError, match="torchdiffeq's options of 'dopri5'"):
         sdekit.sample(lambda x, t: -x, sde, (4, 1), solver="ode", frist_step=0.01)
+
+
+def test_sample_native_and_torchsde_reject_unknown_options():
+    """Control (passes today): the other solver families do raise SolverError."""
+    sde = sdekit.VPSDE()
+    oracle = _mixture().diffuse(sde)
+    for solver in ("euler", "pc", "exp2"):
+        with pytest.raises(SolverError):
+            sdekit.sample(oracle, sde, (8, 2), solver=solver, steps=2, tolerance=1e-3)
 
 
 # --------------------------------------------------------------------------- simulate capability

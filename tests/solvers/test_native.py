@@ -17,6 +17,7 @@ import math
 
 import pytest
 import torch
+from _mixtures import small_mixture as _mixture
 
 import sdekit
 from sdekit._stats import random_directions, sliced_ks
@@ -254,6 +255,21 @@ def test_pc_works_for_non_affine_sde() -> None:
     assert stats.steps == 20 and bool(torch.isfinite(x).all())
     with pytest.raises(SolverError):
         get("exp1").solve(problem)
+
+
+def test_sample_pc_corrector_none_disables_the_corrector():
+    sde = sdekit.VPSDE()
+    oracle = _mixture().diffuse(sde)
+
+    def nfe(corrector):
+        _, info = sdekit.sample(
+            oracle, sde, (8, 2), solver="pc", steps=4, corrector=corrector, denoise=False, return_info=True,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+        return info.nfe
+
+    assert nfe("none") == 4  # predictor only: one evaluation per step
+    assert nfe(None) == nfe("none")
 
 
 # --------------------------------------------------------------------------- typed state, shared Langevin update

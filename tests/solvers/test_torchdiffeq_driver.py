@@ -10,9 +10,12 @@
 from __future__ import annotations
 
 import math
+import pathlib
+import re
 
 import pytest
 import torch
+from _mixtures import small_mixture as _mixture
 
 import sdekit
 from sdekit import analytic
@@ -22,12 +25,6 @@ from sdekit.solvers._odedriver import integrate, is_fixed_grid
 from sdekit.solvers._torchdiffeq import ODE_METHODS, ode_method
 
 F64 = torch.float64
-
-
-def _mixture(dtype=torch.float32):
-    return analytic.GaussianMixture(
-        means=torch.tensor([[-1.0, 0.0], [1.0, 0.5]], dtype=dtype), stds=torch.tensor([0.5, 0.3], dtype=dtype)
-    )
 
 
 # --------------------------------------------------------------------------- the driver on a linear ODE
@@ -66,6 +63,15 @@ def test_every_registered_method_converges_at_its_declared_order(method):
     n = {8: 4, 5: 8}.get(order, 16)
     observed = math.log2(_error_on_grid(method, n) / _error_on_grid(method, 2 * n))
     assert order - 0.3 < observed < order + 1.0, (method, order, observed)
+
+
+def test_sampling_docs_table_matches_declared_explicit_adams_order():
+    text = (pathlib.Path(__file__).parents[2] / "docs" / "sampling.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `ode:explicit_adams`"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    documented = float(re.sub(r"[^0-9.]", "", cells[3]))
+    declared = float(sdekit.solvers.get("ode:explicit_adams").weak_order)
+    assert documented == declared
 
 
 @pytest.mark.parametrize("direction", ["forward", "backward"])

@@ -1,12 +1,14 @@
-"""Declaring SDEs: parameters, overrides, one-liners and every declaration error."""
+"""Declaring SDEs (:mod:`sdekit.symbolic.sde`): parameters, overrides, one-liners, every declaration error,
+pickling, and a piecewise state-dependent diffusion."""
 
 from __future__ import annotations
 
 import pytest
 import sympy as sp
+import torch
 
 import sdekit
-from sdekit.errors import SDEDeclarationError
+from sdekit.errors import NotAffineError, SDEDeclarationError
 
 
 class TimeVaryingOU(sdekit.SDE):
@@ -76,3 +78,75 @@ def test_exact_sympy_parameters():
     ou = sdekit.OrnsteinUhlenbeck()
     assert ou.sigma == sp.sqrt(2)
     assert ou.marginal.prior.std == pytest.approx((1 - pytest.importorskip("math").exp(-10)) ** 0.5)
+
+
+# ---------------------------------------------------------------- default_eps and parameter values
+def test_default_eps_outside_zero_T_is_a_declaration_error():
+    class LateEps(sdekit.SDE):
+        default_eps = 2.0
+
+        def drift(self, x, t):
+            return -x
+
+        def diffusion(self, x, t):
+            return 1
+
+    with pytest.raises(SDEDeclarationError, match="default_eps"):
+        LateEps()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: sdekit.OrnsteinUhlenbeck(sigma=0),
+        lambda: sdekit.SDE.from_expressions("-x", "sigma", sigma=0.0),
+        lambda: sdekit.VESDE(sigma_min=1.0, sigma_max=1.0),
+    ],
+    ids=["ou-sigma0", "from_expressions-sigma0", "ve-equal-sigmas"],
+)
+def test_zero_diffusion_after_parameter_values_is_a_declaration_error(make):
+    # Today these build; sample() then returns exact zeros and losses.dsm returns inf.
+    with pytest.raises(SDEDeclarationError, match="zero"):
+        make()
+
+
+# ---------------------------------------------------------------- pickling
+def test_an_sde_still_pickles_after_it_has_been_used():
+    # A fresh SDE pickles (DataLoader workers under spawn, torch.save of a checkpoint dict, multiprocessing);
+    # after one drift_fn call it raised PicklingError "Can't pickle <function _compiled ...>".
+    import pickle
+
+    sde = sdekit.OrnsteinUhlenbeck()
+    x = torch.ones(2, 1, dtype=torch.float64)
+    before = pickle.loads(pickle.dumps(sde)).drift_fn(x, 0.5)
+    sde.drift_fn(x, 0.5)
+    after = pickle.loads(pickle.dumps(sde)).drift_fn(x, 0.5)
+    assert torch.equal(before, after)
+
+
+# ---------------------------------------------------------------- a piecewise, state-dependent diffusion
+class _RegimeVol(sdekit.SDE):
+    """OU drift with a state-dependent, piecewise-constant volatility (regime switching at x = 0)."""
+
+    s1 = 1.0
+    s2 = 2.0
+
+    def drift(self, x, t):
+        return -x
+
+    def diffusion(self, x, t):
+        return sp.Piecewise((self.s1, x > 0), (self.s2, True))
+
+
+def test_piecewise_state_dependent_diffusion_is_not_affine():
+    sde = _RegimeVol()
+    g = sde.diffusion_fn(torch.tensor([[-1.0], [1.0]]), 0.5).flatten().tolist()
+    assert g == [2.0, 1.0]  # the noise does depend on x
+    assert not sde.is_affine
+    assert sde.noise_type == "diagonal"
+    with pytest.raises(NotAffineError):  # today: sympy PolynomialError from the marginal derivation
+        sde.marginal
+
+
+def test_latex_of_a_piecewise_state_dependent_diffusion():
+    assert "Piecewise" in _RegimeVol().latex() or r"\begin{cases}" in _RegimeVol().latex()
