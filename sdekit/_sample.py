@@ -70,6 +70,7 @@ class _Config:
     device: torch.device
     progress: bool
     options: dict[str, Any]
+    nfe_budget: int | None
 
 
 class _CountingScore:
@@ -294,11 +295,33 @@ def _check_inputs(
         opts["corrector"] = corrector
     if corrector != "default" or snr != 0.16:
         opts["snr"] = snr
+    steps, budget = _plan_steps(impl, name, steps, denoise, opts)
     config = _Config(
         name, shape, T, eps, path_times, steps, rtol, atol, parameterization, denoise, generator, x_T, dtype, device,
-        progress, opts,
+        progress, opts, budget,
     )  # fmt: skip
     return impl, config
+
+
+def _plan_steps(
+    impl: Solver, name: str, steps: int | None, denoise: bool, opts: dict[str, Any]
+) -> tuple[int | None, int | None]:
+    """(grid intervals, NFE budget of the solve). Solvers with ``steps_are_nfe`` read ``steps`` (or their
+    ``default_steps``) as the run's total model evaluations, of which the denoising step takes one; the others
+    take ``steps`` intervals (budget None)."""
+    if not impl.steps_are_nfe:
+        return steps, None
+    nfe = steps if steps is not None else impl.default_steps
+    assert nfe is not None  # every steps_are_nfe solver has default_steps
+    n = impl.intervals(nfe - int(denoise), opts)
+    if n < 1:
+        least = next(k for k in range(nfe + 1, nfe + 10) if impl.intervals(k - int(denoise), opts) >= 1)
+        raise ValueError(
+            f"solver {name!r} counts steps= as model evaluations (the start-up, every step"
+            f"{' and the final denoising step' if denoise else ''}): steps={nfe} leaves no step to take; "
+            f"pass steps >= {least}"
+        )
+    return n, nfe - int(denoise)
 
 
 def _check_solver(solver: Any, sde: SDE, options: dict[str, Any]) -> tuple[str, Solver]:
@@ -372,6 +395,7 @@ def _integrate(
                 generator=cfg.generator,
                 progress=bar,
                 options=cfg.options,
+                nfe_budget=cfg.nfe_budget if len(segments) == 1 else None,
             )
             x, seg = impl.solve(problem)
             stats = SolveStats(stats.steps + seg.steps, stats.accepted + seg.accepted, stats.rejected + seg.rejected)

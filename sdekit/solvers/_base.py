@@ -45,6 +45,10 @@ class SamplingProblem:
     generator: torch.Generator | None
     progress: Callable[[int], None]
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    nfe_budget: int | None = None
+    """Solvers with :attr:`Solver.steps_are_nfe`: the model evaluations this solve may spend (``steps`` of
+    :func:`sdekit.sample` minus its final denoising step), from which a singlestep solver plans its orders;
+    None: ``steps`` intervals at the solver's full order."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,10 +142,21 @@ class Solver(abc.ABC):
     (fixed-step time grid, :mod:`sdekit.solvers._grids`); a family adds its own (``check_every`` ...), a solver
     its own (``variance`` ...). :meth:`options` rejects any other key."""
     startup_nfe: ClassVar[int] = 0
-    """Model evaluations spent once per run on top of the per-step cost (``exp3``: 1, the log-SNR
-    midpoint of its singlestep start). Benchmarks at equal NFE run such a solver for fewer steps."""
+    """Model evaluations spent once per run on top of the per-step cost (``exp3`` with ``start="singlestep"``:
+    1, the log-SNR midpoint of its first step)."""
+    steps_are_nfe: ClassVar[bool] = False
+    r"""Whether ``steps=k`` of :func:`sdekit.sample` means k model evaluations in all (the exponential-family and
+    multistep samplers, counted as DPM-Solver and diffusers count them): the start-up, every step and the final
+    denoising step at :math:`\epsilon` (``denoise=True``, one evaluation) together spend exactly k, so
+    ``info.nfe == k``. :meth:`intervals` turns k into the number of grid intervals. False: ``steps`` counts
+    grid intervals (``info.nfe`` is then steps times the NFE per step, plus the denoising step)."""
     description: ClassVar[str] = ""
     """One line for ``sdekit.solvers.available()`` and the docs."""
+
+    def intervals(self, nfe: int, options: Mapping[str, Any]) -> int:
+        """Grid intervals of a run that may spend ``nfe`` model evaluations (solvers with :attr:`steps_are_nfe`;
+        default: one evaluation per interval after :attr:`startup_nfe`). ``options`` are the run's solver options."""
+        return nfe - self.startup_nfe
 
     def check(self, sde: SDE) -> None:
         """Raise :class:`~sdekit.errors.SolverError` if this solver cannot handle ``sde``."""

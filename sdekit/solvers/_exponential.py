@@ -44,7 +44,9 @@ on VE from 128 to 2048 steps (slope 2.62 instead of 3); at equal NFE its KS rati
 mixture of ``benchmarks/error_vs_nfe.py`` (n = 1e5) was 0.85 against 0.90 (VE) and 0.89 (VP) at
 20 NFE. For VE/EDM :math:`\alpha = 1`, :math:`\lambda = -\log\sigma`.
 
-NFE: ``exp1``/``exp2`` one per step; ``exp3`` one per step plus one (steps + 1 in total). The
+NFE: ``exp1``/``exp2`` one per step; ``exp3`` one per step plus one. ``sdekit.sample(..., steps=k)`` means k
+model evaluations in all (:attr:`~sdekit.solvers.Solver.steps_are_nfe`): with the final denoising step,
+``exp2`` takes k - 1 steps and ``exp3`` k - 2. The
 default grid is ``"arctan"`` (:mod:`sdekit.solvers._grids`: finest log-SNR steps where signal and
 noise are comparable, coarser towards both ends, where :math:`\hat x_0` hardly changes);
 ``grid="logsnr"`` is DPM-Solver's uniform-:math:`\lambda` grid.
@@ -163,6 +165,7 @@ class ExponentialIntegrator(GridSolver[ExpState]):
     noise_types = ("additive",)
     requires_affine = True
     grid = "arctan"
+    steps_are_nfe = True
     options_defaults: ClassVar[dict[str, Any]] = {"lower_order_final": True}
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> ExpState:
@@ -183,10 +186,10 @@ class ExponentialIntegrator(GridSolver[ExpState]):
     def _orders(self, n: int, lower_order_final: bool) -> list[int]:
         """Order of each step: warm-up from 1 (``exp3``: 2, the singlestep start), lower at the end of short runs."""
         orders = [min(self.order, i + 1) for i in range(n)]
-        if self.order == 3:
-            orders[0] = 2  # singlestep 2S warm-up: local error O(h^3) keeps the global order 3
         if lower_order_final and n < 15:
             orders = [min(o, n - i) for i, o in enumerate(orders)]
+        if self.order == 3:
+            orders[0] = 2  # singlestep 2S warm-up (always: it is the startup_nfe): local O(h^3) keeps order 3
         return orders
 
     def step(self, ctx: StepContext, state: ExpState, x: torch.Tensor, i: int) -> tuple[torch.Tensor, ExpState]:

@@ -176,11 +176,20 @@ def _run(solver: str, steps: int, **options) -> tuple[torch.Tensor, int]:
 
 
 @pytest.mark.parametrize("steps", [2, 3, 7, 20])
-def test_exp3_evaluations_are_steps_plus_one(steps: int) -> None:
-    # one per grid point, plus the log-SNR midpoint of the first (2S) step
-    assert _run("exp3", steps)[1] == steps + 1
-    # a single step with the lower-order finish (default below 15 steps) is DDIM: one evaluation
-    assert _run("exp3", 1)[1] == 1
+@pytest.mark.parametrize("solver", ["exp1", "exp2", "exp3"])
+def test_steps_are_model_evaluations(solver: str, steps: int) -> None:
+    """steps=k spends exactly k model evaluations, with or without the final denoising step (exp3: its 2S start
+    takes one of them, so it runs one step fewer)."""
+    assert _run(solver, steps)[1] == steps
+    sde = sdekit.VESDE()
+    _, info = sdekit.sample(_gauss_score(sde), sde, (7, 1), solver=solver, steps=steps + 1, return_info=True)
+    assert info.nfe == steps + 1 and info.steps == steps - (solver == "exp3")
+
+
+def test_too_few_steps_is_refused_with_the_least_count() -> None:
+    sde = sdekit.VESDE()
+    with pytest.raises(ValueError, match=r"steps=2 leaves no step to take; pass steps >= 3"):
+        sdekit.sample(_gauss_score(sde), sde, (7, 1), solver="exp3", steps=2)
 
 
 def test_exp3_start_is_more_accurate_than_exp2s() -> None:
@@ -199,7 +208,7 @@ def test_exp3_start_is_more_accurate_than_exp2s() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("sde_cls", [sdekit.VPSDE, sdekit.VESDE])
 def test_exp3_twenty_nfe_indistinguishable_from_exact(sde_cls) -> None:
-    """exp3 at its default grid, 19 steps = 20 NFE, on benchmarks/error_vs_nfe's mixture (exact score, x_T
+    """exp3 at its default grid, steps=20 = 20 NFE (its 2S start and 19 steps), on benchmarks/error_vs_nfe's mixture (exact score, x_T
     from the exact p_T): n = 1e5 samples pass the sliced KS test against the exact p_eps (32 directions,
     family-wise level 1e-3, so an exact sampler fails with probability <= 1e-3; seed fixed). Measured
     ratios at 20 NFE 0.89-0.97 (seeds 1, 2; n = 1e5); on the logsnr grid 0.80-1.33 (21 NFE)."""
@@ -209,7 +218,7 @@ def test_exp3_twenty_nfe_indistinguishable_from_exact(sde_cls) -> None:
     oracle = mix.diffuse(sde)
     gen = torch.Generator().manual_seed(1)
     x_T = oracle.sample(100_000, sde.T, generator=gen, dtype=torch.float64)
-    x, info = sdekit.sample(oracle, sde, x_T.shape, solver="exp3", steps=19, x_T=x_T, denoise=False, return_info=True)
+    x, info = sdekit.sample(oracle, sde, x_T.shape, solver="exp3", steps=20, x_T=x_T, denoise=False, return_info=True)
     assert info.nfe == 20
     ks = sliced_ks(x, oracle.at(sde.default_eps), random_directions(2, 32, seed=0), alpha=1e-3)
     assert ks.passed, f"ratio {ks.ratio:.2f}"
