@@ -12,7 +12,7 @@ import inspect
 import textwrap
 import time
 
-MODULES: list[str] = ["step_cost", "likelihood", "likelihood_fixed_grid", "error_vs_nfe"]
+MODULES: list[str] = ["step_cost", "likelihood", "likelihood_fixed_grid", "error_vs_nfe", "few_step"]
 """Benchmark modules under ``benchmarks/``, run in this order."""
 
 ABOUT: dict[str, str] = {
@@ -31,16 +31,25 @@ ABOUT: dict[str, str] = {
     "samples: sliced-KS distance to the exact law over its critical value (<= 1: indistinguishable). Writes "
     "benchmarks/results/error_vs_nfe.md and .png. About 40 minutes (docs/benchmarks.md: 20 minutes split over "
     "two processes); --quick (n = 20,000, shorter ladders) takes 2 CPU minutes (longer on a busy machine).",
+    "few_step": "Few-step sampling at 4-30 NFE (counted by a wrapper around the model): sdekit's exp1-3, "
+    "ode:midpoint and ode:rk4 against diffusers' DPM-Solver++(2M/3M) and UniPC (orders 2 and 3, bh1/bh2) on the "
+    "same exact oracle and the same time grids (all four), on VPSDE, VESDE and a user SDE, n = 200,000, two x_T "
+    "seeds; first measures every method's convergence order on a 1-D oracle. Needs diffusers for the peers "
+    "(pip install 'sdekit[bench]'; skipped without it). Writes benchmarks/results/few_step.md, .png and .json. "
+    "About 1.5 hours in one process (docs/benchmarks.md: 50 minutes split over two processes, --seeds 1 / --seeds 2, "
+    "then --merge; see python -m benchmarks.few_step -h); --quick (n = 20,000, NFE 5/10/20, one seed) takes 2 "
+    "minutes (longer on a busy machine).",
 }
 """What each benchmark measures and how long it takes (one full run, 2 shared CPU cores, one torch thread)."""
 
 EXAMPLES = """examples:
-  python -m benchmarks                          # all four, in this order (about 45 minutes)
+  python -m benchmarks                          # all five, in this order (about 2.5 hours)
   python -m benchmarks step_cost likelihood     # only these two (about 1-2 minutes)
   python -m benchmarks error_vs_nfe --quick     # the error-vs-NFE table with n = 20,000
+  python -m benchmarks few_step --quick         # sdekit vs DPM-Solver++/UniPC, n = 20,000
   python -m benchmarks likelihood --repeats 1   # one timing per case: faster, noisier
   python -m benchmarks.likelihood --device cuda # run alone with its own options (see its -h; so
-                                                # does error_vs_nfe)
+                                                # do error_vs_nfe and few_step)
 """
 
 
@@ -48,8 +57,8 @@ def _description() -> str:
     intro = (
         "sdekit's benchmarks. Each one measures its contenders side by side in the same run and prints ratios "
         "(timings: minimum over --repeats), not absolute claims: the machines are shared. Results are printed; "
-        "error_vs_nfe also writes benchmarks/results/. docs/benchmarks.md has the numbers of a full run. Times "
-        "below: one run on 2 shared CPU cores with one torch thread."
+        "error_vs_nfe and few_step also write benchmarks/results/. docs/benchmarks.md has the numbers of a full run. "
+        "Times below: one run on 2 shared CPU cores with one torch thread."
     )
     lines = [textwrap.fill(intro, width=98), "", "benchmarks:"]
     for name in MODULES:
@@ -88,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="N",
         default=3,
-        help="runs per timed measurement; the minimum is reported (default 3; error_vs_nfe and "
+        help="runs per timed measurement; the minimum is reported (default 3; error_vs_nfe, few_step and "
         "likelihood_fixed_grid time nothing and ignore it)",
     )
     parser.add_argument(
@@ -99,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads for every benchmark (default 1: one core per side)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="the short version where a benchmark has one (error_vs_nfe: n = 20,000)"
+        "--quick",
+        action="store_true",
+        help="the short version where a benchmark has one (error_vs_nfe and few_step: n = 20,000)",
     )
     return parser
 
