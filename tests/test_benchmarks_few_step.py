@@ -87,64 +87,129 @@ def test_mapped_peers_reproduce_sdekits_ddim_and_2m_heun(name):
         assert float((ours - theirs).abs().max()) < 1e-4 * float(ours.abs().max()), solver
 
 
+def test_method_labels_and_the_list_follow_the_registry(monkeypatch):
+    assert fs.method_label("unipc", {"order": 2, "variant": "bh2"}) == "unipc-2 bh2"
+    assert fs.method_label("unipc", {"order": 3, "variant": "bh1", "corrector": False}) == "unipc-3 bh1 corrector=False"
+    registry = sdekit.solvers.available()
+    methods = fs.sdekit_methods(None)
+    auto = {k for k, v in registry.items() if v.kind == "ode" and v.steps_are_nfe and v.can_sample}
+    assert {"exp1", "exp2", "exp3", "ode:midpoint", "ode:rk4"} <= {m.label for m in methods}
+    assert {m.solver for m in methods} >= auto | ({"unipc"} & set(registry))  # every option set accepted
+    # an unregistered name and an option set a solver does not accept are skipped, and said so
+    monkeypatch.setattr(fs, "CANDIDATES", ("exp2", "no-such-solver"))
+    monkeypatch.setattr(fs, "OPTION_VARIANTS", {"exp2": ({"lower_order_final": False}, {"order": 9})})
+    said = []
+    methods = {m.label: m for m in fs.sdekit_methods(said.append)}
+    assert "exp2 lower_order_final=False" in methods and "exp2-9" not in methods
+    assert methods["exp2 lower_order_final=False"].options == (("lower_order_final", False),)
+    assert any("no-such-solver" in s for s in said) and any("order" in s for s in said)
+    # grids are read at run time
+    monkeypatch.setattr(fs._grids, "GRIDS", ("uniform", "logsnr", "new-kind"))
+    assert fs.Config().resolved(peers=False, log=None).grids == ("uniform", "logsnr", "new-kind")
+
+
 def _tiny(peers=True):
+    registry = sdekit.solvers.available()
+    methods = [m for m in fs.sdekit_methods(None) if m.label in ("exp2", "exp3", "ode:rk4")]
+    if peers and DIFFUSERS is not None:
+        methods += fs.peer_methods(fs.PEERS[:2])
     cfg = fs.Config(
-        n=2_000,
-        nfes=(8, 12),
-        seeds=(1,),
-        grids=("arctan", "uniform"),
-        solvers=("exp2", "exp3", "ode:rk4"),
-    )
-    sdes = {k: v for k, v in fs.make_sdes().items() if k in ("VESDE", "TimeVaryingOU")}
-    return cfg, sdes, fs.run(sdes, cfg, peers=peers, log=None)
+        nfes=(8, 12), n_sweep=2_000, n_final=3_000, final_seeds=(1, 2), final_top=1, grids=("arctan", "uniform"),
+        peer_grids=("uniform",), methods=tuple(methods),
+    )  # fmt: skip
+    assert registry["exp3"].steps_are_nfe and not registry["ode:rk4"].steps_are_nfe
+    return cfg, ["VESDE", "TimeVaryingOU"], fs.run(["VESDE", "TimeVaryingOU"], cfg, log=None)
 
 
-def test_core_run_structure_and_nfe_equal_to_targets(tmp_path):
+def test_two_stages_nfe_equal_to_targets_report_and_json(tmp_path):
     cfg, sdes, rows = _tiny()
-    methods = list(cfg.solvers) + ([p.label for p in cfg.peers] if DIFFUSERS is not None else [])
-    assert len(rows) == len(sdes) * len(methods) * len(cfg.grids) * len(cfg.seeds)
-    assert {(r.sde, r.method, r.grid) for r in rows} == {(s, m, g) for s in sdes for m in methods for g in cfg.grids}
+    methods = [m.label for m in cfg.methods]
+    sweep = [r for r in rows if r.stage == "sweep"]
+    expected = {
+        (s, m.label, g)
+        for s in sdes
+        for m in cfg.methods
+        for g in (cfg.grids if m.family == "sdekit" else cfg.peer_grids)
+    }
+    assert {(r.sde, r.method, r.grid) for r in sweep} == expected and len(sweep) == len(expected)
     for row in rows:
-        assert row.family == ("sdekit" if row.method in cfg.solvers else "diffusers")
-        assert [c.target for c in row.cells] == list(cfg.nfes)
+        assert row.family == ("sdekit" if row.method in ("exp2", "exp3", "ode:rk4") else "diffusers")
+        assert row.n == (cfg.n_sweep if row.stage == "sweep" else cfg.n_final)
         for cell in row.cells:
             assert cell.note in ("", "n/a"), (row.label, cell)
             if cell.note == "n/a":
                 continue
-            assert cell.nfe == cell.target, (row.label, cell)  # counted by the wrapper
+            assert cell.nfe == cell.target, (row.label, cell)  # counted by the wrapper: steps = NFE for exp2/exp3
             assert math.isfinite(cell.ratio) and cell.ratio > 0
-    exp3 = next(r for r in rows if r.method == "exp3")
-    assert exp3.default_grid == "arctan" and all(c.nfe == c.target for c in exp3.cells)  # 7 and 11 steps + 2S start
-    rk4 = next(r for r in rows if r.method == "ode:rk4")
+    rk4 = next(r for r in sweep if r.method == "ode:rk4")
     assert [c.note for c in rk4.cells] == ["", ""]  # 2 and 3 steps of 4 evaluations
-    if DIFFUSERS is not None:
-        assert next(r for r in rows if r.family == "diffusers").default_grid == fs.PEER_DEFAULT_GRID
-
-    text = fs.report(rows, None, cfg, 1.0, "")
+    assert next(r for r in sweep if r.method == "exp3").default_grid == "arctan"
+    # final stage: per SDE and NFE the best (method, grid) of each family in the sweep, every final seed
+    final = [r for r in rows if r.stage == "final"]
+    families = {"sdekit"} | ({"diffusers"} if DIFFUSERS is not None else set())
     for sde in sdes:
-        assert f"**{sde}, default and best grid**" in text and f"**{sde}, every grid**" in text
-        assert (f"**{sde}, head to head**" in text) == (DIFFUSERS is not None)
+        for nfe in cfg.nfes:
+            contenders = [r for r in final if r.sde == sde and r.cell(nfe) is not None]
+            assert {r.family for r in contenders} == families
+            assert sorted(r.seed for r in contenders) == sorted(list(cfg.final_seeds) * len(families))
+            best = min(
+                (r for r in sweep if r.sde == sde and r.family == "sdekit" and r.cell(nfe).ratio),
+                key=lambda r: r.cell(nfe).ratio,
+            )
+            assert any((r.method, r.grid) == (best.method, best.grid) for r in contenders)
+
+    settings = {
+        "n": [cfg.n_sweep, cfg.n_final], "nfes": list(cfg.nfes), "sweep_seeds": [1], "final_seeds": [1, 2],
+        "final_top": 1, "grids": list(cfg.grids), "peer_grids": ["uniform"], "jobs": 1, "peers_note": "", "wall": 1.0,
+    }  # fmt: skip
+    text = fs.write_results(rows, [], settings, tmp_path / "new" / "few_step")  # creates the folder
+    for sde in sdes:
+        assert f"**{sde}, head to head**" in text and f"**{sde}, every grid** (sweep)" in text
+    assert (tmp_path / "new" / "few_step.png").stat().st_size > 0
+    settings2, back, orders = fs.load_json(tmp_path / "new" / "few_step.json")
+    assert back == rows and orders == [] and settings2 == settings
     best = fs.best_grids(rows)
     assert set(best) == {(s, m) for s in sdes for m in methods} and set(best.values()) <= set(cfg.grids)
-
-    fs.save_json(tmp_path / "new" / "part.json", rows, [], cfg, 1.0, "note")  # creates the folder
-    back, orders, cfg2, wall, note = fs.load_json(tmp_path / "new" / "part.json")
-    assert back == rows and orders == [] and cfg2.nfes == cfg.nfes and (wall, note) == (1.0, "note")
 
 
 def test_peers_are_skipped_without_diffusers(monkeypatch):
     monkeypatch.setattr(fs, "diffusers_or_none", lambda: None)
-    cfg = fs.Config(n=2_000, nfes=(8, 12), seeds=(1,), grids=("logsnr",), solvers=("exp2",))
-    rows = fs.run({"VPSDE": sdekit.VPSDE()}, cfg, log=None)
-    assert [r.family for r in rows] == ["sdekit"]
-    assert fs.measure_orders(nfes=(8, 16), peers=True)[-1].method == "sdekit exp3"
+    cfg = fs.Config(nfes=(8,), n_sweep=2_000, n_final=2_000, final_seeds=(1,), grids=("logsnr",)).resolved(log=None)
+    assert {m.family for m in cfg.methods} == {"sdekit"}
+    rows = fs.measure_orders(nfes=(8, 16), methods=[m for m in cfg.methods if m.label == "exp3"])
+    assert [r.method for r in rows] == ["sdekit exp3"]
 
 
 def test_order_check_uses_the_exact_endpoint():
-    rows = fs.measure_orders(nfes=(16, 32), peers=DIFFUSERS is not None)
+    methods = [m for m in fs.sdekit_methods(None) if m.label == "exp3"]
+    if DIFFUSERS is not None:
+        methods += fs.peer_methods()
+    rows = fs.measure_orders(nfes=(16, 32), methods=methods)
     by = {r.method: r for r in rows}
-    assert by["sdekit exp3"].errors[1] < by["sdekit exp3"].errors[0] < 0.1
+    assert by["sdekit exp3"].errors[1] < by["sdekit exp3"].errors[0] < 0.1 and by["sdekit exp3"].expected == 3
     if DIFFUSERS is not None:
         assert {p.label for p in fs.PEERS} | {fs.DOUBLED_D2} <= set(by)
+        assert by["UniPC-2 bh2"].expected == 3 and by["DPM-Solver++(3M)"].expected == 3
         for r in rows:
             assert len(r.errors) == 2 and r.errors[1] < r.errors[0]
+
+
+def test_main_quick_path_writes_report_plot_and_json(tmp_path, monkeypatch, capsys):
+    """``main(quick=True)`` (what ``--quick`` runs) end to end, on a tiny stand-in for the QUICK configuration."""
+    methods = [m for m in fs.sdekit_methods(None) if m.label == "exp3"]
+    if DIFFUSERS is not None:
+        methods += fs.peer_methods(fs.PEERS[:1])
+    tiny = fs.Config(
+        nfes=(8,), n_sweep=1_000, n_final=1_000, final_seeds=(1,), final_top=1, grids=("logsnr",),
+        peer_grids=("logsnr",), methods=tuple(methods), order_nfes=(16, 32),
+    )  # fmt: skip
+    monkeypatch.setattr(fs, "QUICK", tiny)
+    rows = fs.main(quick=True, sde_names=["VESDE"], jobs=1, out=tmp_path)
+    assert {r.stage for r in rows} == {"sweep", "final"} and {r.sde for r in rows} == {"VESDE"}
+    stem = tmp_path / "few_step_VESDE"
+    text = stem.with_suffix(".md").read_text()
+    assert "**Measured orders**" in text and "sdekit exp3" in text and "**VESDE, head to head**" in text
+    assert stem.with_suffix(".png").exists()
+    (stem.with_suffix(".md")).unlink()
+    fs.cli(["--render", str(stem.with_suffix(".json"))])
+    assert stem.with_suffix(".md").read_text() == text
