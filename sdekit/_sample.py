@@ -36,6 +36,7 @@ from .errors import SolverError
 from .parameterization import check_parameterization, score_fn
 from .solvers import SamplingProblem, Solver, SolveStats
 from .solvers._base import ensure_finite
+from .solvers._defaults import default_sampler
 from .solvers._grids import resolve_grid, time_grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -141,7 +142,7 @@ def sample(
     model: Model,
     sde: SDE,
     shape: tuple[int, ...],
-    solver: str = "srk",
+    solver: str | None = None,
     steps: int | None = None,
     rtol: float | None = None,
     atol: float | None = None,
@@ -173,8 +174,10 @@ def sample(
         model: ``model(x, t) -> tensor like x`` with t of shape (batch,), predicting ``parameterization``.
         sde: the forward SDE.
         shape: ``(batch, *event_shape)`` of the samples.
-        solver: registry name (``sdekit.solvers.available()``): torchsde ``"euler"``, ``"milstein"``,
-            ``"srk"`` (default), ``"heun"``, ``"midpoint"``, ``"reversible_heun"``; torchdiffeq ``"ode"``,
+        solver: registry name (``sdekit.solvers.available()``), or None (default) to let sdekit pick: adaptive
+            ``"srk"`` when ``steps`` is None, else the sampler and grid that measured best at ``steps`` model
+            evaluations (:func:`sdekit.solvers.default_sampler`, ``docs/sampling.md``). Names: torchsde ``"euler"``, ``"milstein"``,
+            ``"srk"``, ``"heun"``, ``"midpoint"``, ``"reversible_heun"``; torchdiffeq ``"ode"``,
             ``"ode:<method>"`` / ``"dopri5"``, ``"rk4"``, ...; native ``"pc"``, ``"ancestral"``, ``"ald"``,
             ``"exp1"``–``"exp3"``.
         steps: number of steps on the solver's time grid (its default ``grid``, e.g. ``"logsnr"``, or the
@@ -267,6 +270,10 @@ def _check_inputs(
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
     sde = check_sde(sde)
     shape = _check_shape(shape)
+    steps = check_steps(steps, " (adaptive / solver default)")
+    if solver is None:
+        choice = default_sampler(sde, steps)
+        solver, options = choice.solver, {**choice.options, **options}
     name, impl = _check_solver(solver, sde, options)
     check_parameterization(parameterization)
     if parameterization != "score" and not sde.is_affine:
@@ -280,7 +287,6 @@ def _check_inputs(
         raise ValueError(f"eps must be a number with 0 < eps < T = {T:g}, got {eps!r}")
     eps = float(eps)
     path_times = _check_path_times(ts, T, eps)
-    steps = check_steps(steps, " (adaptive / solver default)")
     default_tol = impl.recommended_rtol or DEFAULT_RTOL
     rtol = check_positive("rtol", default_tol if rtol is None else rtol)
     atol = check_positive("atol", default_tol if atol is None else atol)

@@ -6,6 +6,7 @@ registry (:mod:`sdekit.solvers._registry`) when it is imported, and every entry 
 
 from . import _exponential, _native, _torchdiffeq, _torchsde  # noqa: F401  (register every solver)
 from ._base import SamplingProblem, SimulationProblem, Solver, SolveStats
+from ._defaults import default_sampler
 from ._registry import available, get, register, resolve
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "SimulationProblem",
     "SolveStats",
     "available",
+    "default_sampler",
     "get",
     "register",
     "resolve",
