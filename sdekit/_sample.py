@@ -176,9 +176,9 @@ def sample(
         shape: ``(batch, *event_shape)`` of the samples.
         solver: registry name (``sdekit.solvers.available()``), or None (default) to let sdekit pick: adaptive
             ``"srk"`` when ``steps`` is None, else the sampler and grid that measured best at ``steps`` model
-            evaluations (:func:`sdekit.solvers.default_sampler`, ``docs/sampling.md``). Names: torchsde ``"euler"``, ``"milstein"``,
-            ``"srk"``, ``"heun"``, ``"midpoint"``, ``"reversible_heun"``; torchdiffeq ``"ode"``,
-            ``"ode:<method>"`` / ``"dopri5"``, ``"rk4"``, ...; native ``"pc"``, ``"ancestral"``, ``"ald"``,
+            evaluations (:func:`sdekit.solvers.default_sampler`, ``docs/sampling.md``). Names: torchsde
+            ``"euler"``, ``"milstein"``, ``"srk"``, ``"heun"``, ``"midpoint"``, ``"reversible_heun"``; torchdiffeq
+            ``"ode"``, ``"ode:<method>"`` / ``"dopri5"``, ``"rk4"``, ...; native ``"pc"``, ``"ancestral"``, ``"ald"``,
             ``"exp1"``–``"exp3"``.
         steps: number of steps on the solver's time grid (its default ``grid``, e.g. ``"logsnr"``, or the
             ``grid=`` option); ``None`` runs adaptive solvers with ``rtol``/``atol`` and fixed-grid ones with
