@@ -79,12 +79,15 @@ __all__ = [
 def exp_moments(h: torch.Tensor, order: int) -> list[torch.Tensor]:
     r""":math:`\mu_n = \int_0^h \tau^n e^{\tau-h}\,d\tau` for n < ``order`` (float64, elementwise in h).
 
-    For :math:`h \le 1` the cancelling closed forms are replaced by the positive series
+    For :math:`h > 1` the closed forms (:math:`n \ge 3`: the recursion :math:`\mu_n = h^n - n\,\mu_{n-1}`, by
+    parts); for :math:`h \le 1`, where they cancel, the positive series
     :math:`\mu_n = e^{-h}\sum_{k\ge0} h^{n+k+1} / (k!\,(n+k+1))` (35 terms: exact to round-off).
     """
     h = h.to(torch.float64)
     em = torch.expm1(-h)  # e^{-h} - 1
-    closed = [-em, h + em, h * h - 2 * h - 2 * em][:order]
+    closed = [-em, h + em, h * h - 2 * h - 2 * em]
+    for n in range(3, order):
+        closed.append(h**n - n * closed[-1])
     small = h <= 1
     out = []
     for n in range(order):

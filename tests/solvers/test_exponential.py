@@ -23,13 +23,13 @@ import math
 
 import pytest
 import torch
+from _gaussflow import _gauss, _gauss_score, _pf_error, _slope
 
 import sdekit
 from sdekit import analytic
 from sdekit._stats import random_directions, sliced_ks
 from sdekit.errors import SolverError
 from sdekit.solvers import get
-from sdekit.solvers._base import SamplingProblem
 from sdekit.solvers._grids import ARCTAN_EXPONENT, GRIDS, log_snr, time_grid
 
 
@@ -109,47 +109,6 @@ def test_exponential_integrators_default_to_the_arctan_grid() -> None:
 
 
 # ----------------------------------------------------------------------------- orders
-MU, S = 0.5, 0.3
-
-
-def _gauss(sde: sdekit.SDE, t: float) -> tuple[float, float]:
-    tt = torch.tensor(t, dtype=torch.float64)
-    m = sde.marginal
-    a = float(m.alpha(tt))
-    return a * MU + float(m.offset(tt)), math.sqrt(a * a * S * S + float(m.sigma2(tt)))
-
-
-def _gauss_score(sde: sdekit.SDE):
-    m = sde.marginal
-
-    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        a, off, s2 = m.alpha(t)[:, None], m.offset(t)[:, None], m.sigma2(t)[:, None]
-        return -(x - a * MU - off) / (a * a * S * S + s2)
-
-    return score
-
-
-def _pf_error(sde: sdekit.SDE, solver: str, steps: int, **options) -> float:
-    """Max |error| of the solver's PF-ODE map T -> eps from 7 fixed x_T against the exact affine map."""
-    eps = sde.default_eps
-    mT, sT = _gauss(sde, sde.T)
-    me, se = _gauss(sde, eps)
-    x_T = mT + sT * torch.linspace(-3, 3, 7, dtype=torch.float64)[:, None]
-    problem = SamplingProblem(
-        sde=sde, score=_gauss_score(sde), x_T=x_T, t_start=sde.T, t_end=eps, steps=steps, rtol=1.0, atol=1.0,
-        generator=None, progress=lambda k: None, options=options,
-    )  # fmt: skip
-    x, stats = get(solver).solve(problem)
-    assert stats.steps == steps
-    return float((x - (me + se / sT * (x_T - mT))).abs().max())
-
-
-def _slope(steps: tuple[int, ...], errs: list[float]) -> float:
-    xs = torch.log(torch.tensor(steps, dtype=torch.float64))
-    ys = torch.log(torch.tensor(errs, dtype=torch.float64))
-    return -float(((xs - xs.mean()) * (ys - ys.mean())).sum() / ((xs - xs.mean()) ** 2).sum())
-
-
 STEPS = (32, 64, 128, 256)  # errors 3e-3 .. 4e-6 for exp3 (far above round-off), asymptotic from 32 (measured)
 
 
