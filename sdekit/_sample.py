@@ -191,8 +191,9 @@ def sample(
         parameterization: ``"score"``, ``"eps"``, ``"x0"``, ``"v"`` or ``"denoiser"``.
         corrector: Langevin corrector of predictor-corrector samplers: ``"default"`` (the solver's own;
             ``"langevin"`` for ``"pc"``), ``"langevin"``, or ``None`` / ``"none"`` to run the predictor
-            alone. Anything but ``"default"`` is passed to the solver; solvers without a corrector reject it.
-        snr: signal-to-noise ratio of that corrector (passed on when not the default 0.16).
+            alone; ``"unipc"``: True (its UniC corrector, the default) or False / None. Anything but ``"default"`` is
+            passed to the solver; solvers without a corrector reject it.
+        snr: signal-to-noise ratio of the Langevin corrector (passed on when not the default 0.16).
         denoise: final Tweedie denoising step at eps (affine SDEs only; +1 NFE).
         generator: ``torch.Generator`` for the prior and the noise: the same seed gives the same samples.
         device: device of the samples (default: ``x_T``'s, else the CPU).
@@ -299,7 +300,7 @@ def _check_inputs(
     opts = {k: v for k, v in options.items() if k != "allow_unstable"}
     if corrector != "default":
         opts["corrector"] = corrector
-    if corrector != "default" or snr != 0.16:
+    if snr != 0.16:
         opts["snr"] = snr
     steps, budget = _plan_steps(impl, name, steps, denoise, opts)
     config = _Config(

@@ -166,7 +166,7 @@ class UniPC(GridSolver[UniPCState]):
 
     See the module docstring for the updates. Options: ``order`` (1, 2 or 3; default 2, i.e. UniPC-2, global order
     3 with the corrector), ``variant`` (``"bh1"`` or ``"bh2"``, default ``"bh2"``), ``corrector`` (True: UniC on
-    every step but the last; False: the plain UniP predictor), ``lower_order_final`` (True: the last steps drop to
+    every step but the last; False or None: the plain UniP predictor), ``lower_order_final`` (True: the last steps drop to
     order 1 in runs of fewer than 15 steps; ``"always"``: in every run, like the reference code and diffusers;
     False), ``grid`` (default ``"logsnr"``). Any affine SDE. NFE: one per step (the corrector reuses the next
     step's evaluation); ``steps=k`` of :func:`sdekit.sample` is k model evaluations in all.
@@ -194,8 +194,10 @@ class UniPC(GridSolver[UniPCState]):
             raise SolverError(f"unipc: order must be 1, 2 or 3, got {order!r}")
         if variant not in VARIANTS:
             raise SolverError(f"unipc: variant must be 'bh1' or 'bh2', got {variant!r}")
+        if corrector is None or corrector == "none":  # sdekit.sample's spelling of "predictor only"
+            corrector = False
         if not isinstance(corrector, bool):
-            raise SolverError(f"unipc: corrector must be True or False, got {corrector!r}")
+            raise SolverError(f"unipc: corrector must be True (UniC) or False / None, got {corrector!r}")
         if lof not in (True, False, "always"):
             raise SolverError(f"unipc: lower_order_final must be True, False or 'always', got {lof!r}")
         marginal = ctx.problem.sde.marginal
