@@ -179,7 +179,7 @@ def sample(
             evaluations (:func:`sdekit.solvers.default_sampler`, ``docs/sampling.md``). Names: torchsde
             ``"euler"``, ``"milstein"``, ``"srk"``, ``"heun"``, ``"midpoint"``, ``"reversible_heun"``; torchdiffeq
             ``"ode"``, ``"ode:<method>"`` / ``"dopri5"``, ``"rk4"``, ...; native ``"pc"``, ``"ancestral"``, ``"ald"``,
-            ``"exp1"``–``"exp3"``.
+            ``"exp1"``–``"exp3"``, ``"unipc"``.
         steps: number of steps on the solver's time grid (its default ``grid``, e.g. ``"logsnr"``, or the
             ``grid=`` option); ``None`` runs adaptive solvers with ``rtol``/``atol`` and fixed-grid ones with
             their ``default_steps``.
