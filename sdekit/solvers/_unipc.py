@@ -46,7 +46,9 @@ reference code and diffusers.
 :math:`p_i`, with the multistep warm-up :math:`p_i = \min(P, i + 1)`; ``lower_order_final`` lowers the last
 steps to :math:`p_i = \min(p_i, n - i)` (final step first order): ``True`` in runs of fewer than 15 steps (the
 rule of DPM-Solver and of sdekit's ``exp`` samplers), ``"always"`` in every run (the rule of the UniPC reference
-code and of diffusers' ``UniPCMultistepScheduler`` with ``lower_order_final=True``), ``False`` never.
+code and of diffusers' ``UniPCMultistepScheduler`` with ``lower_order_final=True`` when its last noise level is not
+zero; with diffusers' default zero level its first-order final step is the step to :math:`\sigma = 0`, i.e. sdekit's
+denoising step: ``False`` with ``denoise=True`` reproduces it for P <= 2), ``False`` never.
 Convergence: UniP-P alone has global order P; with UniC, P + 1. For P = 3 the warm-up's UniC-1 step (local
 :math:`O(h^3)`) caps the order at 3 in theory, but it sits at T where :math:`\hat x_0` hardly moves: measured 4.0
 from 32 to 4096 steps (``docs/native_samplers.md``).
