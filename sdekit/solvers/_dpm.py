@@ -76,8 +76,8 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import SolverError
-from ._exponential import ExponentialIntegrator, exp_moments
-from ._native import GridSolver, StepContext, log_snr, t_of_log_snr
+from ._exponential import ExponentialIntegrator, exp_moments, grid_log_snr
+from ._native import GridSolver, StepContext, t_of_log_snr
 from ._registry import register
 
 __all__ = [
@@ -236,10 +236,8 @@ class SinglestepDPMSolver(GridSolver[SinglestepState]):
         if len(orders) != n:
             raise SolverError(f"{self.name}: {budget} evaluations plan {len(orders)} steps, but the grid has {n}")
         marginal = ctx.problem.sde.marginal
-        lam = log_snr(marginal, ctx.times)
+        lam = grid_log_snr(ctx, self.name)
         h = lam[1:] - lam[:-1]
-        if not bool((h > 0).all()):
-            raise SolverError(f"{self.name}: the log-SNR must increase along the grid; is g(t) zero somewhere?")
         alpha, sigma = marginal.alpha(ctx.times).tolist(), marginal.sigma(ctx.times).tolist()
         stages = _stage_points(ctx, lam, orders)
         steps = tuple(_singlestep(float(h[i]), alpha[i], alpha[i + 1], sigma[i + 1], stages[i]) for i in range(n))
@@ -304,7 +302,7 @@ class DPMSolver2(SinglestepDPMSolver):
     name = "dpm2"
     order = 2
     weak_order = 2.0
-    default_steps = 50
+    default_steps = 80  # 50 failed the moment z-test on sub-VP (validation suite, n = 20,000): z 4.71
     description = "singlestep DPM-Solver-2 as published (noise prediction, logSNR grid); any affine SDE"
     nfe_per_step = "2 (1 in a final DDIM step when steps is odd)"
 

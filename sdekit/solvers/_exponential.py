@@ -72,6 +72,7 @@ __all__ = [
     "ExponentialIntegrator",
     "MidpointStart",
     "exp_moments",
+    "grid_log_snr",
     "lagrange_weights",
 ]
 
@@ -95,6 +96,15 @@ def exp_moments(h: torch.Tensor, order: int) -> list[torch.Tensor]:
             term = term * h / (k + 1)
         out.append(torch.where(small, torch.exp(-h) * series, closed[n]))
     return out
+
+
+def grid_log_snr(ctx: StepContext, name: str) -> torch.Tensor:
+    r"""The float64 log-SNR :math:`\lambda(t_i)` of ``ctx``'s grid, checked strictly increasing (``name``: the solver,
+    for the error message)."""
+    lam = log_snr(ctx.problem.sde.marginal, ctx.times)
+    if not bool((lam[1:] > lam[:-1]).all()):
+        raise SolverError(f"{name}: the log-SNR must increase along the grid; is g(t) zero somewhere?")
+    return lam
 
 
 def lagrange_weights(h: torch.Tensor, nodes: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -171,10 +181,7 @@ class ExponentialIntegrator(GridSolver[ExpState]):
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> ExpState:
         marginal = ctx.problem.sde.marginal
         times = ctx.times
-        lam = log_snr(marginal, times)
-        h = lam[1:] - lam[:-1]
-        if not bool((h > 0).all()):
-            raise SolverError(f"{self.name}: the log-SNR must increase along the grid; is g(t) zero somewhere?")
+        lam = grid_log_snr(ctx, self.name)
         alpha, sigma, m = marginal.alpha(times), marginal.sigma(times), marginal.offset(times)
         orders = self._orders(times.shape[0] - 1, opts["lower_order_final"])
         coef = ExpCoefficients(
