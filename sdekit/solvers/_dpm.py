@@ -203,8 +203,9 @@ class SinglestepState:
 
 
 def _combine(a: float, y: torch.Tensor, b: tuple[float, ...], eps: list[torch.Tensor]) -> torch.Tensor:
+    r""":math:`a\,y + \sum_j b_j\hat\varepsilon_j` (terms with :math:`b_j = 0` skipped: no tensor operation)."""
     out = a * y
-    for bj, e in zip(b, eps, strict=False):
+    for bj, e in zip(b, eps, strict=True):
         if bj != 0.0:
             out = out + bj * e
     return out
