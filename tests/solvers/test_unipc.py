@@ -23,7 +23,10 @@ import math
 
 import pytest
 import torch
-from _gaussflow import _gauss, _gauss_score, _pf_error, _slope
+from _gaussflow import gauss as _gauss
+from _gaussflow import gauss_score as _gauss_score
+from _gaussflow import pf_error as _pf_error
+from _gaussflow import slope as _slope
 
 import sdekit
 from sdekit import analytic
