@@ -135,7 +135,7 @@ class Solver(abc.ABC):
     can_simulate: ClassVar[bool] = False
     """Whether :func:`sdekit.simulate` can integrate the *forward* SDE with this solver (:meth:`simulate`;
     the torchsde solvers)."""
-    options_defaults: ClassVar[Mapping[str, Any]] = {"grid": None, "rho": 7.0}
+    options_defaults: ClassVar[Mapping[str, Any]] = {"grid": None, "rho": 7.0, "data_std": 1.0}
     """Options this class adds to those of its bases (``sdekit.sample(..., **options)``) with their defaults.
 
     :meth:`accepted_options` merges them along the class hierarchy: every solver takes ``grid`` and ``rho``

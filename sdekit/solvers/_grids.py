@@ -35,7 +35,9 @@ cosine, or a user's — gets them without a per-SDE formula.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -46,13 +48,122 @@ if TYPE_CHECKING:  # pragma: no cover
     from .._marginal import GaussianMarginal
     from ..symbolic.sde import SDE
 
-__all__ = ["ARCTAN_EXPONENT", "GRIDS", "log_snr", "t_of_log_snr", "time_grid", "resolve_grid"]
+__all__ = [
+    "ARCTAN_EXPONENT",
+    "GRIDS",
+    "MARGINAL_FREE",
+    "grid_order",
+    "log_snr",
+    "optimized_density",
+    "optimized_error_weight",
+    "optimized_log_snr",
+    "gaussian_denoiser_derivative",
+    "resolve_grid",
+    "solver_time_grid",
+    "t_of_log_snr",
+    "time_grid",
+]
 
 ARCTAN_EXPONENT = 3.0
 """The exponent :math:`q` of the ``"arctan"`` grid, uniform in :math:`\arctan r^{1/q}` (see the module docstring)."""
 
-GRIDS: tuple[str, ...] = ("uniform", "logsnr", "edm", "arctan")
+GRIDS: tuple[str, ...] = ("uniform", "quadratic", "logsnr", "edm", "arctan", "optimized")
 """Grid kinds accepted by the ``grid=`` option of every fixed-step solver."""
+
+MARGINAL_FREE: tuple[str, ...] = ("uniform", "quadratic")
+"""Grid kinds defined in t alone (any SDE, affine or not); the others need the Gaussian marginal."""
+
+OPTIMIZED_FLOOR = 1e-6
+r"""Floor of the ``"optimized"`` grid's error density, relative to its peak (before the power
+:math:`1/(p+1)`): keeps every step finite where the Gaussian bound vanishes (see the module docstring)."""
+
+
+def _r_coefficients(p: int) -> list[float]:
+    r"""Coefficients (ascending powers of s) of :math:`R_p` in :math:`g^{(p)}(u) = \sqrt s\,(1 - s)\,R_p(s)`.
+
+    :math:`R_1 = 1`, :math:`R_{p+1} = (1 - 3s)R_p + 2s(1 - s)R_p'` (module docstring).
+    """
+    coef = [1.0]
+    for _ in range(p - 1):
+        new = [0.0] * (len(coef) + 1)
+        for i, a in enumerate(coef):  # (1 - 3s) R
+            new[i] += a
+            new[i + 1] -= 3 * a
+        for i in range(1, len(coef)):  # 2 s (1 - s) R'
+            new[i] += 2 * i * coef[i]
+            new[i + 1] -= 2 * i * coef[i]
+        coef = new
+    return coef
+
+
+def gaussian_denoiser_derivative(u: torch.Tensor, p: int) -> torch.Tensor:
+    r""":math:`g^{(p)}(u)` (p >= 1) of :math:`g(u) = (1 + e^{-2u})^{-1/2}`, elementwise.
+
+    For Gaussian data :math:`N(\mu, c^2 I)` the denoiser along a probability-flow trajectory is
+    :math:`\hat x_0(\lambda) = \mu + c\,g(\lambda + \log c)\,z` (module docstring), so
+    :math:`\partial_\lambda^p \hat x_0 = c\,g^{(p)}(\lambda + \log c)\,z`. Evaluated as
+    :math:`\sqrt s\,(1 - s)\,R_p(s)` with :math:`s = \mathrm{sigmoid}(2u)` and :math:`1 - s = \mathrm{sigmoid}(-2u)`
+    (no cancellation at either end).
+    """
+    s, sbar = torch.sigmoid(2 * u), torch.sigmoid(-2 * u)
+    acc = torch.zeros_like(u)
+    for a in reversed(_r_coefficients(p)):
+        acc = acc * s + a
+    return torch.sqrt(s) * sbar * acc
+
+
+def optimized_error_weight(lam: torch.Tensor, order: int, data_std: float = 1.0) -> torch.Tensor:
+    r""":math:`W(\lambda) = g(u)\,|g^{(p)}(u)|`, :math:`u = \lambda + \log c`: the global error a unit-length step of
+    order p at :math:`\lambda` contributes per :math:`h^{p+1}`, for Gaussian data of scale c (module docstring)."""
+    u = lam.to(torch.float64) + math.log(data_std)
+    return torch.sqrt(torch.sigmoid(2 * u)) * gaussian_denoiser_derivative(u, order).abs()
+
+
+def optimized_density(lam: torch.Tensor, order: int, data_std: float = 1.0) -> torch.Tensor:
+    r"""Unnormalised density in :math:`\lambda` of the ``"optimized"`` grid on the mesh ``lam``:
+    :math:`\big(W/\max W + \varphi\big)^{1/(p+1)}`, W = :func:`optimized_error_weight`, the max over ``lam``,
+    :math:`\varphi` = :data:`OPTIMIZED_FLOOR`."""
+    w = optimized_error_weight(lam, order, data_std)
+    return (w / w.max() + OPTIMIZED_FLOOR) ** (1.0 / (order + 1))
+
+
+@functools.lru_cache(maxsize=256)
+def _optimized_log_snr(lo: float, hi: float, n: int, order: int, data_std: float) -> torch.Tensor:
+    mesh_n = OPTIMIZED_MESH + 8 * n
+    mesh = torch.linspace(lo, hi, mesh_n + 1, dtype=torch.float64)
+    dens = optimized_density(mesh, order, data_std)
+    cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum((dens[1:] + dens[:-1]) / 2, 0)])
+    cdf = cdf / cdf[-1]
+    target = torch.linspace(0.0, 1.0, n + 1, dtype=torch.float64)
+    j = torch.searchsorted(cdf, target).clamp(1, mesh_n)
+    frac = ((target - cdf[j - 1]) / (cdf[j] - cdf[j - 1])).clamp(0, 1)
+    lam = mesh[j - 1] + frac * (mesh[j] - mesh[j - 1])
+    lam[0], lam[-1] = lo, hi
+    return lam
+
+
+def optimized_log_snr(lam_start: float, lam_end: float, n: int, order: int = 1, data_std: float = 1.0) -> torch.Tensor:
+    r"""The ``"optimized"`` grid in :math:`\lambda`: ``n + 1`` float64 values from ``lam_start`` to ``lam_end``
+    (exact) that equidistribute :func:`optimized_density` (each step holds 1/n of its integral, by the trapezoidal
+    rule on a uniform mesh of ``OPTIMIZED_MESH + 8 n`` intervals and linear inversion of the cumulative integral).
+
+    Cached per (ends, n, order, data_std); a fresh tensor is returned each call.
+    """
+    if (
+        isinstance(data_std, bool)
+        or not isinstance(data_std, (int, float))
+        or not (math.isfinite(data_std) and data_std > 0)
+    ):
+        raise SolverError(
+            f"data_std must be a positive number (the data scale of the Gaussian proxy), got {data_std!r}"
+        )
+    lo, hi = min(lam_start, lam_end), max(lam_start, lam_end)
+    lam = _optimized_log_snr(float(lo), float(hi), int(n), int(order), float(data_std)).clone()
+    return lam if lam_start <= lam_end else lam.flip(0)
+
+
+OPTIMIZED_MESH = 4096
+"""Base number of mesh intervals of the ``"optimized"`` grid's quadrature (plus 8 per step)."""
 
 
 def log_snr(marginal: GaussianMarginal, t: torch.Tensor) -> torch.Tensor:
@@ -80,16 +191,31 @@ def t_of_log_snr(
     return 0.5 * (lo + hi)
 
 
-def time_grid(sde: SDE, t_start: float, t_end: float, n: int, kind: str = "uniform", rho: float = 7.0) -> torch.Tensor:
+def time_grid(
+    sde: SDE,
+    t_start: float,
+    t_end: float,
+    n: int,
+    kind: str = "uniform",
+    rho: float = 7.0,
+    *,
+    order: int = 1,
+    data_std: float = 1.0,
+) -> torch.Tensor:
     r"""Grid of ``n + 1`` float64 CPU times from ``t_start`` to ``t_end`` (endpoints exact; see the module docstring).
 
-    Works in either direction (``t_start > t_end`` for sampling). ``rho`` is the exponent of ``kind="edm"``
-    (the other kinds ignore it).
+    Works in either direction (``t_start > t_end`` for sampling). ``rho`` is the exponent of ``kind="edm"``;
+    ``order`` (the sampler's order p) and ``data_std`` (the scale c of the Gaussian data proxy) shape
+    ``kind="optimized"``; the other kinds ignore them.
     """
     if kind not in GRIDS:
         raise SolverError(f"unknown grid {kind!r}; choose one of {', '.join(GRIDS)}")
     if kind == "uniform":
         times = torch.linspace(float(t_start), float(t_end), n + 1, dtype=torch.float64)
+    elif kind == "quadratic":
+        if min(t_start, t_end) < 0:
+            raise SolverError(f"grid='quadratic' needs times >= 0, got [{t_start}, {t_end}]")
+        times = torch.linspace(math.sqrt(t_start), math.sqrt(t_end), n + 1, dtype=torch.float64) ** 2
     else:
         marginal = sde.marginal
         ends = log_snr(marginal, torch.tensor([float(t_start), float(t_end)], dtype=torch.float64))
@@ -99,6 +225,8 @@ def time_grid(sde: SDE, t_start: float, t_end: float, n: int, kind: str = "unifo
             q = ARCTAN_EXPONENT
             u = torch.atan(torch.exp(-ends / q))  # arctan r^(1/q), r = exp(-lambda)
             lam = -q * torch.log(torch.tan(torch.linspace(float(u[0]), float(u[1]), n + 1, dtype=torch.float64)))
+        elif kind == "optimized":
+            lam = optimized_log_snr(float(ends[0]), float(ends[1]), n, int(order), data_std)
         else:
             if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not (math.isfinite(rho) and rho > 0):
                 raise SolverError(f"rho must be a positive number (EDM uses 7), got {rho!r}")
@@ -117,12 +245,34 @@ def resolve_grid(sde: SDE, requested: Any, default: str, solver: str) -> str:
     explicitly requested non-uniform grid on a non-affine SDE raises :class:`SolverError`.
     """
     if requested is None:
-        return default if (default == "uniform" or sde.is_affine) else "uniform"
+        return default if (default in MARGINAL_FREE or sde.is_affine) else "uniform"
     if requested not in GRIDS:
         raise SolverError(f"{solver}: unknown grid {requested!r}; choose one of {', '.join(GRIDS)}")
-    if requested != "uniform" and not sde.is_affine:
+    if requested not in MARGINAL_FREE and not sde.is_affine:
         raise SolverError(
             f"{solver}: grid={requested!r} needs the Gaussian marginal of an affine SDE; {sde!r} is not affine "
-            f"(use grid='uniform')"
+            f"(use grid='uniform' or 'quadratic')"
         )
     return requested
+
+
+def grid_order(solver: Any, sde: SDE | None = None) -> int:
+    """The order p the ``"optimized"`` grid is shaped for: ``solver.order`` (the exponential integrators), else its
+    weak order (for additive noise when ``sde`` has it), rounded, at least 1."""
+    order = getattr(solver, "order", None)
+    if order is None:
+        additive = sde is not None and sde.noise_type == "additive"
+        order = (solver.weak_order_additive if additive else None) or solver.weak_order or 1
+    return max(1, round(float(order)))
+
+
+def solver_time_grid(
+    sde: SDE, t_start: float, t_end: float, n: int, solver: Any, options: Mapping[str, Any]
+) -> torch.Tensor:
+    """:func:`time_grid` of a solver's run: kind from ``options["grid"]`` or ``solver.grid``
+    (:func:`resolve_grid`), ``rho`` and ``data_std`` from ``options``, ``order`` from :func:`grid_order`."""
+    kind = resolve_grid(sde, options.get("grid"), solver.grid, solver.name)
+    return time_grid(
+        sde, t_start, t_end, n, kind, rho=options.get("rho", 7.0), order=grid_order(solver, sde),
+        data_std=options.get("data_std", 1.0),
+    )  # fmt: skip

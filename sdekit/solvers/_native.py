@@ -39,7 +39,7 @@ import torch
 from .. import _random
 from ..errors import SolverError
 from ._base import FiniteWatch, SamplingProblem, Solver, SolveStats
-from ._grids import GRIDS, log_snr, resolve_grid, t_of_log_snr, time_grid
+from ._grids import GRIDS, log_snr, resolve_grid, solver_time_grid, t_of_log_snr, time_grid
 from ._registry import register
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -173,7 +173,7 @@ class GridSolver(Solver, Generic[State]):
             raise SolverError(f"t_start must exceed t_end, got t_start={problem.t_start}, t_end={problem.t_end}")
         opts = self.options(problem)
         n = self.num_steps(problem)
-        times = time_grid(problem.sde, problem.t_start, problem.t_end, n, opts["grid"], rho=opts["rho"])
+        times = solver_time_grid(problem.sde, problem.t_start, problem.t_end, n, self, opts)
         ctx = StepContext(problem, times)
         state = self.prepare(ctx, opts)
         watch = FiniteWatch(int(opts["check_every"]), n, self._divergence(ctx, n), pin=True)

@@ -58,7 +58,7 @@ import torch
 
 from ..errors import SolverError
 from ._base import SamplingProblem, SimulationProblem, Solver, SolveStats
-from ._grids import resolve_grid, time_grid
+from ._grids import solver_time_grid
 from ._registry import register
 from ._torchsde_driver import Adaptive, Fixed, Forward, Reverse, drive
 
@@ -123,8 +123,7 @@ class TorchsdeSolver(Solver):
 
     def _reverse_grid(self, problem: SamplingProblem, opts: dict[str, Any], span: float) -> list[float]:
         """The fixed-step grid in increasing s = t_start - t (kind from ``grid=`` or :attr:`grid`), ends exact."""
-        kind = resolve_grid(problem.sde, opts["grid"], self.grid, self.name)
-        times = time_grid(problem.sde, problem.t_start, problem.t_end, int(problem.steps), kind, rho=opts["rho"])
+        times = solver_time_grid(problem.sde, problem.t_start, problem.t_end, int(problem.steps), self, opts)
         s_grid = [float(problem.t_start) - t for t in times.tolist()]
         s_grid[0], s_grid[-1] = 0.0, span
         return s_grid
