@@ -88,6 +88,7 @@ class TorchdiffeqSolver(Solver):
     method: ClassVar[str]
     """torchdiffeq method name."""
 
+    grid_max_step: ClassVar[float | None] = 1.0
     grid: ClassVar[str] = "logsnr"
     """Default time grid of fixed-step runs: uniform in log-SNR (measured: the step recommendations calibrated on
     VP/VE then hold on every affine zoo SDE, T = 1 to 80; ``docs/sampling.md``). Non-affine SDEs: uniform in t."""

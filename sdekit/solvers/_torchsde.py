@@ -37,8 +37,9 @@ standard Brownian motion; the sign of the noise does not matter). The state is f
 ``steps=None`` runs torchsde's adaptive step-doubling controller with ``rtol``/``atol`` and a
 :class:`torchsde.BrownianInterval` seeded from the sampler's generator; ``steps=n`` takes n
 steps with the light :class:`~sdekit.solvers._brownian.FixedStepBrownian` on the grid ``grid=``
-(default ``"logsnr"``: uniform in the log-SNR, which transfers one step count across VP, VE, sub-VP,
-EDM (T = 80), OU (T = 5); ``"uniform"`` in t for non-affine SDEs).
+(default ``"optimized"``: defined in the log-SNR like ``"logsnr"``, so one step count transfers across VP, VE,
+sub-VP, EDM (T = 80), OU (T = 5), and shaped for the solver's order with log-SNR steps of at most 0.5;
+``"uniform"`` in t for non-affine SDEs; :mod:`sdekit.solvers._grids`).
 
 Options (``sdekit.sample(..., **options)``): ``grid``, ``rho`` (fixed steps, :mod:`sdekit.solvers._grids`),
 ``bm`` (a torchsde Brownian motion of shape
@@ -83,9 +84,11 @@ class TorchsdeSolver(Solver):
     recommended_steps: ClassVar[int | None] = None
     """Fixed step count (on :attr:`grid`) at which 20,000 samples pass the sliced-KS and moment tests on every
     affine zoo SDE (``docs/sampling.md``)."""
-    grid: ClassVar[str] = "logsnr"
-    """Default time grid of fixed-step runs: uniform in log-SNR (measured: the step recommendations calibrated on
-    VP/VE then hold on every affine zoo SDE, T = 1 to 80; ``docs/sampling.md``). Non-affine SDEs: uniform in t."""
+    grid: ClassVar[str] = "optimized"
+    """Default time grid of fixed-step runs: ``"optimized"`` for the solver's weak order with log-SNR steps of at
+    most :attr:`grid_max_step` (measured over the affine zoo against ``"logsnr"``, the previous default, and the
+    other kinds: ``docs/sampling.md``, "Time grids"). Non-affine SDEs: uniform in t."""
+    grid_max_step: ClassVar[float | None] = 0.5
     options_defaults: ClassVar[dict[str, Any]] = {
         "bm": None,
         "check_every": 32,

@@ -35,6 +35,7 @@ from sdekit.solvers._grids import (
     optimized_error_weight,
     optimized_log_snr,
     resolve_grid,
+    solver_time_grid,
     time_grid,
 )
 
@@ -241,3 +242,37 @@ def test_optimized_grid_runs_through_sample() -> None:
             return_info=True,
         )  # fmt: skip
         assert info.nfe == 8 and bool(torch.isfinite(x).all())
+
+
+@pytest.mark.parametrize("name", ["vp", "subvp", "ve", "edm", "cosine", "ou"])
+def test_capped_grid_keeps_log_snr_steps_below_the_cap(name: str) -> None:
+    """The torchsde solvers' default grid: no log-SNR step longer than ``grid_max_step`` = 0.5; a step count too
+    small for the cap gives the uniform log-SNR grid (the shortest longest step)."""
+    sde, euler = ZOO[name](), get("euler")
+    assert euler.grid == "optimized" and euler.grid_max_step == 0.5
+    lo, hi = _ends(sde)
+    for n in (50, 200):
+        lam = log_snr(sde.marginal, solver_time_grid(sde, sde.T, sde.default_eps, n, euler, {}))
+        assert float((lam[1:] - lam[:-1]).max()) <= 0.5 + 1e-6
+    n = int((hi - lo) / 0.5)  # n * 0.5 <= range: the cap cannot be met
+    lam = log_snr(sde.marginal, solver_time_grid(sde, sde.T, sde.default_eps, n, euler, {}))
+    assert float((lam[1:] - lam[:-1] - (hi - lo) / n).abs().max()) < 1e-9
+
+
+def test_capped_grid_still_equidistributes_where_the_cap_is_slack() -> None:
+    """Steps well below the cap hold equal shares of the density (the capped steps hold less)."""
+    sde = sdekit.VPSDE()
+    lam = optimized_log_snr(*_ends(sde), 100, 1, 1.0, 0.5)
+    h = lam[1:] - lam[:-1]
+    mass = _per_step_integrals(lam, _density(float(lam[0]), float(lam[-1]), 1))
+    free = h < 0.4  # away from the cap (a step straddling the switch to 1 / cap holds a mixed share)
+    assert int(free.sum()) > 50 and int((~free).sum()) > 0
+    rel = float((mass[free] / mass[free].mean() - 1).abs().max())
+    assert rel < 2e-3
+
+
+def test_default_grids_of_the_solver_families() -> None:
+    for name in ("euler", "milstein", "srk", "heun", "midpoint"):
+        assert get(name).grid == "optimized", name
+    for name in ("exp1", "exp2", "exp3"):
+        assert get(name).grid == "arctan" and get(name).grid_max_step is None, name
