@@ -83,15 +83,19 @@ with exact endpoints. Kinds:
   Shape: in :math:`\lambda` the density decays like :math:`e^{-2|u|/(p+1)}` on both sides of
   :math:`u = \lambda + \log c \approx 0` (noise comparable to the data scale), steeper than ``"arctan"``
   (:math:`e^{-|\lambda|/3}`): few steps go to the ends. What was tried (``benchmarks/grids.py``, 2-D mixture,
-  ``exp2``/``exp3``, VP and VE, 6–20 NFE, n = 1e5): the local bound without the propagation factor
-  (:math:`|g^{(p)}|^{1/(p+1)}`) was worse at 6–10 NFE; floors :math:`\varphi` of 0.01, 0.05 and 0.2 made
-  6–10 NFE worse by factors up to 5 and did not fix 15–20 NFE; exponents :math:`1/p` and :math:`1/(p+2)`, a
+  ``exp2``/``exp3``, VP and VE, 6–20 NFE, n = 1e5, one seed): the local bound without the propagation factor
+  (:math:`|g^{(p)}|^{1/(p+1)}`) was worse at 6–8 NFE (``exp2``: 8.7 / 8.5 against 2.6 / 2.6 at 6 NFE on VP / VE);
+  floors :math:`\varphi` of 0.01, 0.05 and 0.2 made 6–8 NFE worse by factors 2–10 (``exp2`` on VE at 6 NFE:
+  6.1, 18.9, 25.5) without reaching ``"arctan"`` at 20 NFE; exponents :math:`1/p` and :math:`1/(p+2)`, a
   step-ratio cap (consecutive steps within 1.5x or 2x) and a step-wise envelope
-  :math:`|g^{(p)}| + \tfrac h2|g^{(p+1)}|` traded 6–10 NFE for 15–20 NFE without beating ``"arctan"`` there;
-  ``data_std = 0.5`` (the mixture's components have std 0.3–0.5) helped at 15–20 NFE and hurt at 6–10. For
-  reverse Euler–Maruyama the uncapped grid was the best kind on VP, VE, EDM and cosine VP but failed on sub-VP
-  (one final step of 5.6 in :math:`\lambda`, ratio 2.26 at 50 steps), which the cap of step 6 fixed (1.03).
-  Measured results: ``docs/sampling.md``, "Time grids".
+  :math:`|g^{(p)}| + \tfrac h2|g^{(p+1)}|` traded 6–10 NFE for 15–20 NFE without beating ``"arctan"`` there
+  (``exp3`` at 20 NFE: 1.0–1.3 against 0.89–0.90); ``data_std = 0.5`` (the mixture's components have std
+  0.3–0.5) helped at 15–20 NFE and hurt at 6–10. A KL bound between the exact and the discretised Gaussian
+  marginals was not tried: for Gaussian data the uniform-:math:`\lambda` grid super-converges, so such a bound
+  would favour it, and it measured among the worst grids here. For reverse Euler–Maruyama the uncapped grid
+  was the best kind on VP, VE, EDM and cosine VP but failed on sub-VP (one final step of 5.6 in
+  :math:`\lambda`, ratio 2.26 at 50 steps), which the cap (item 6) fixed (1.03). Measured results:
+  ``docs/sampling.md``, "Time grids".
 
 Grids in :math:`\lambda` or :math:`r` are mapped back to t by inverting the strictly monotone
 :math:`\lambda(t)` (vectorised bisection in float64), so every affine SDE — VP, VE, sub-VP, EDM,
