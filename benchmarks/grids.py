@@ -55,14 +55,17 @@ def _sdes(part: str) -> dict[str, sdekit.SDE]:
     }
 
 
-def ratio(sde: sdekit.SDE, solver: str, steps: int, grid: str, n: int, seed: int) -> tuple[float, int]:
-    """Sliced-KS ratio and NFE of one run of ``solver`` with ``steps`` on ``grid`` (exact score, exact x_T)."""
+def ratio(
+    sde: sdekit.SDE, solver: str, steps: int, grid: str, n: int, seed: int, **options: object
+) -> tuple[float, int]:
+    """Sliced-KS ratio and NFE of one run of ``solver`` with ``steps`` on ``grid`` (exact score, exact x_T; further
+    solver ``options`` such as ``data_std``)."""
     oracle = analytic.GaussianMixture(torch.tensor(MEANS), torch.tensor(STDS), torch.tensor(WEIGHTS)).diffuse(sde)
     gen = torch.Generator().manual_seed(seed + 1)
     x_T = oracle.sample(n, sde.T, generator=gen, dtype=torch.float32)
     x, info = sdekit.sample(
         oracle, sde, x_T.shape, solver=solver, steps=steps, grid=grid, denoise=False, x_T=x_T, generator=gen,
-        return_info=True,
+        return_info=True, **options,
     )  # fmt: skip
     if not bool(torch.isfinite(x).all()):
         return math.inf, info.nfe
