@@ -11,8 +11,10 @@ family-wise level 1e-3; ratio <= 1: indistinguishable):
   (VP, VE, sub-VP, cosine VP, EDM) on every grid kind: the measurement behind the torchsde solvers' default grid.
 
 Writes ``benchmarks/results/grids.md`` and prints it. Run ``python -m benchmarks grids`` or
-``python -m benchmarks.grids [--quick] [--part few|em] [--n N] [--seed S]``; the table in ``docs/sampling.md``
-("Time grids") is a full run (n = 100,000). Single process; one torch thread by default.
+``python -m benchmarks.grids [--quick] [--part few|em] [--n N] [--seed S] [--grids a,b] [--data-std c1,c2]``;
+the tables in ``docs/sampling.md`` ("Time grids") are a full run (n = 100,000), plus
+``--part few --grids optimized,arctan --n 200000 --seed 1`` and ``--part few --grids optimized --data-std
+1.78,1.23,0.4``. Single process; one torch thread by default.
 """
 
 from __future__ import annotations
@@ -83,33 +85,34 @@ def _table(title: str, head: list[str], rows: list[tuple[str, list[float]]]) -> 
     return [*lines, ""]
 
 
-def few_step(n: int, seed: int, quick: bool) -> list[str]:
-    """exp2/exp3 at few NFE on VP and VE, every grid kind."""
+def few_step(n: int, seed: int, quick: bool, grids: tuple[str, ...] = GRIDS, **options: object) -> list[str]:
+    """exp2/exp3 at few NFE on VP and VE on every grid kind (or ``grids``); ``options`` go to every run."""
     nfes = QUICK_FEW_NFE if quick else FEW_NFE
     out: list[str] = []
     for sde_name, sde in _sdes("few").items():
         for solver in FEW_SOLVERS:
             rows = []
-            for grid in GRIDS:
+            for grid in grids:
                 t0 = time.perf_counter()
-                rows.append((grid, [ratio(sde, solver, k, grid, n, seed)[0] for k in nfes]))
+                rows.append((grid, [ratio(sde, solver, k, grid, n, seed, **options)[0] for k in nfes]))
                 cells = " ".join(f"{v:6.2f}" for v in rows[-1][1])
                 print(f"  {sde_name} {solver} {grid:10s} {cells}  ({time.perf_counter() - t0:.1f} s)", flush=True)
             out += _table(f"{sde_name}, {solver}: ratio at NFE", [f"{k} NFE" for k in nfes], rows)
     return out
 
 
-def em(n: int, seed: int, quick: bool) -> list[str]:
-    """euler and srk over the zoo, every grid kind; a last table has each grid's worst ratio over the zoo."""
+def em(n: int, seed: int, quick: bool, grids: tuple[str, ...] = GRIDS, **options: object) -> list[str]:
+    """euler and srk over the zoo on every grid kind (or ``grids``); a last table has each grid's worst ratio over
+    the zoo. ``options`` go to every run."""
     plan = QUICK_EM_STEPS if quick else EM_STEPS
     out: list[str] = []
     for solver, steps in plan.items():
-        worst = {grid: [0.0] * len(steps) for grid in GRIDS}
+        worst = {grid: [0.0] * len(steps) for grid in grids}
         for sde_name, sde in _sdes("em").items():
             rows = []
-            for grid in GRIDS:
+            for grid in grids:
                 t0 = time.perf_counter()
-                vals = [ratio(sde, solver, k, grid, n, seed)[0] for k in steps]
+                vals = [ratio(sde, solver, k, grid, n, seed, **options)[0] for k in steps]
                 worst[grid] = [max(a, b) for a, b in zip(worst[grid], vals, strict=True)]
                 rows.append((grid, vals))
                 cells = " ".join(f"{v:6.2f}" for v in vals)
@@ -120,27 +123,29 @@ def em(n: int, seed: int, quick: bool) -> list[str]:
 
 
 def main(repeats: int = 1, threads: int = 1, quick: bool = False, part: str = "all", n: int | None = None,
-         seed: int = 0) -> str:  # fmt: skip
+         seed: int = 0, grids: tuple[str, ...] = GRIDS, data_std: tuple[float, ...] | None = None) -> str:  # fmt: skip
     """Run the parts, write ``benchmarks/results/grids.md``, print and return the tables.
 
-    ``repeats`` is accepted for the ``python -m benchmarks`` runner and unused (errors, not times).
+    ``repeats`` is accepted for the ``python -m benchmarks`` runner and unused (errors, not times). ``grids``
+    restricts the grid kinds; ``data_std`` (the ``"optimized"`` grid's data scales) is passed to every run.
     """
     del repeats
+    options = {} if data_std is None else {"data_std": data_std}
     torch.set_num_threads(threads)
     n = n or (QUICK_N if quick else N)
     crit = math.sqrt(-math.log(ALPHA / (2 * K_DIRECTIONS)) / 2) / math.sqrt(n)
     lines = [
         f"Sliced-KS statistic / critical value (n = {n:,}, {K_DIRECTIONS} directions, level {ALPHA:g}, "
         f"D_crit = {crit:.2e}, x_T seed {seed}) against the exact p_eps; <= 1: indistinguishable; bold: best grid "
-        f"of the column. Grids: {', '.join(GRIDS)} (sdekit/solvers/_grids.py; edm with rho = 7, optimized with "
-        f"data_std = 1 and the solver's order).",
+        f"of the column. Grids: {', '.join(grids)} (sdekit/solvers/_grids.py; edm with rho = 7, optimized with "
+        f"data_std = {data_std or 1} and the solver's order).",
         "",
     ]
     started = time.perf_counter()
     if part in ("all", "few"):
-        lines += few_step(n, seed, quick)
+        lines += few_step(n, seed, quick, grids, **options)
     if part in ("all", "em"):
-        lines += em(n, seed, quick)
+        lines += em(n, seed, quick, grids, **options)
     text = "\n".join(lines)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "grids.md").write_text(text + "\n")
@@ -156,5 +161,11 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=None, help=f"samples (default {N:,}; --quick {QUICK_N:,})")
     parser.add_argument("--seed", type=int, default=0, help="x_T seed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--grids", default=",".join(GRIDS), help="comma-separated grid kinds (default: all)")
+    parser.add_argument("--data-std", default=None, help="data scales of the optimized grid, e.g. 1.78,1.23,0.4")
     args = parser.parse_args()
-    main(threads=args.threads, quick=args.quick, part=args.part, n=args.n, seed=args.seed)
+    scales = None if args.data_std is None else tuple(float(v) for v in args.data_std.split(","))
+    main(
+        threads=args.threads, quick=args.quick, part=args.part, n=args.n, seed=args.seed,
+        grids=tuple(args.grids.split(",")), data_std=scales,
+    )  # fmt: skip

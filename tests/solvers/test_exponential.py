@@ -23,6 +23,7 @@ import math
 
 import pytest
 import torch
+from _zoo import AFFINE_ZOO
 
 import sdekit
 from sdekit import analytic
@@ -32,20 +33,7 @@ from sdekit.solvers import get
 from sdekit.solvers._base import SamplingProblem
 from sdekit.solvers._grids import ARCTAN_EXPONENT, GRIDS, log_snr, time_grid
 
-
-def _user_sde() -> sdekit.SDE:
-    """An affine SDE with a nonzero offset m(t) and a numerically derived marginal."""
-    return sdekit.SDE.from_expressions("-(1 + t) * x + 2", "sqrt(1 + t)", T=2.0)
-
-
-ZOO = {
-    "vp": sdekit.VPSDE,
-    "ve": sdekit.VESDE,
-    "subvp": sdekit.SubVPSDE,
-    "edm": sdekit.EDMSDE,
-    "cosine": sdekit.CosineVPSDE,
-    "user": _user_sde,
-}
+ZOO = AFFINE_ZOO
 
 
 # ----------------------------------------------------------------------------- grids
@@ -208,9 +196,9 @@ def test_exp3_start_is_more_accurate_than_exp2s() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("sde_cls", [sdekit.VPSDE, sdekit.VESDE])
 def test_exp3_twenty_nfe_indistinguishable_from_exact(sde_cls) -> None:
-    """exp3 at its default grid, steps=20 = 20 NFE (its 2S start and 19 steps), on benchmarks/error_vs_nfe's mixture (exact score, x_T
-    from the exact p_T): n = 1e5 samples pass the sliced KS test against the exact p_eps (32 directions,
-    family-wise level 1e-3, so an exact sampler fails with probability <= 1e-3; seed fixed). Measured
+    """exp3 at its default grid, steps=20 = 20 NFE (its 2S start and 19 steps), on benchmarks/error_vs_nfe's mixture
+    (exact score, x_T from the exact p_T): n = 1e5 samples pass the sliced KS test against the exact p_eps (32
+    directions, family-wise level 1e-3, so an exact sampler fails with probability <= 1e-3; seed fixed). Measured
     ratios at 20 NFE 0.89-0.97 (seeds 1, 2; n = 1e5); on the logsnr grid 0.80-1.33 (21 NFE)."""
     sde = sde_cls()
     means = torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.5, -2.0]])

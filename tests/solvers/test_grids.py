@@ -21,6 +21,7 @@ import math
 
 import pytest
 import torch
+from _zoo import AFFINE_ZOO
 
 import sdekit
 from sdekit.errors import SolverError
@@ -40,24 +41,11 @@ from sdekit.solvers._grids import (
 )
 
 
-def _user_sde() -> sdekit.SDE:
-    """An affine SDE with a nonzero offset m(t) and a numerically derived marginal."""
-    return sdekit.SDE.from_expressions("-(1 + t) * x + 2", "sqrt(1 + t)", T=2.0)
-
-
 def _nonaffine() -> sdekit.SDE:
     return sdekit.SDE.from_expressions("-x**3", "1", T=1.0)
 
 
-ZOO = {
-    "vp": sdekit.VPSDE,
-    "ve": sdekit.VESDE,
-    "subvp": sdekit.SubVPSDE,
-    "edm": sdekit.EDMSDE,
-    "cosine": sdekit.CosineVPSDE,
-    "ou": sdekit.OrnsteinUhlenbeck,
-    "user": _user_sde,
-}
+ZOO = {**AFFINE_ZOO, "ou": sdekit.OrnsteinUhlenbeck}
 
 
 def _monotone_exact(times: torch.Tensor, t0: float, t1: float, n: int) -> None:
