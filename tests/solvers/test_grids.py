@@ -224,7 +224,7 @@ def test_optimized_grid_runs_through_sample() -> None:
     sde = sdekit.VPSDE()
     oracle = analytic.GaussianMixture(torch.tensor([[0.0]]), torch.tensor([1.0]), torch.tensor([1.0])).diffuse(sde)
     gen = torch.Generator().manual_seed(0)
-    for data_std in (1.0, 0.5):
+    for data_std in (1.0, 0.5, [1.5, 0.4]):
         x, info = sdekit.sample(
             oracle, sde, (64, 1), solver="exp2", steps=8, grid="optimized", data_std=data_std, generator=gen,
             return_info=True,
@@ -264,3 +264,13 @@ def test_default_grids_of_the_solver_families() -> None:
         assert get(name).grid == "optimized", name
     for name in ("exp1", "exp2", "exp3"):
         assert get(name).grid == "arctan" and get(name).grid_max_step is None, name
+
+
+def test_data_scales_average_the_per_axis_weights() -> None:
+    r"""Gaussian data with principal-axis stds :math:`(c_1, c_2)`: each axis is its own 1-D problem, and W is the
+    mean of the per-axis weights (float64 round-off, 1e-15)."""
+    lam = torch.linspace(-6.0, 8.0, 141, dtype=torch.float64)
+    for order in (1, 2, 3):
+        both = optimized_error_weight(lam, order, (1.5, 0.4))
+        mean = (optimized_error_weight(lam, order, 1.5) + optimized_error_weight(lam, order, 0.4)) / 2
+        assert float((both - mean).abs().max()) < 1e-15
