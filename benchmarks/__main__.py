@@ -12,7 +12,7 @@ import inspect
 import textwrap
 import time
 
-MODULES: list[str] = ["step_cost", "likelihood", "likelihood_fixed_grid", "error_vs_nfe"]
+MODULES: list[str] = ["step_cost", "likelihood", "likelihood_fixed_grid", "error_vs_nfe", "grids"]
 """Benchmark modules under ``benchmarks/``, run in this order."""
 
 ABOUT: dict[str, str] = {
@@ -31,11 +31,15 @@ ABOUT: dict[str, str] = {
     "samples: sliced-KS distance to the exact law over its critical value (<= 1: indistinguishable). Writes "
     "benchmarks/results/error_vs_nfe.md and .png. About 40 minutes (docs/benchmarks.md: 20 minutes split over "
     "two processes); --quick (n = 20,000, shorter ladders) takes 2 CPU minutes (longer on a busy machine).",
+    "grids": "The time grids side by side (uniform, quadratic, logsnr, edm, arctan, optimized) on the 2-D mixture "
+    "with the exact score, n = 100,000: exp2/exp3 at 6-20 NFE on VP and VE, and euler (50/100/200 steps) and srk "
+    "(50) on VP, VE, sub-VP, cosine VP and EDM; sliced-KS ratio against the exact law. Writes "
+    "benchmarks/results/grids.md. About 25 minutes; --quick (n = 20,000, fewer NFE and step counts) about 3.",
 }
 """What each benchmark measures and how long it takes (one full run, 2 shared CPU cores, one torch thread)."""
 
 EXAMPLES = """examples:
-  python -m benchmarks                          # all four, in this order (about 45 minutes)
+  python -m benchmarks                          # all five, in this order (about 70 minutes)
   python -m benchmarks step_cost likelihood     # only these two (about 1-2 minutes)
   python -m benchmarks error_vs_nfe --quick     # the error-vs-NFE table with n = 20,000
   python -m benchmarks likelihood --repeats 1   # one timing per case: faster, noisier

@@ -37,7 +37,7 @@ from .parameterization import check_parameterization, score_fn
 from .solvers import SamplingProblem, Solver, SolveStats
 from .solvers._base import ensure_finite
 from .solvers._defaults import default_sampler
-from .solvers._grids import resolve_grid, time_grid
+from .solvers._grids import solver_time_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
@@ -471,8 +471,7 @@ def _segment_steps(
         return [None] * len(segments)
     if len(segments) == 1:
         return [n_total]
-    kind = resolve_grid(sde, opts.get("grid"), impl.grid, impl.name)
-    full = time_grid(sde, T, eps, n_total, kind, rho=opts.get("rho", 7.0))
+    full = solver_time_grid(sde, T, eps, n_total, impl, opts)
     idx = [0] + [int((full - b).abs().argmin()) for _, b in segments[:-1]] + [n_total]
     return [max(1, hi - lo) for lo, hi in itertools.pairwise(idx)]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
+from _zoo import AFFINE_ZOO
 
 import sdekit
 from sdekit import analytic
@@ -28,19 +29,8 @@ F64 = torch.float64
 MU, S = 0.5, 0.3
 
 
-def user_sde() -> sdekit.SDE:
-    """An affine SDE with a nonzero offset m(t) and a numerically derived marginal."""
-    return sdekit.SDE.from_expressions("-(1 + t) * x + 2", "sqrt(1 + t)", T=2.0)
-
-
-ZOO = {
-    "vp": sdekit.VPSDE,
-    "ve": sdekit.VESDE,
-    "subvp": sdekit.SubVPSDE,
-    "edm": sdekit.EDMSDE,
-    "cosine": sdekit.CosineVPSDE,
-    "user": user_sde,
-}
+ZOO = AFFINE_ZOO
+"""Name -> constructor of every built-in affine SDE and a user SDE with an offset (tests/_zoo.py)."""
 
 
 def gauss(sde: sdekit.SDE, t: float) -> tuple[float, float]:
