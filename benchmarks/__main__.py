@@ -12,7 +12,9 @@ import inspect
 import textwrap
 import time
 
-MODULES: list[str] = ["step_cost", "likelihood", "likelihood_fixed_grid", "error_vs_nfe", "grids"]
+MODULES: list[str] = [
+    "step_cost", "likelihood", "likelihood_fixed_grid", "error_vs_nfe", "grids", "few_step", "adaptive_defaults",
+]  # fmt: skip
 """Benchmark modules under ``benchmarks/``, run in this order."""
 
 ABOUT: dict[str, str] = {
@@ -35,16 +37,30 @@ ABOUT: dict[str, str] = {
     "with the exact score, n = 100,000: exp2/exp3 at 6-20 NFE on VP and VE, and euler (50/100/200 steps) and srk "
     "(50) on VP, VE, sub-VP, cosine VP and EDM; sliced-KS ratio against the exact law. Writes "
     "benchmarks/results/grids.md. About 25 minutes; --quick (n = 20,000, fewer NFE and step counts) about 3.",
+    "few_step": "Few-step sampling at 4-30 NFE (counted by a wrapper around the model): every registered sdekit "
+    "sampler whose steps are model evaluations (exp1-3, DPM-Solver++/DPM-Solver/UniPC once registered; found at run "
+    "time) on every time grid, plus ode:midpoint and ode:rk4, against diffusers' DPM-Solver++(2M/3M) and UniPC "
+    "(orders 2 and 3, bh1/bh2) on the grids diffusers offers, same exact oracle, on VPSDE, VESDE and a user SDE. A "
+    "sweep at n = 100,000 picks each method's best grid; the best two of each side per NFE are re-run at n = "
+    "200,000 with two x_T seeds for the head-to-head. First checks every method's convergence order on a 1-D "
+    "oracle. Needs diffusers for the peers (pip install 'sdekit[bench]'; skipped without it). Writes "
+    "benchmarks/results/few_step.md, .png and .json. About 30-40 minutes with its default two worker processes "
+    "(see python -m benchmarks.few_step -h); --quick (smaller n, NFE 5/10/20, one seed) takes about 2 minutes.",
+    "adaptive_defaults": "The default tolerance of solver='ode' (dopri5) on every zoo SDE: sliced-KS ratio and NFE "
+    "at n = 200,000 (two x_T seeds) for rtol/atol from 1e-3 down to 1e-4 and a 1e-5 reference, the loosest "
+    "rtol = atol passing with margin, and every adaptive ode:* solver at its own default. Writes "
+    "benchmarks/results/adaptive_defaults.md. About 30 minutes; --quick (n = 20,000, two tolerances) 1 minute.",
 }
 """What each benchmark measures and how long it takes (one full run, 2 shared CPU cores, one torch thread)."""
 
 EXAMPLES = """examples:
-  python -m benchmarks                          # all five, in this order (about 70 minutes)
+  python -m benchmarks                          # all seven, in this order (about 2.5 hours)
   python -m benchmarks step_cost likelihood     # only these two (about 1-2 minutes)
   python -m benchmarks error_vs_nfe --quick     # the error-vs-NFE table with n = 20,000
+  python -m benchmarks few_step --quick         # sdekit vs DPM-Solver++/UniPC, n = 20,000
   python -m benchmarks likelihood --repeats 1   # one timing per case: faster, noisier
   python -m benchmarks.likelihood --device cuda # run alone with its own options (see its -h; so
-                                                # does error_vs_nfe)
+                                                # do error_vs_nfe and few_step)
 """
 
 
@@ -52,8 +68,8 @@ def _description() -> str:
     intro = (
         "sdekit's benchmarks. Each one measures its contenders side by side in the same run and prints ratios "
         "(timings: minimum over --repeats), not absolute claims: the machines are shared. Results are printed; "
-        "error_vs_nfe also writes benchmarks/results/. docs/benchmarks.md has the numbers of a full run. Times "
-        "below: one run on 2 shared CPU cores with one torch thread."
+        "error_vs_nfe and few_step also write benchmarks/results/. docs/benchmarks.md has the numbers of a full run. "
+        "Times below: one run on 2 shared CPU cores with one torch thread."
     )
     lines = [textwrap.fill(intro, width=98), "", "benchmarks:"]
     for name in MODULES:
@@ -92,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         metavar="N",
         default=3,
-        help="runs per timed measurement; the minimum is reported (default 3; error_vs_nfe and "
-        "likelihood_fixed_grid time nothing and ignore it)",
+        help="runs per timed measurement; the minimum is reported (default 3; error_vs_nfe, few_step, "
+        "adaptive_defaults and likelihood_fixed_grid time nothing and ignore it)",
     )
     parser.add_argument(
         "--threads",
@@ -103,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads for every benchmark (default 1: one core per side)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="the short version where a benchmark has one (error_vs_nfe: n = 20,000)"
+        "--quick",
+        action="store_true",
+        help="the short version where a benchmark has one (error_vs_nfe, few_step, adaptive_defaults)",
     )
     return parser
 

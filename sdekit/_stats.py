@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["SlicedKS", "sliced_ks", "ks_critical_value", "random_directions", "mixture_projected_cdf"]
@@ -98,12 +99,16 @@ def sliced_ks(
     cdf = cdf_1d_fn_or_mixture
     if not callable(cdf) or hasattr(cdf, "covariances"):
         cdf = mixture_projected_cdf(cdf_1d_fn_or_mixture, u)
-    proj = x @ u.T  # (n, k)
+    proj = x.detach() @ u.T  # (n, k)
+    if proj.device.type == "cpu":  # numpy sorts the k projections ~10x faster (32 x 1e5: 0.03 s vs 0.3-0.5 s)
+        ordered = torch.from_numpy(np.sort(proj.T.numpy(), axis=1))
+    else:
+        ordered = torch.sort(proj.T, dim=1).values
     stats = []
     hi = torch.arange(1, n + 1, dtype=torch.float64) / n
     lo = torch.arange(0, n, dtype=torch.float64) / n
     for j in range(u.shape[0]):
-        z, _ = torch.sort(proj[:, j])
+        z = ordered[j]
         f = cdf(z, j)
         stats.append(torch.maximum((hi - f).abs().max(), (f - lo).abs().max()))
     per = torch.stack(stats)

@@ -47,7 +47,7 @@ __all__ = ["TorchdiffeqSolver", "ODE_METHODS", "ode_method"]
 # method: (global order, recommended steps (fixed grid) or rtol = atol (adaptive), NFE per step)
 _INFO: dict[str, tuple[int, float, str]] = {
     "dopri8": (8, 1e-3, "12 (FSAL)"),
-    "dopri5": (5, 1e-3, "6 (FSAL)"),
+    "dopri5": (5, 3e-4, "6 (FSAL)"),
     "bosh3": (3, 1e-4, "3 (FSAL)"),
     "fehlberg2": (2, 1e-5, "2 (FSAL)"),
     "adaptive_heun": (2, 1e-3, "2"),
