@@ -13,7 +13,7 @@ import textwrap
 import time
 
 MODULES: list[str] = [
-    "step_cost", "likelihood", "likelihood_fixed_grid", "error_vs_nfe", "few_step", "adaptive_defaults",
+    "step_cost", "likelihood", "likelihood_fixed_grid", "error_vs_nfe", "grids", "few_step", "adaptive_defaults",
 ]  # fmt: skip
 """Benchmark modules under ``benchmarks/``, run in this order."""
 
@@ -33,6 +33,10 @@ ABOUT: dict[str, str] = {
     "samples: sliced-KS distance to the exact law over its critical value (<= 1: indistinguishable). Writes "
     "benchmarks/results/error_vs_nfe.md and .png. About 40 minutes (docs/benchmarks.md: 20 minutes split over "
     "two processes); --quick (n = 20,000, shorter ladders) takes 2 CPU minutes (longer on a busy machine).",
+    "grids": "The time grids side by side (uniform, quadratic, logsnr, edm, arctan, optimized) on the 2-D mixture "
+    "with the exact score, n = 100,000: exp2/exp3 at 6-20 NFE on VP and VE, and euler (50/100/200 steps) and srk "
+    "(50) on VP, VE, sub-VP, cosine VP and EDM; sliced-KS ratio against the exact law. Writes "
+    "benchmarks/results/grids.md. About 25 minutes; --quick (n = 20,000, fewer NFE and step counts) about 3.",
     "few_step": "Few-step sampling at 4-30 NFE (counted by a wrapper around the model): every registered sdekit "
     "sampler whose steps are model evaluations (exp1-3, DPM-Solver++/DPM-Solver/UniPC once registered; found at run "
     "time) on every time grid, plus ode:midpoint and ode:rk4, against diffusers' DPM-Solver++(2M/3M) and UniPC "
@@ -50,7 +54,7 @@ ABOUT: dict[str, str] = {
 """What each benchmark measures and how long it takes (one full run, 2 shared CPU cores, one torch thread)."""
 
 EXAMPLES = """examples:
-  python -m benchmarks                          # all six, in this order (about 2 hours)
+  python -m benchmarks                          # all seven, in this order (about 2.5 hours)
   python -m benchmarks step_cost likelihood     # only these two (about 1-2 minutes)
   python -m benchmarks error_vs_nfe --quick     # the error-vs-NFE table with n = 20,000
   python -m benchmarks few_step --quick         # sdekit vs DPM-Solver++/UniPC, n = 20,000

@@ -36,7 +36,8 @@ from .errors import SolverError
 from .parameterization import check_parameterization, score_fn
 from .solvers import SamplingProblem, Solver, SolveStats
 from .solvers._base import ensure_finite
-from .solvers._grids import resolve_grid, time_grid
+from .solvers._defaults import default_sampler
+from .solvers._grids import solver_time_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
@@ -141,7 +142,7 @@ def sample(
     model: Model,
     sde: SDE,
     shape: tuple[int, ...],
-    solver: str = "srk",
+    solver: str | None = None,
     steps: int | None = None,
     rtol: float | None = None,
     atol: float | None = None,
@@ -173,10 +174,12 @@ def sample(
         model: ``model(x, t) -> tensor like x`` with t of shape (batch,), predicting ``parameterization``.
         sde: the forward SDE.
         shape: ``(batch, *event_shape)`` of the samples.
-        solver: registry name (``sdekit.solvers.available()``): torchsde ``"euler"``, ``"milstein"``,
-            ``"srk"`` (default), ``"heun"``, ``"midpoint"``, ``"reversible_heun"``; torchdiffeq ``"ode"``,
-            ``"ode:<method>"`` / ``"dopri5"``, ``"rk4"``, ...; native ``"pc"``, ``"ancestral"``, ``"ald"``,
-            ``"exp1"``–``"exp3"``.
+        solver: registry name (``sdekit.solvers.available()``), or None (default) to let sdekit pick: adaptive
+            ``"srk"`` when ``steps`` is None, else the sampler and grid that measured best at ``steps`` model
+            evaluations (:func:`sdekit.solvers.default_sampler`, ``docs/sampling.md``). Names: torchsde
+            ``"euler"``, ``"milstein"``, ``"srk"``, ``"heun"``, ``"midpoint"``, ``"reversible_heun"``; torchdiffeq
+            ``"ode"``, ``"ode:<method>"`` / ``"dopri5"``, ``"rk4"``, ...; native ``"pc"``, ``"ancestral"``, ``"ald"``,
+            ``"exp1"``–``"exp3"``, ``"unipc"``.
         steps: number of steps on the solver's time grid (its default ``grid``, e.g. ``"logsnr"``, or the
             ``grid=`` option); ``None`` runs adaptive solvers with ``rtol``/``atol`` and fixed-grid ones with
             their ``default_steps``.
@@ -188,8 +191,9 @@ def sample(
         parameterization: ``"score"``, ``"eps"``, ``"x0"``, ``"v"`` or ``"denoiser"``.
         corrector: Langevin corrector of predictor-corrector samplers: ``"default"`` (the solver's own;
             ``"langevin"`` for ``"pc"``), ``"langevin"``, or ``None`` / ``"none"`` to run the predictor
-            alone. Anything but ``"default"`` is passed to the solver; solvers without a corrector reject it.
-        snr: signal-to-noise ratio of that corrector (passed on when not the default 0.16).
+            alone; ``"unipc"``: True (its UniC corrector, the default) or False / None. Anything but ``"default"`` is
+            passed to the solver; solvers without a corrector reject it.
+        snr: signal-to-noise ratio of the Langevin corrector (passed on when not the default 0.16).
         denoise: final Tweedie denoising step at eps (affine SDEs only; +1 NFE).
         generator: ``torch.Generator`` for the prior and the noise: the same seed gives the same samples.
         device: device of the samples (default: ``x_T``'s, else the CPU).
@@ -267,6 +271,10 @@ def _check_inputs(
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
     sde = check_sde(sde)
     shape = _check_shape(shape)
+    steps = check_steps(steps, " (adaptive / solver default)")
+    if solver is None:
+        choice = default_sampler(sde, steps)
+        solver, options = choice.solver, {**choice.options, **options}
     name, impl = _check_solver(solver, sde, options)
     check_parameterization(parameterization)
     if parameterization != "score" and not sde.is_affine:
@@ -280,7 +288,6 @@ def _check_inputs(
         raise ValueError(f"eps must be a number with 0 < eps < T = {T:g}, got {eps!r}")
     eps = float(eps)
     path_times = _check_path_times(ts, T, eps)
-    steps = check_steps(steps, " (adaptive / solver default)")
     default_tol = impl.recommended_rtol or DEFAULT_RTOL
     rtol = check_positive("rtol", default_tol if rtol is None else rtol)
     atol = check_positive("atol", default_tol if atol is None else atol)
@@ -293,7 +300,7 @@ def _check_inputs(
     opts = {k: v for k, v in options.items() if k != "allow_unstable"}
     if corrector != "default":
         opts["corrector"] = corrector
-    if corrector != "default" or snr != 0.16:
+    if snr != 0.16:
         opts["snr"] = snr
     steps, budget = _plan_steps(impl, name, steps, denoise, opts)
     config = _Config(
@@ -464,8 +471,7 @@ def _segment_steps(
         return [None] * len(segments)
     if len(segments) == 1:
         return [n_total]
-    kind = resolve_grid(sde, opts.get("grid"), impl.grid, impl.name)
-    full = time_grid(sde, T, eps, n_total, kind, rho=opts.get("rho", 7.0))
+    full = solver_time_grid(sde, T, eps, n_total, impl, opts)
     idx = [0] + [int((full - b).abs().argmin()) for _, b in segments[:-1]] + [n_total]
     return [max(1, hi - lo) for lo, hi in itertools.pairwise(idx)]
 

@@ -279,6 +279,30 @@ def test_divergence_names_time_and_step(vp: sdekit.SDE) -> None:
         sdekit.sample(model, vp, (4, 1), solver="srk", dtype=F64, rtol=1e-2, atol=1e-2, generator=_gen(0))
 
 
+def test_default_solver_follows_the_documented_rule(vp: sdekit.SDE) -> None:
+    """No solver=: adaptive srk without steps; with steps=k the rule's few-step sampler, k model evaluations in
+    all (denoising step included); srk with k steps on a non-affine SDE; the caller's options win over the rule's."""
+    from sdekit.solvers import default_sampler  # lazy: the rule under test
+
+    oracle = _gauss1d().diffuse(vp)
+    _, info = sdekit.sample(oracle, vp, (16, 1), return_info=True, generator=_gen(0), rtol=1e-2, atol=1e-2)
+    assert info.solver == "srk" and info.rejected >= 0
+    for k in (6, 10, 25):
+        choice = default_sampler(vp, k)
+        x, info = sdekit.sample(oracle, vp, (16, 1), steps=k, return_info=True, generator=_gen(0))
+        assert (info.solver, info.nfe) == (choice.solver, k)
+        same = sdekit.sample(oracle, vp, (16, 1), solver=choice.solver, steps=k, generator=_gen(0), **choice.options)
+        assert torch.equal(x, same)
+    x = sdekit.sample(oracle, vp, (16, 1), steps=10, generator=_gen(0), grid="uniform")
+    uniform = sdekit.sample(oracle, vp, (16, 1), solver=default_sampler(vp, 10).solver, steps=10, generator=_gen(0),
+                            grid="uniform")  # fmt: skip
+    assert torch.equal(x, uniform)
+    sde = sdekit.SDE.from_expressions("-x", "0.5*sqrt(1 + x**2)")
+    x_T = torch.randn(8, 1, generator=_gen(0), dtype=F64)
+    _, info = sdekit.sample(lambda x, t: -x, sde, (8, 1), steps=5, x_T=x_T, denoise=False, return_info=True)
+    assert (info.solver, info.steps) == ("srk", 5)
+
+
 def test_non_affine_sde_needs_score_and_no_denoise() -> None:
     sde = sdekit.SDE.from_expressions("-x", "0.5*sqrt(1 + x**2)")
     with pytest.raises(SolverError, match="denoise"):

@@ -19,7 +19,7 @@ import sdekit
 from .. import solvers
 from .._stats import sliced_ks
 from ..parameterization import score_fn
-from ..solvers._grids import resolve_grid, time_grid
+from ..solvers._grids import solver_time_grid
 from ._config import ALPHA, LOW_NOISE, N_PROFILE
 from ._results import SampleRun
 from ._stages import error_text, path_times, sample_level
@@ -145,7 +145,7 @@ def _score_weights(sde: Any, solver: str, steps: int, eps: float, t_low: float, 
     if opts.get("corrector") != "langevin" or opts.get("snr_norm", "batch") != "batch" or steps is None:
         return None
     snr, n_corr = float(opts["snr"]), int(opts.get("n_corrector_steps", 1))
-    times = time_grid(sde, float(sde.T), eps, steps, resolve_grid(sde, None, getattr(impl, "grid", "uniform"), solver))
+    times = solver_time_grid(sde, float(sde.T), eps, steps, impl, {})
     gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(b"score weights"))
     predictor = corrector = 0.0
     n_low = 0

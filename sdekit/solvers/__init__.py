@@ -4,8 +4,9 @@ Importing this package registers every solver: each solver module below adds its
 registry (:mod:`sdekit.solvers._registry`) when it is imported, and every entry point looks solvers up there.
 """
 
-from . import _exponential, _native, _torchdiffeq, _torchsde  # noqa: F401  (register every solver)
+from . import _dpm, _exponential, _native, _torchdiffeq, _torchsde, _unipc  # noqa: F401  (register every solver)
 from ._base import SamplingProblem, SimulationProblem, Solver, SolveStats
+from ._defaults import default_sampler
 from ._registry import available, get, register, resolve
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "SimulationProblem",
     "SolveStats",
     "available",
+    "default_sampler",
     "get",
     "register",
     "resolve",

@@ -119,8 +119,14 @@ class Solver(abc.ABC):
     """Adaptive runs: the rtol = atol that :func:`sdekit.sample` uses when none is given (None: 1e-3); the
     sliced-KS test of ``docs/sampling.md`` passes at it."""
     grid: ClassVar[str] = "uniform"
-    """Default time grid of fixed-step runs: ``"uniform"`` in t, ``"logsnr"``, ``"edm"`` or ``"arctan"``
-    (:mod:`sdekit.solvers._grids`; option ``grid=``). Non-affine SDEs fall back to uniform."""
+    """Default time grid of fixed-step runs: ``"uniform"`` in t, ``"quadratic"``, ``"logsnr"``, ``"edm"``, ``"arctan"``
+    or ``"optimized"`` (:mod:`sdekit.solvers._grids`; option ``grid=``). Non-affine SDEs fall back to uniform."""
+    grid_max_step: ClassVar[float | None] = None
+    r"""Longest step in the log-SNR :math:`\lambda` the ``"optimized"`` grid may take (None: no cap). An explicit
+    method on the reverse SDE, whose drift contracts :math:`x - \alpha\hat x_0` at the rate 2 per unit of
+    :math:`\lambda`, overshoots the denoised mean once :math:`1 - 2h < 0`, hence 0.5 for the SDE solvers and 1 for
+    explicit probability-flow solvers in t (rate 1); the exponential integrators and the exact-kernel samplers solve
+    that linear part exactly and need no cap (:mod:`sdekit.solvers._grids`)."""
     can_sample: ClassVar[bool] = True
     r"""Whether :func:`sdekit.sample` runs this solver (on the reverse SDE or the PF-ODE).
 
@@ -135,12 +141,12 @@ class Solver(abc.ABC):
     can_simulate: ClassVar[bool] = False
     """Whether :func:`sdekit.simulate` can integrate the *forward* SDE with this solver (:meth:`simulate`;
     the torchsde solvers)."""
-    options_defaults: ClassVar[Mapping[str, Any]] = {"grid": None, "rho": 7.0}
+    options_defaults: ClassVar[Mapping[str, Any]] = {"grid": None, "rho": 7.0, "data_std": 1.0}
     """Options this class adds to those of its bases (``sdekit.sample(..., **options)``) with their defaults.
 
-    :meth:`accepted_options` merges them along the class hierarchy: every solver takes ``grid`` and ``rho``
-    (fixed-step time grid, :mod:`sdekit.solvers._grids`); a family adds its own (``check_every`` ...), a solver
-    its own (``variance`` ...). :meth:`options` rejects any other key."""
+    :meth:`accepted_options` merges them along the class hierarchy: every solver takes ``grid``, ``rho`` and
+    ``data_std`` (fixed-step time grid, :mod:`sdekit.solvers._grids`); a family adds its own (``check_every`` ...),
+    a solver its own (``variance`` ...). :meth:`options` rejects any other key."""
     startup_nfe: ClassVar[int] = 0
     """Model evaluations spent once per run on top of the per-step cost (``exp3`` with ``start="singlestep"``:
     1, the log-SNR midpoint of its first step)."""

@@ -72,6 +72,7 @@ __all__ = [
     "ExponentialIntegrator",
     "MidpointStart",
     "exp_moments",
+    "grid_log_snr",
     "lagrange_weights",
 ]
 
@@ -79,12 +80,15 @@ __all__ = [
 def exp_moments(h: torch.Tensor, order: int) -> list[torch.Tensor]:
     r""":math:`\mu_n = \int_0^h \tau^n e^{\tau-h}\,d\tau` for n < ``order`` (float64, elementwise in h).
 
-    For :math:`h \le 1` the cancelling closed forms are replaced by the positive series
+    For :math:`h > 1` the closed forms (:math:`n \ge 3`: the recursion :math:`\mu_n = h^n - n\,\mu_{n-1}`, by
+    parts); for :math:`h \le 1`, where they cancel, the positive series
     :math:`\mu_n = e^{-h}\sum_{k\ge0} h^{n+k+1} / (k!\,(n+k+1))` (35 terms: exact to round-off).
     """
     h = h.to(torch.float64)
     em = torch.expm1(-h)  # e^{-h} - 1
-    closed = [-em, h + em, h * h - 2 * h - 2 * em][:order]
+    closed = [-em, h + em, h * h - 2 * h - 2 * em]
+    for n in range(3, order):
+        closed.append(h**n - n * closed[-1])
     small = h <= 1
     out = []
     for n in range(order):
@@ -95,6 +99,15 @@ def exp_moments(h: torch.Tensor, order: int) -> list[torch.Tensor]:
             term = term * h / (k + 1)
         out.append(torch.where(small, torch.exp(-h) * series, closed[n]))
     return out
+
+
+def grid_log_snr(ctx: StepContext, name: str) -> torch.Tensor:
+    r"""The float64 log-SNR :math:`\lambda(t_i)` of ``ctx``'s grid, checked strictly increasing (``name``: the solver,
+    for the error message)."""
+    lam = log_snr(ctx.problem.sde.marginal, ctx.times)
+    if not bool((lam[1:] > lam[:-1]).all()):
+        raise SolverError(f"{name}: the log-SNR must increase along the grid; is g(t) zero somewhere?")
+    return lam
 
 
 def lagrange_weights(h: torch.Tensor, nodes: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -171,26 +184,31 @@ class ExponentialIntegrator(GridSolver[ExpState]):
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> ExpState:
         marginal = ctx.problem.sde.marginal
         times = ctx.times
-        lam = log_snr(marginal, times)
-        h = lam[1:] - lam[:-1]
-        if not bool((h > 0).all()):
-            raise SolverError(f"{self.name}: the log-SNR must increase along the grid; is g(t) zero somewhere?")
+        lam = grid_log_snr(ctx, self.name)
         alpha, sigma, m = marginal.alpha(times), marginal.sigma(times), marginal.offset(times)
         orders = self._orders(times.shape[0] - 1, opts["lower_order_final"])
         coef = ExpCoefficients(
-            (sigma[1:] / sigma[:-1]).tolist(), alpha.tolist(), (sigma**2).tolist(), m.tolist(), _weights(lam, orders)
+            (sigma[1:] / sigma[:-1]).tolist(),
+            alpha.tolist(),
+            (sigma**2).tolist(),
+            m.tolist(),
+            self._weights(lam, orders),
         )
-        start = _midpoint_start(ctx, lam, sigma) if self.order == 3 and orders[0] == 2 else None
+        start = _midpoint_start(ctx, lam, sigma) if orders[0] == 2 else None  # exp3's 2S warm-up
         return ExpState(coef, start)
 
     def _orders(self, n: int, lower_order_final: bool) -> list[int]:
-        """Order of each step: warm-up from 1 (``exp3``: 2, the singlestep start), lower at the end of short runs."""
+        """Order of each of the n steps: the multistep warm-up (1, 2, ... up to :attr:`order`, one NFE each) and, with
+        ``lower_order_final`` in runs of fewer than 15 steps, order at most 1 in the last step and 2 in the one before
+        (DPM-Solver's and diffusers' rule)."""
         orders = [min(self.order, i + 1) for i in range(n)]
         if lower_order_final and n < 15:
             orders = [min(o, n - i) for i, o in enumerate(orders)]
-        if self.order == 3:
-            orders[0] = 2  # singlestep 2S warm-up (always: it is the startup_nfe): local O(h^3) keeps order 3
         return orders
+
+    def _weights(self, lam: torch.Tensor, orders: list[int]) -> list[list[float]]:
+        """Weights :math:`w_j` of every step on the denoiser values, newest first (here: the Lagrange form)."""
+        return _weights(lam, orders)
 
     def step(self, ctx: StepContext, state: ExpState, x: torch.Tensor, i: int) -> tuple[torch.Tensor, ExpState]:
         c = state.coef
@@ -290,3 +308,10 @@ class Exp3(ExponentialIntegrator):
     description = "exponential integrator, order 3 (DPM-Solver++(3M)) on the PF-ODE; any affine SDE"
     nfe_per_step = "1 (+1 in the first step)"
     startup_nfe = 1
+
+    def _orders(self, n: int, lower_order_final: bool) -> list[int]:
+        """:meth:`ExponentialIntegrator._orders` with the singlestep 2S warm-up as step 0 (always: it is the
+        startup NFE; local :math:`O(h^3)` keeps order 3)."""
+        orders = super()._orders(n, lower_order_final)
+        orders[0] = 2
+        return orders

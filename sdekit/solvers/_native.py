@@ -39,7 +39,7 @@ import torch
 from .. import _random
 from ..errors import SolverError
 from ._base import FiniteWatch, SamplingProblem, Solver, SolveStats
-from ._grids import GRIDS, log_snr, resolve_grid, t_of_log_snr, time_grid
+from ._grids import GRIDS, log_snr, resolve_grid, solver_time_grid, t_of_log_snr, time_grid
 from ._registry import register
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,14 +133,15 @@ class GridSolver(Solver, Generic[State]):
     :meth:`prepare` (precompute coefficients on the grid; returns the solver's state, a small dataclass)
     and :meth:`step` (:math:`x_{t_i} \mapsto x_{t_{i+1}}`; returns the new x and state).
 
-    Common options: ``grid`` (``"uniform"`` in t, ``"logsnr"``, ``"edm"`` or ``"arctan"``, see
-    :mod:`sdekit.solvers._grids`; default :attr:`grid`), ``rho`` (7, the ``"edm"`` exponent) and ``check_every``
+    Common options: ``grid`` (``"uniform"`` in t, ``"quadratic"``, ``"logsnr"``, ``"edm"``, ``"arctan"`` or
+    ``"optimized"``, see :mod:`sdekit.solvers._grids`; default :attr:`grid`), ``rho`` (7, the ``"edm"`` exponent),
+    ``data_std`` (1, the data scale of the ``"optimized"`` grid) and ``check_every``
     (steps between the host reads of the finiteness watch, default 16).
     """
 
     adaptive: ClassVar[bool] = False
     grid: ClassVar[str] = "uniform"
-    """Default time grid (``"uniform"``, ``"logsnr"``, ``"edm"`` or ``"arctan"``; non-affine SDEs: uniform)."""
+    """Default time grid (a kind of :data:`~sdekit.solvers._grids.GRIDS`; non-affine SDEs: uniform)."""
     options_defaults: ClassVar[dict[str, Any]] = {"check_every": 16}
     nfe_per_step: ClassVar[str] = "1"
     """NFE per step, for the docs."""
@@ -173,7 +174,7 @@ class GridSolver(Solver, Generic[State]):
             raise SolverError(f"t_start must exceed t_end, got t_start={problem.t_start}, t_end={problem.t_end}")
         opts = self.options(problem)
         n = self.num_steps(problem)
-        times = time_grid(problem.sde, problem.t_start, problem.t_end, n, opts["grid"], rho=opts["rho"])
+        times = solver_time_grid(problem.sde, problem.t_start, problem.t_end, n, self, opts)
         ctx = StepContext(problem, times)
         state = self.prepare(ctx, opts)
         watch = FiniteWatch(int(opts["check_every"]), n, self._divergence(ctx, n), pin=True)
@@ -258,6 +259,7 @@ class PredictorCorrector(GridSolver):
     requires_affine = False
     default_steps = 400
     grid = "logsnr"
+    grid_max_step = 0.5
     description = "reverse-diffusion (Euler–Maruyama) predictor + Langevin corrector (Song et al. 2021); any SDE"
     options_defaults: ClassVar[dict[str, Any]] = {
         "corrector": "langevin",

@@ -37,7 +37,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 
 from ..errors import SolverError, UnknownSolverError
 from ._base import SamplingProblem, Solver, SolveStats, ensure_finite
-from ._grids import log_snr, resolve_grid, t_of_log_snr, time_grid
+from ._grids import log_snr, resolve_grid, solver_time_grid, t_of_log_snr
 from ._odedriver import integrate, is_fixed_grid
 from ._odestart import torchdiffeq_options
 from ._registry import REGISTRY, register, resolve
@@ -88,6 +88,7 @@ class TorchdiffeqSolver(Solver):
     method: ClassVar[str]
     """torchdiffeq method name."""
 
+    grid_max_step: ClassVar[float | None] = 1.0
     grid: ClassVar[str] = "logsnr"
     """Default time grid of fixed-step runs: uniform in log-SNR (measured: the step recommendations calibrated on
     VP/VE then hold on every affine zoo SDE, T = 1 to 80; ``docs/sampling.md``). Non-affine SDEs: uniform in t."""
@@ -101,7 +102,8 @@ class TorchdiffeqSolver(Solver):
             passthrough=torchdiffeq_options(self.method),
             note=f" (sdekit's grid/rho and torchdiffeq's options of {self.method!r})",
         )
-        grid_kind, rho = opts.pop("grid"), opts.pop("rho")
+        grid_opts = {key: opts.pop(key) for key in ("grid", "rho", "data_std")}
+        grid_kind = grid_opts["grid"]
         if self.method in _ADAMS:
             opts.setdefault("max_order", 4)  # torchdiffeq's default 12 is unstable here (module docstring)
         steps = problem.steps if problem.steps is not None else self.default_steps
@@ -117,7 +119,7 @@ class TorchdiffeqSolver(Solver):
         if steps is not None:
             if "step_size" in opts or "grid_constructor" in opts:
                 raise SolverError(f"{self.name}: pass either steps= or step_size/grid_constructor options, not both")
-            plan = self._on_grid(problem, plan, opts, int(steps), grid_kind, rho)
+            plan = self._on_grid(problem, plan, opts, int(steps), grid_opts)
         run = integrate(
             plan.func, x_T, plan.span, method=self.method, rtol=plan.rtol, atol=plan.atol, options=opts, what=plan.what
         )
@@ -141,13 +143,13 @@ class TorchdiffeqSolver(Solver):
         return x, SolveStats(steps=run.accepted, accepted=run.accepted, rejected=run.rejected)
 
     def _on_grid(
-        self, problem: SamplingProblem, plan: _Plan, opts: dict[str, Any], n: int, grid_kind: str | None, rho: float
+        self, problem: SamplingProblem, plan: _Plan, opts: dict[str, Any], n: int, grid_opts: dict[str, Any]
     ) -> _Plan:
         """The solve of ``plan`` on ``n`` fixed steps, with ``opts`` completed for torchdiffeq."""
         sde, x_T = problem.sde, problem.x_T
         t_start, t_end = float(problem.t_start), float(problem.t_end)
-        kind = resolve_grid(sde, grid_kind, self.grid, self.name)
-        grid_times = time_grid(sde, t_start, t_end, n, kind, rho=rho)
+        kind = resolve_grid(sde, grid_opts["grid"], self.grid, self.name)
+        grid_times = solver_time_grid(sde, t_start, t_end, n, self, grid_opts)
         if self.adaptive:
             # an adaptive RK method on a fixed grid: torchdiffeq's fixed-grid path does not
             # apply, so pin every step with step_t and make every step acceptable.

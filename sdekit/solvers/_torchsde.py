@@ -37,8 +37,9 @@ standard Brownian motion; the sign of the noise does not matter). The state is f
 ``steps=None`` runs torchsde's adaptive step-doubling controller with ``rtol``/``atol`` and a
 :class:`torchsde.BrownianInterval` seeded from the sampler's generator; ``steps=n`` takes n
 steps with the light :class:`~sdekit.solvers._brownian.FixedStepBrownian` on the grid ``grid=``
-(default ``"logsnr"``: uniform in the log-SNR, which transfers one step count across VP, VE, sub-VP,
-EDM (T = 80), OU (T = 5); ``"uniform"`` in t for non-affine SDEs).
+(default ``"optimized"``: defined in the log-SNR like ``"logsnr"``, so one step count transfers across VP, VE,
+sub-VP, EDM (T = 80), OU (T = 5), and shaped for the solver's order with log-SNR steps of at most 0.5;
+``"uniform"`` in t for non-affine SDEs; :mod:`sdekit.solvers._grids`).
 
 Options (``sdekit.sample(..., **options)``): ``grid``, ``rho`` (fixed steps, :mod:`sdekit.solvers._grids`),
 ``bm`` (a torchsde Brownian motion of shape
@@ -58,7 +59,7 @@ import torch
 
 from ..errors import SolverError
 from ._base import SamplingProblem, SimulationProblem, Solver, SolveStats
-from ._grids import resolve_grid, time_grid
+from ._grids import solver_time_grid
 from ._registry import register
 from ._torchsde_driver import Adaptive, Fixed, Forward, Reverse, drive
 
@@ -83,9 +84,11 @@ class TorchsdeSolver(Solver):
     recommended_steps: ClassVar[int | None] = None
     """Fixed step count (on :attr:`grid`) at which 20,000 samples pass the sliced-KS and moment tests on every
     affine zoo SDE (``docs/sampling.md``)."""
-    grid: ClassVar[str] = "logsnr"
-    """Default time grid of fixed-step runs: uniform in log-SNR (measured: the step recommendations calibrated on
-    VP/VE then hold on every affine zoo SDE, T = 1 to 80; ``docs/sampling.md``). Non-affine SDEs: uniform in t."""
+    grid: ClassVar[str] = "optimized"
+    """Default time grid of fixed-step runs: ``"optimized"`` for the solver's weak order with log-SNR steps of at
+    most :attr:`grid_max_step` (measured over the affine zoo against ``"logsnr"``, the previous default, and the
+    other kinds: ``docs/sampling.md``, "Time grids"). Non-affine SDEs: uniform in t."""
+    grid_max_step: ClassVar[float | None] = 0.5
     options_defaults: ClassVar[dict[str, Any]] = {
         "bm": None,
         "check_every": 32,
@@ -123,8 +126,7 @@ class TorchsdeSolver(Solver):
 
     def _reverse_grid(self, problem: SamplingProblem, opts: dict[str, Any], span: float) -> list[float]:
         """The fixed-step grid in increasing s = t_start - t (kind from ``grid=`` or :attr:`grid`), ends exact."""
-        kind = resolve_grid(problem.sde, opts["grid"], self.grid, self.name)
-        times = time_grid(problem.sde, problem.t_start, problem.t_end, int(problem.steps), kind, rho=opts["rho"])
+        times = solver_time_grid(problem.sde, problem.t_start, problem.t_end, int(problem.steps), self, opts)
         s_grid = [float(problem.t_start) - t for t in times.tolist()]
         s_grid[0], s_grid[-1] = 0.0, span
         return s_grid

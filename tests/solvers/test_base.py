@@ -76,10 +76,10 @@ def test_ensure_finite_builds_the_message_only_on_failure() -> None:
     ],
 )
 def test_accepted_options_merge_along_the_class_hierarchy(solver: str, own: set[str]) -> None:
-    """Every solver takes grid and rho (Solver); a family and a solver add theirs, with their defaults."""
+    """Every solver takes grid, rho and data_std (Solver); a family and a solver add theirs, with their defaults."""
     options = get(solver).accepted_options()
-    assert set(options) == {"grid", "rho"} | own
-    assert options["grid"] is None and options["rho"] == 7.0
+    assert set(options) == {"grid", "rho", "data_std"} | own
+    assert options["grid"] is None and options["rho"] == 7.0 and options["data_std"] == 1.0
     if "check_every" in own:
         assert options["check_every"] == (32 if solver == "euler" else 16)
 

@@ -9,7 +9,8 @@ Exact references only:
 * orders: 1-D Gaussian data :math:`N(\mu, s^2)`, whose PF-ODE map is affine,
   :math:`x_t = \mathrm{mean}_t + \tfrac{s_t}{s_T}(x_T - \mathrm{mean}_T)` with
   :math:`\mathrm{mean}_t = \alpha_t\mu + m_t`, :math:`s_t^2 = \alpha_t^2 s^2 + \sigma_t^2`; exact
-  score, float64, integrated to ``sde.default_eps``, max error over 7 starting points, log-log
+  score, float64, integrated to ``sde.default_eps``, max error over 7 starting points (helpers in
+  ``tests/_gaussflow.py``), log-log
   slope over 4 step counts within 0.3 of the order (TESTING.md). On the default ``"arctan"`` grid
   there is no super-convergence (the uniform-:math:`\lambda` grid's leading error telescopes for
   Gaussian data; the test in ``tests/solvers/test_native.py`` stops at an interior t for that reason).
@@ -23,29 +24,14 @@ import math
 
 import pytest
 import torch
+from _gaussflow import ZOO, gauss, gauss_score, pf_error, slope
 
 import sdekit
 from sdekit import analytic
 from sdekit._stats import random_directions, sliced_ks
 from sdekit.errors import SolverError
 from sdekit.solvers import get
-from sdekit.solvers._base import SamplingProblem
 from sdekit.solvers._grids import ARCTAN_EXPONENT, GRIDS, log_snr, time_grid
-
-
-def _user_sde() -> sdekit.SDE:
-    """An affine SDE with a nonzero offset m(t) and a numerically derived marginal."""
-    return sdekit.SDE.from_expressions("-(1 + t) * x + 2", "sqrt(1 + t)", T=2.0)
-
-
-ZOO = {
-    "vp": sdekit.VPSDE,
-    "ve": sdekit.VESDE,
-    "subvp": sdekit.SubVPSDE,
-    "edm": sdekit.EDMSDE,
-    "cosine": sdekit.CosineVPSDE,
-    "user": _user_sde,
-}
 
 
 # ----------------------------------------------------------------------------- grids
@@ -109,47 +95,6 @@ def test_exponential_integrators_default_to_the_arctan_grid() -> None:
 
 
 # ----------------------------------------------------------------------------- orders
-MU, S = 0.5, 0.3
-
-
-def _gauss(sde: sdekit.SDE, t: float) -> tuple[float, float]:
-    tt = torch.tensor(t, dtype=torch.float64)
-    m = sde.marginal
-    a = float(m.alpha(tt))
-    return a * MU + float(m.offset(tt)), math.sqrt(a * a * S * S + float(m.sigma2(tt)))
-
-
-def _gauss_score(sde: sdekit.SDE):
-    m = sde.marginal
-
-    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        a, off, s2 = m.alpha(t)[:, None], m.offset(t)[:, None], m.sigma2(t)[:, None]
-        return -(x - a * MU - off) / (a * a * S * S + s2)
-
-    return score
-
-
-def _pf_error(sde: sdekit.SDE, solver: str, steps: int, **options) -> float:
-    """Max |error| of the solver's PF-ODE map T -> eps from 7 fixed x_T against the exact affine map."""
-    eps = sde.default_eps
-    mT, sT = _gauss(sde, sde.T)
-    me, se = _gauss(sde, eps)
-    x_T = mT + sT * torch.linspace(-3, 3, 7, dtype=torch.float64)[:, None]
-    problem = SamplingProblem(
-        sde=sde, score=_gauss_score(sde), x_T=x_T, t_start=sde.T, t_end=eps, steps=steps, rtol=1.0, atol=1.0,
-        generator=None, progress=lambda k: None, options=options,
-    )  # fmt: skip
-    x, stats = get(solver).solve(problem)
-    assert stats.steps == steps
-    return float((x - (me + se / sT * (x_T - mT))).abs().max())
-
-
-def _slope(steps: tuple[int, ...], errs: list[float]) -> float:
-    xs = torch.log(torch.tensor(steps, dtype=torch.float64))
-    ys = torch.log(torch.tensor(errs, dtype=torch.float64))
-    return -float(((xs - xs.mean()) * (ys - ys.mean())).sum() / ((xs - xs.mean()) ** 2).sum())
-
-
 STEPS = (32, 64, 128, 256)  # errors 3e-3 .. 4e-6 for exp3 (far above round-off), asymptotic from 32 (measured)
 
 
@@ -159,17 +104,17 @@ STEPS = (32, 64, 128, 256)  # errors 3e-3 .. 4e-6 for exp3 (far above round-off)
 )
 def test_order_to_eps_on_default_grid(name: str, solver: str, order: int) -> None:
     sde = ZOO[name]()
-    errs = [_pf_error(sde, solver, n) for n in STEPS]
-    slope = _slope(STEPS, errs)
-    assert abs(slope - order) < 0.3, f"{solver} on {name}: slope {slope:.2f}, errors {errs}"
+    errs = [pf_error(sde, solver, n) for n in STEPS]
+    got = slope(STEPS, errs)
+    assert abs(got - order) < 0.3, f"{solver} on {name}: slope {got:.2f}, errors {errs}"
 
 
 # ----------------------------------------------------------------------------- exp3 warm-up
 def _run(solver: str, steps: int, **options) -> tuple[torch.Tensor, int]:
     sde = sdekit.VESDE()
-    x_T = _gauss(sde, sde.T)[1] * torch.linspace(-3, 3, 7, dtype=torch.float64)[:, None]
+    x_T = gauss(sde, sde.T)[1] * torch.linspace(-3, 3, 7, dtype=torch.float64)[:, None]
     x, info = sdekit.sample(
-        _gauss_score(sde), sde, x_T.shape, solver=solver, steps=steps, x_T=x_T, denoise=False, return_info=True,
+        gauss_score(sde), sde, x_T.shape, solver=solver, steps=steps, x_T=x_T, denoise=False, return_info=True,
         **options,
     )  # fmt: skip
     return x, info.nfe
@@ -182,14 +127,14 @@ def test_steps_are_model_evaluations(solver: str, steps: int) -> None:
     takes one of them, so it runs one step fewer)."""
     assert _run(solver, steps)[1] == steps
     sde = sdekit.VESDE()
-    _, info = sdekit.sample(_gauss_score(sde), sde, (7, 1), solver=solver, steps=steps + 1, return_info=True)
+    _, info = sdekit.sample(gauss_score(sde), sde, (7, 1), solver=solver, steps=steps + 1, return_info=True)
     assert info.nfe == steps + 1 and info.steps == steps - (solver == "exp3")
 
 
 def test_too_few_steps_is_refused_with_the_least_count() -> None:
     sde = sdekit.VESDE()
     with pytest.raises(ValueError, match=r"steps=2 leaves no step to take; pass steps >= 3"):
-        sdekit.sample(_gauss_score(sde), sde, (7, 1), solver="exp3", steps=2)
+        sdekit.sample(gauss_score(sde), sde, (7, 1), solver="exp3", steps=2)
 
 
 def test_exp3_start_is_more_accurate_than_exp2s() -> None:
@@ -199,8 +144,8 @@ def test_exp3_start_is_more_accurate_than_exp2s() -> None:
     difference is the first step, so this isolates the warm-up."""
     for name in ("vp", "ve"):
         sde = ZOO[name]()
-        e3 = _pf_error(sde, "exp3", 2, lower_order_final=False)
-        e2 = _pf_error(sde, "exp2", 2, lower_order_final=False)
+        e3 = pf_error(sde, "exp3", 2, lower_order_final=False)
+        e2 = pf_error(sde, "exp2", 2, lower_order_final=False)
         assert e3 < e2, (name, e3, e2)
 
 
@@ -208,9 +153,9 @@ def test_exp3_start_is_more_accurate_than_exp2s() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("sde_cls", [sdekit.VPSDE, sdekit.VESDE])
 def test_exp3_twenty_nfe_indistinguishable_from_exact(sde_cls) -> None:
-    """exp3 at its default grid, steps=20 = 20 NFE (its 2S start and 19 steps), on benchmarks/error_vs_nfe's mixture (exact score, x_T
-    from the exact p_T): n = 1e5 samples pass the sliced KS test against the exact p_eps (32 directions,
-    family-wise level 1e-3, so an exact sampler fails with probability <= 1e-3; seed fixed). Measured
+    """exp3 at its default grid, steps=20 = 20 NFE (its 2S start and 19 steps), on benchmarks/error_vs_nfe's
+    mixture (exact score, x_T from the exact p_T): n = 1e5 samples pass the sliced KS test against the exact p_eps
+    (32 directions, family-wise level 1e-3, so an exact sampler fails with probability <= 1e-3; seed fixed). Measured
     ratios at 20 NFE 0.89-0.97 (seeds 1, 2; n = 1e5); on the logsnr grid 0.80-1.33 (21 NFE)."""
     sde = sde_cls()
     means = torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.5, -2.0]])

@@ -15,7 +15,7 @@ from sdekit.errors import SolverError, UnknownSolverError
 from sdekit.solvers import SamplingProblem, SimulationProblem, Solver, SolveStats, _registry, available, get, resolve
 
 TORCHSDE = {"euler", "milstein", "srk", "heun", "midpoint", "reversible_heun"}
-NATIVE = {"pc", "ancestral", "ald", "exp1", "exp2", "exp3"}
+NATIVE = {"pc", "ancestral", "ald", "exp1", "exp2", "exp3", "dpm++2m", "dpm++3m", "dpm2", "dpm3"}
 
 
 def test_importing_the_solvers_package_registers_every_solver() -> None:
