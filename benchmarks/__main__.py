@@ -44,8 +44,8 @@ ABOUT: dict[str, str] = {
     "sweep at n = 100,000 picks each method's best grid; the best two of each side per NFE are re-run at n = "
     "200,000 with two x_T seeds for the head-to-head. First checks every method's convergence order on a 1-D "
     "oracle. Needs diffusers for the peers (pip install 'sdekit[bench]'; skipped without it). Writes "
-    "benchmarks/results/few_step.md, .png and .json. About 30-40 minutes with its default two worker processes "
-    "(see python -m benchmarks.few_step -h); --quick (smaller n, NFE 5/10/20, one seed) takes about 2 minutes.",
+    "benchmarks/results/few_step.md, .png and .json. About 25 minutes with its default two worker processes on two "
+    "free cores (see python -m benchmarks.few_step -h); --quick (smaller n, NFE 5/10/20, one seed) about 2 minutes.",
     "adaptive_defaults": "The default tolerance of solver='ode' (dopri5) on every zoo SDE: sliced-KS ratio and NFE "
     "at n = 200,000 (two x_T seeds) for rtol/atol from 1e-3 down to 1e-4 and a 1e-5 reference, the loosest "
     "rtol = atol passing with margin, and every adaptive ode:* solver at its own default. Writes "
