@@ -49,7 +49,8 @@ ABOUT: dict[str, str] = {
     "adaptive_defaults": "The default tolerance of solver='ode' (dopri5) on every zoo SDE: sliced-KS ratio and NFE "
     "at n = 200,000 (two x_T seeds) for rtol/atol from 1e-3 down to 1e-4 and a 1e-5 reference, the loosest "
     "rtol = atol passing with margin, and every adaptive ode:* solver at its own default. Writes "
-    "benchmarks/results/adaptive_defaults.md. About 22 minutes in one process; --quick (n = 20,000, two tolerances) 1 minute.",
+    "benchmarks/results/adaptive_defaults.md. About 22 minutes in one process; --quick (n = 20,000, two "
+    "tolerances) 1 minute.",
 }
 """What each benchmark measures and how long it takes (one full run, 2 shared CPU cores, one torch thread)."""
 
