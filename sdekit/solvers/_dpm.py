@@ -129,7 +129,7 @@ class DPMSolverPlusPlusMultistep(ExponentialIntegrator):
     second- and a first-order step). ``steps=k`` of :func:`sdekit.sample`: k model evaluations with the denoising step.
     """
 
-    grid = "logsnr"
+    grid = "optimized"  # measured best across VP, VE and a user SDE (docs/benchmarks.md)
 
     def _weights(self, lam: torch.Tensor, orders: list[int]) -> list[list[float]]:
         return multistep_weights(lam, orders)
@@ -223,7 +223,7 @@ class SinglestepDPMSolver(GridSolver[SinglestepState]):
     order: ClassVar[int] = 2
     noise_types = ("additive",)
     requires_affine = True
-    grid = "logsnr"
+    grid = "optimized"  # measured best across VP, VE and a user SDE (docs/benchmarks.md)
     steps_are_nfe = True
 
     def intervals(self, nfe: int, options: Mapping[str, Any]) -> int:

@@ -181,7 +181,7 @@ class UniPC(GridSolver[UniPCState]):
     weak_order = 3.0
     noise_types = ("additive",)
     requires_affine = True
-    grid = "logsnr"
+    grid = "optimized"  # measured best across VP, VE and a user SDE (docs/benchmarks.md)
     steps_are_nfe = True
     default_steps = 25  # sub-VP's moment test needs it on the log-SNR grid; VP and VE pass at 20
     description = "UniPC (UniP predictor + UniC corrector, B(h)) on the PF-ODE; orders 1-3; any affine SDE"
