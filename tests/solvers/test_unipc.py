@@ -362,7 +362,7 @@ def test_float32_and_float64(dtype) -> None:
 
 
 def test_default_grid_is_the_measured_best() -> None:
-    """"optimized": the best grid of UniPC-2/3 (bh1, bh2) over the NFE ladder on VP, VE and a user SDE
+    """ "optimized": the best grid of UniPC-2/3 (bh1, bh2) over the NFE ladder on VP, VE and a user SDE
     (benchmarks/few_step.py, docs/benchmarks.md)."""
     assert get("unipc").grid == "optimized" and get("unipc").steps_are_nfe
 
