@@ -61,8 +61,9 @@ NFE: every solver here has :attr:`~sdekit.solvers.Solver.steps_are_nfe`. The mul
 per step. For the singlestep ones, k evaluations are planned like the reference's
 ``get_orders_and_timesteps_for_singlestep_solver`` ("DPM-Solver-fast"): order 3, :math:`K = \lfloor k/3\rfloor + 1`
 steps of orders ``[3]*(K-2) + [2, 1]`` (k % 3 = 0), ``[3]*(K-1) + [1]`` (k % 3 = 1), ``[3]*(K-1) + [2]`` (k % 3 = 2);
-order 2, ``[2]*(k//2)`` (k even) or ``[2]*(k//2) + [1]``; the grid (default ``"logsnr"``, like the reference's
-``skip_type="logSNR"``) has K intervals. A solve without a budget (``SamplingProblem.nfe_budget`` None) takes every
+order 2, ``[2]*(k//2)`` (k even) or ``[2]*(k//2) + [1]``; the grid (default ``"optimized"``, measured best; ``"logsnr"``
+is the reference's ``skip_type="logSNR"``) has K intervals. A solve without a budget (``SamplingProblem.nfe_budget``
+None) takes every
 interval at full order.
 """
 

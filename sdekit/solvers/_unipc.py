@@ -172,8 +172,8 @@ class UniPC(GridSolver[UniPCState]):
     3 with the corrector), ``variant`` (``"bh1"`` or ``"bh2"``, default ``"bh2"``), ``corrector`` (True: UniC on
     every step but the last; False or None: the plain UniP predictor), ``lower_order_final`` (True: the last steps
     drop to order 1 in runs of fewer than 15 steps; ``"always"``: in every run, like the reference code and
-    diffusers; False), ``grid`` (default ``"logsnr"``). Any affine SDE. NFE: one per step (the corrector reuses the next
-    step's evaluation); ``steps=k`` of :func:`sdekit.sample` is k model evaluations in all.
+    diffusers; False), ``grid`` (default ``"optimized"``, measured best). Any affine SDE. NFE: one per step (the
+    corrector reuses the next step's evaluation); ``steps=k`` of :func:`sdekit.sample` is k model evaluations in all.
     """
 
     name = "unipc"
