@@ -51,6 +51,7 @@ from ._checks import (
 )
 from ._dequantize import bits_per_dim, dequantize
 from ._likelihood_rhs import AugmentedFlow, NormalizedFlow, PlainFlow, per_sample_norm
+from ._model_errors import GuardedModel
 from ._traces import PROBES, ExactTrace, HutchinsonTrace, draw_probes
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError
 from .parameterization import check_parameterization, score_fn
@@ -281,7 +282,7 @@ def _needs_graph(model: Any, x: torch.Tensor, eps: float, create_graph: bool | N
     """One model call at eps: checks its output, and whether the caller wants a graph through the model."""
     t_eps = torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device)
     with torch.enable_grad():
-        out = model(x.detach(), t_eps)
+        out = GuardedModel(model)(x.detach(), t_eps)
     check_model_output(out, x, nonfinite_hint=f"t = eps = {eps:g}; check the model near t = 0")
     if create_graph is not None:
         return bool(create_graph) and torch.is_grad_enabled()
@@ -305,7 +306,7 @@ def _check_adjoint(model: Any, adjoint: Any, adjoint_params: Any, graph: bool) -
 # --------------------------------------------------------------------------- stage 2: the right-hand side
 def _build_rhs(config: _LogpConfig, model: Model, sde: SDE, x: torch.Tensor) -> AugmentedFlow:
     """The augmented PF-ODE (x, log-density) with the configured trace, in x or in normalized coordinates."""
-    score = score_fn(model, sde, config.parameterization)
+    score = score_fn(GuardedModel(model), sde, config.parameterization)
     if config.trace == "hutchinson":
         trace: ExactTrace | HutchinsonTrace = HutchinsonTrace(
             draw_probes(config.probe, config.n_probes, x, config.generator)

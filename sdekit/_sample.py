@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._checks import check_float_dtype, check_generator, check_model_output, check_positive
+from ._model_errors import GuardedModel
 from ._run import RunInfo, check_sde, check_steps, lookup_solver
 from .errors import SolverError
 from .parameterization import check_parameterization, score_fn
@@ -237,7 +238,7 @@ def sample(
             if cfg.x_T is not None
             else sde.prior.sample(cfg.shape, generator=cfg.generator, device=cfg.device, dtype=cfg.dtype)
         )
-        score = _CountingScore(score_fn(_CheckedModel(model), sde, cfg.parameterization))
+        score = _CountingScore(score_fn(_CheckedModel(GuardedModel(model)), sde, cfg.parameterization))
         x, path, stats = _integrate(impl, cfg, sde, score, x_T)
         x = _finish(cfg, sde, score, x, stats)
     info = RunInfo.of(stats, score.nfe, cfg.name, started)

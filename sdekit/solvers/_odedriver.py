@@ -30,6 +30,7 @@ from torchdiffeq._impl.misc import _mixed_norm, _rms_norm
 from torchdiffeq._impl.odeint import SOLVERS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
+from .._model_errors import is_model_error
 from ..errors import SolverDivergedError, SolverError
 from ._odestart import end_time, keep_inside
 
@@ -161,6 +162,8 @@ def integrate(
         try:
             ys = solve(rhs, y0, times, rtol=rtol, atol=atol, method=method, options=opts or None, **extra)
         except AssertionError as err:  # torchdiffeq signals step-size underflow and non-finite states with assert
+            if is_model_error(err):  # the user's model asserted: report it as itself
+                raise
             raise _failure(err, method, times, counted, what, advice) from err
     accepted, rejected = step_norm.counts() if step_norm is not None else (None, None)
     return OdeRun(ys=ys, evaluations=counted.calls, accepted=accepted, rejected=rejected)

@@ -39,6 +39,7 @@ from torchsde._core import base_sde as _ts_base
 from torchsde._core import methods as _ts_methods
 
 from .._checks import warn_user
+from .._model_errors import is_model_error
 from ..errors import SolverDivergedError, SolverError
 from ._base import FiniteWatch, SolveStats, ensure_finite
 from ._brownian import FixedStepBrownian
@@ -415,6 +416,8 @@ def run_adaptive(
                 y = ys[-1]
                 out.append(y)
         except AssertionError as err:  # torchsde asserts when its error estimate is NaN
+            if is_model_error(err):  # the user's model asserted: report it as itself
+                raise
             t_fail = time_map.t(counter.last_s0 if counter.last_s0 is not None else plan.times[0])
             raise SolverDivergedError(
                 f"{label}: the state became non-finite after t = {t_fail:.6g} (adaptive step {counter.attempts}; "
