@@ -61,3 +61,16 @@ def test_logp_reports_the_models_own_exception(exc: type[Exception]) -> None:
     with pytest.raises(exc) as info:
         sdekit.logp(Buggy(exc, t_fail=0.5), sde, x)
     _check(info, exc)
+
+
+def test_adaptive_ode_reports_a_nan_model_as_divergence_where_it_happened() -> None:
+    """A model that returns NaN below t = 0.5: the adaptive PF-ODE solve stops with SolverDivergedError at the step
+    where the drift became non-finite (before: torchdiffeq's "underflow in dt", a false diagnosis)."""
+    from sdekit.errors import SolverDivergedError  # lazy: only this test
+
+    def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.where((t < 0.5)[:, None], torch.full_like(x, float("nan")), -x)
+
+    with pytest.raises(SolverDivergedError, match="non-finite") as info:
+        sdekit.sample(model, sdekit.VPSDE(), (8, 2), solver="ode")
+    assert 0.0 < info.value.t < 0.5 and info.value.step is not None and info.value.step > 0

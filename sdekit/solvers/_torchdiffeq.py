@@ -121,8 +121,9 @@ class TorchdiffeqSolver(Solver):
                 raise SolverError(f"{self.name}: pass either steps= or step_size/grid_constructor options, not both")
             plan = self._on_grid(problem, plan, opts, int(steps), grid_opts)
         run = integrate(
-            plan.func, x_T, plan.span, method=self.method, rtol=plan.rtol, atol=plan.atol, options=opts, what=plan.what
-        )
+            plan.func, x_T, plan.span, method=self.method, rtol=plan.rtol, atol=plan.atol, options=opts, what=plan.what,
+            watch="the probability-flow drift", advice="check the model (NaN/inf?), raise eps or tighten rtol/atol",
+        )  # fmt: skip
         x = run.ys[-1]
         ensure_finite(
             x,
