@@ -148,8 +148,8 @@ class Solver(abc.ABC):
     ``data_std`` (fixed-step time grid, :mod:`sdekit.solvers._grids`); a family adds its own (``check_every`` ...),
     a solver its own (``variance`` ...). :meth:`options` rejects any other key."""
     startup_nfe: ClassVar[int] = 0
-    """Model evaluations spent once per run on top of the per-step cost (``exp3`` with ``start="singlestep"``:
-    1, the log-SNR midpoint of its first step)."""
+    """Model evaluations spent once per run on top of the per-step cost (``exp3``: 1, the log-SNR midpoint of its
+    singlestep first step)."""
     steps_are_nfe: ClassVar[bool] = False
     r"""Whether ``steps=k`` of :func:`sdekit.sample` means k model evaluations in all (the exponential-family and
     multistep samplers, counted as DPM-Solver and diffusers count them): the start-up, every step and the final

@@ -74,6 +74,7 @@ __all__ = [
     "exp_moments",
     "grid_log_snr",
     "lagrange_weights",
+    "weighted_sum",
 ]
 
 
@@ -108,6 +109,15 @@ def grid_log_snr(ctx: StepContext, name: str) -> torch.Tensor:
     if not bool((lam[1:] > lam[:-1]).all()):
         raise SolverError(f"{name}: the log-SNR must increase along the grid; is g(t) zero somewhere?")
     return lam
+
+
+def weighted_sum(weights: list[float], values: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    r""":math:`\sum_j w_j v_j` over the first ``len(weights)`` values (newest first): the multistep update of the
+    exponential integrators and UniPC, Python-float weights times tensors."""
+    out = weights[0] * values[0]
+    for w, v in zip(weights[1:], values[1:]):
+        out = out + w * v
+    return out
 
 
 def lagrange_weights(h: torch.Tensor, nodes: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -219,9 +229,7 @@ class ExponentialIntegrator(GridSolver[ExpState]):
         if i == 0 and state.start is not None:  # exp3 warm-up: DDIM to the midpoint, then 2S
             est = w[0] * x0 + w[1] * _midpoint_x0(ctx, state.start, y, x0)
         else:
-            est = w[0] * hist[0]
-            for j in range(1, len(w)):
-                est = est + w[j] * hist[j]
+            est = weighted_sum(w, hist)
         return c.ratio[i] * y + c.alpha[i + 1] * est + c.m[i + 1], dataclasses.replace(state, history=hist)
 
 

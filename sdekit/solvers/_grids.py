@@ -116,6 +116,7 @@ from ..errors import SolverError
 if TYPE_CHECKING:  # pragma: no cover
     from .._marginal import GaussianMarginal
     from ..symbolic.sde import SDE
+    from ._base import Solver
 
 __all__ = [
     "ARCTAN_EXPONENT",
@@ -376,12 +377,12 @@ def grid_order(solver: Any, sde: SDE | None = None) -> int:
 
 
 def solver_time_grid(
-    sde: SDE, t_start: float, t_end: float, n: int, solver: Any, options: Mapping[str, Any]
+    sde: SDE, t_start: float, t_end: float, n: int, solver: Solver, options: Mapping[str, Any]
 ) -> torch.Tensor:
     """:func:`time_grid` of a solver's run: kind from ``options["grid"]`` or ``solver.grid``
     (:func:`resolve_grid`), ``rho`` and ``data_std`` from ``options``, ``order`` from :func:`grid_order`."""
     kind = resolve_grid(sde, options.get("grid"), solver.grid, solver.name)
     return time_grid(
         sde, t_start, t_end, n, kind, rho=options.get("rho", 7.0), order=grid_order(solver, sde),
-        data_std=options.get("data_std", 1.0), max_step=getattr(solver, "grid_max_step", None),
+        data_std=options.get("data_std", 1.0), max_step=solver.grid_max_step,
     )  # fmt: skip

@@ -65,8 +65,8 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import SolverError
-from ._exponential import exp_moments
-from ._native import GridSolver, StepContext, log_snr
+from ._exponential import exp_moments, grid_log_snr, weighted_sum
+from ._native import GridSolver, StepContext
 from ._registry import register
 
 __all__ = ["UniPC", "UniPCCoefficients", "UniPCState", "unipc_orders", "unipc_rhos", "unipc_weights"]
@@ -157,13 +157,6 @@ def unipc_weights(
     return predict, correct
 
 
-def _combine(weights: list[float], values: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    out = weights[0] * values[0]
-    for w, v in zip(weights[1:], values[1:]):
-        out = out + w * v
-    return out
-
-
 @register
 class UniPC(GridSolver[UniPCState]):
     r"""UniPC (Zhao et al., 2023): multistep UniP-p predictor + UniC corrector (B(h), data prediction) on the PF-ODE.
@@ -206,9 +199,7 @@ class UniPC(GridSolver[UniPCState]):
             raise SolverError(f"unipc: lower_order_final must be True, False or 'always', got {lof!r}")
         marginal = ctx.problem.sde.marginal
         times = ctx.times
-        lam = log_snr(marginal, times)
-        if not bool((lam[1:] > lam[:-1]).all()):
-            raise SolverError("unipc: the log-SNR must increase along the grid; is g(t) zero somewhere?")
+        lam = grid_log_snr(ctx, self.name)
         alpha, sigma, m = marginal.alpha(times), marginal.sigma(times), marginal.offset(times)
         orders = unipc_orders(times.shape[0] - 1, int(order), lof if lof == "always" else bool(lof))
         predict, correct = unipc_weights(lam, alpha, orders, variant, corrector)
@@ -230,6 +221,6 @@ class UniPC(GridSolver[UniPCState]):
         y = x - c.m[i]
         hist = ((y + c.sigma2[i] * ctx.score(x, i)) / c.alpha[i], *state.history)
         if i > 0 and c.correct[i - 1]:  # UniC for step i - 1 with this evaluation (no extra NFE)
-            y = c.ratio[i - 1] * state.y_prev + _combine(c.correct[i - 1], hist)
-        y_next = c.ratio[i] * y + _combine(c.predict[i], hist)
+            y = c.ratio[i - 1] * state.y_prev + weighted_sum(c.correct[i - 1], hist)
+        y_next = c.ratio[i] * y + weighted_sum(c.predict[i], hist)
         return y_next + c.m[i + 1], UniPCState(c, hist[: c.keep], y)
