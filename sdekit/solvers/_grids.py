@@ -187,7 +187,7 @@ def optimized_error_weight(lam: torch.Tensor, order: int, data_std: float | tupl
     (relative to each direction's scale) a unit-length step of order p at :math:`\lambda` contributes per
     :math:`h^{p+1}`, for Gaussian data with standard deviations ``data_std`` = :math:`(c_1, \dots, c_K)` along its
     principal axes (one number: :math:`N(\mu, c^2 I)`; module docstring)."""
-    scales = (data_std,) if isinstance(data_std, (int, float)) else tuple(data_std)
+    scales = _scales(data_std)
     lam = lam.to(torch.float64)
     w = torch.zeros_like(lam)
     for c in scales:
