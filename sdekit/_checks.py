@@ -14,8 +14,10 @@ import torch
 from .errors import ModelOutputError
 
 __all__ = [
+    "COMPUTE_DTYPES",
     "check_batch",
     "check_choice",
+    "check_compute_dtype",
     "check_count",
     "check_eps",
     "check_float_dtype",
@@ -32,7 +34,7 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 def check_model_output(
     out: Any, x: torch.Tensor, *, what: str = "model(x, t)", nonfinite_hint: str | None = None
 ) -> torch.Tensor:
-    """Return ``out`` if it is a tensor shaped like ``x`` with ``x``'s dtype, else raise ModelOutputError.
+    """Return ``out`` if it is a tensor shaped like ``x`` with ``x``'s dtype and device, else raise ModelOutputError.
 
     With ``nonfinite_hint`` (where the call happened, e.g. ``"t = 0.001; check the model"``) the
     values must also be finite; that costs one host sync, so callers do it once, not per step.
@@ -42,6 +44,8 @@ def check_model_output(
         raise ModelOutputError(f"{what} must return a tensor shaped like x {tuple(x.shape)}, got {got}")
     if out.dtype != x.dtype:
         raise ModelOutputError(f"{what} returned dtype {out.dtype} for x of dtype {x.dtype}; keep the dtype of x")
+    if out.device != x.device:
+        raise ModelOutputError(f"{what} returned a tensor on {out.device} for x on {x.device}; keep the device of x")
     if nonfinite_hint is not None and not bool(torch.isfinite(out).all()):
         raise ModelOutputError(f"{what} returned non-finite values at {nonfinite_hint}")
     return out
@@ -71,15 +75,37 @@ def check_float_dtype(dtype: Any) -> torch.dtype | None:
     return dtype
 
 
-def check_batch(x: Any, name: str = "x") -> torch.Tensor:
-    """``x`` if it is a float tensor of shape (batch, *event_shape), no dimension empty, else TypeError/ValueError."""
+COMPUTE_DTYPES = (torch.float32, torch.float64)
+"""The dtypes sdekit integrates in, at every entry point (``sample``, ``simulate``, ``logp``, Langevin, the losses):
+half precision (float16, bfloat16) cannot resolve the small increments of a diffusion solve or a log-density, so
+it is refused up front rather than failing later; a half-precision network can still run inside the model (cast
+its input and output)."""
+
+
+def check_compute_dtype(dtype: torch.dtype, what: str, fix: str) -> torch.dtype:
+    """``dtype`` if it is in :data:`COMPUTE_DTYPES`, else a TypeError naming ``what`` (e.g. ``"x"``) and ``fix``."""
+    if dtype not in COMPUTE_DTYPES:
+        raise TypeError(
+            f"{what} has dtype {dtype}, but sdekit integrates in torch.float32 or torch.float64 (half precision "
+            f"cannot resolve a solver's or a log-density's small increments); {fix}. A half-precision network can "
+            f"still run inside the model: cast x to its dtype there and its output back"
+        )
+    return dtype
+
+
+def check_batch(x: Any, name: str = "x", *, finite: bool = False) -> torch.Tensor:
+    """``x`` if it is a float32/float64 tensor (:data:`COMPUTE_DTYPES`) of shape (batch, *event_shape), no dimension
+    empty (and, with ``finite``, no NaN/inf: one host read), else TypeError/ValueError naming ``name``."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"{name} must be a floating-point tensor of shape (batch, *event_shape), got {got}")
+    check_compute_dtype(x.dtype, name, f"convert it with {name}.float() or {name}.double()")
     if x.ndim < 1 or x.shape[0] == 0 or x.numel() == 0:
         raise ValueError(
             f"{name} must have shape (batch, *event_shape) with batch >= 1 and no empty dimension, got {tuple(x.shape)}"
         )
+    if finite and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; pass finite values")
     return x
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import _random
-from ._checks import check_generator, check_model_output, check_positive
+from ._checks import check_batch, check_generator, check_model_output, check_positive
 from .errors import ModelOutputError
 from .solvers._base import FiniteWatch
 from .solvers._native import langevin_steps
@@ -41,15 +41,6 @@ __all__ = ["langevin", "annealed_langevin"]
 
 
 _RUNAWAY = 1e6  # a state this many times larger than the first one has run away (a divergence, not a bad score)
-
-
-def _check_x0(x0: Any) -> torch.Tensor:
-    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
-        got = x0.dtype if isinstance(x0, torch.Tensor) else type(x0).__name__
-        raise TypeError(f"x0 must be a floating-point tensor of shape (batch, *event_shape), got {got}")
-    if x0.ndim < 1 or x0.numel() == 0:
-        raise ValueError(f"x0 must have shape (batch, *event_shape) with batch >= 1, got {tuple(x0.shape)}")
-    return x0
 
 
 def _check_steps(n_steps: Any, name: str = "n_steps") -> int:
@@ -172,7 +163,7 @@ def langevin(
     """
     if not callable(score):
         raise TypeError(f"score must be a callable score(x), got {type(score).__name__}")
-    x = _check_x0(x0).detach()
+    x = check_batch(x0, "x0").detach()
     h = check_positive("step_size", step_size)
     n_steps = _check_steps(n_steps)
     check_generator(generator)
@@ -219,7 +210,7 @@ def annealed_langevin(
     """
     if not callable(score):
         raise TypeError(f"score must be a callable score(x, sigma), got {type(score).__name__}")
-    x = _check_x0(x0).detach()
+    x = check_batch(x0, "x0").detach()
     levels = _check_sigmas(sigmas)
     eps = check_positive("step_lr", step_lr)
     n_steps_each = _check_steps(n_steps_each, "n_steps_each")

@@ -51,7 +51,7 @@ from ._checks import (
 )
 from ._dequantize import bits_per_dim, dequantize
 from ._likelihood_rhs import AugmentedFlow, NormalizedFlow, PlainFlow, per_sample_norm
-from ._model_errors import GuardedModel
+from ._model_errors import CheckedModel, GuardedModel
 from ._traces import PROBES, ExactTrace, HutchinsonTrace, draw_probes
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError
 from .parameterization import check_parameterization, score_fn
@@ -209,14 +209,7 @@ def _check_data(model: Any, sde: Any, x: Any) -> None:
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
-    check_batch(x)
-    if x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(
-            f"logp integrates in float32 or float64, got x of dtype {x.dtype} (half precision cannot resolve the "
-            f"log-density's increments); convert with x.float() or x.double()"
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains NaN or infinite values")
+    check_batch(x, finite=True)
 
 
 def _check_trace(trace: Any, probe: Any, n_probes: Any, dim: int) -> str:
@@ -304,9 +297,9 @@ def _check_adjoint(model: Any, adjoint: Any, adjoint_params: Any, graph: bool) -
 
 
 # --------------------------------------------------------------------------- stage 2: the right-hand side
-def _build_rhs(config: _LogpConfig, model: Model, sde: SDE, x: torch.Tensor) -> AugmentedFlow:
+def _build_rhs(config: _LogpConfig, model: CheckedModel, sde: SDE, x: torch.Tensor) -> AugmentedFlow:
     """The augmented PF-ODE (x, log-density) with the configured trace, in x or in normalized coordinates."""
-    score = score_fn(GuardedModel(model), sde, config.parameterization)
+    score = score_fn(model, sde, config.parameterization)
     if config.trace == "hutchinson":
         trace: ExactTrace | HutchinsonTrace = HutchinsonTrace(
             draw_probes(config.probe, config.n_probes, x, config.generator)
@@ -520,7 +513,14 @@ def logp(
         adjoint=adjoint,
         adjoint_params=adjoint_params,
     )
-    rhs = _build_rhs(config, model, sde, x)
-    run = _integrate(config, rhs, x)
-    result, info = _assemble(config, rhs, run, x, started)
+    checked = CheckedModel(model)
+    rhs = _build_rhs(config, checked, sde, x)
+    try:
+        run = _integrate(config, rhs, x)
+        result, info = _assemble(config, rhs, run, x, started)
+    except SolverDivergedError as err:
+        blame = checked.verdict(err)
+        if blame is None:
+            raise
+        raise blame from err
     return (result, info) if return_info else result

@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._checks import check_float_dtype, check_generator, check_model_output, check_positive
-from ._model_errors import GuardedModel
+from ._checks import check_compute_dtype, check_float_dtype, check_generator, check_positive
+from ._model_errors import CheckedModel
 from ._run import RunInfo, check_sde, check_steps, lookup_solver
-from .errors import SolverError
+from .errors import SolverDivergedError, SolverError
 from .parameterization import check_parameterization, score_fn
 from .solvers import SamplingProblem, Solver, SolveStats
 from .solvers._base import ensure_finite
@@ -238,9 +238,16 @@ def sample(
             if cfg.x_T is not None
             else sde.prior.sample(cfg.shape, generator=cfg.generator, device=cfg.device, dtype=cfg.dtype)
         )
-        score = _CountingScore(score_fn(_CheckedModel(GuardedModel(model)), sde, cfg.parameterization))
-        x, path, stats = _integrate(impl, cfg, sde, score, x_T)
-        x = _finish(cfg, sde, score, x, stats)
+        checked = CheckedModel(model)
+        score = _CountingScore(score_fn(checked, sde, cfg.parameterization))
+        try:
+            x, path, stats = _integrate(impl, cfg, sde, score, x_T)
+            x = _finish(cfg, sde, score, x, stats)
+        except SolverDivergedError as err:
+            blame = checked.verdict(err)
+            if blame is None:
+                raise
+            raise blame from err
     info = RunInfo.of(stats, score.nfe, cfg.name, started)
     out = (x,) + ((torch.stack(path, dim=0),) if cfg.path_times is not None else ()) + ((info,) if return_info else ())
     return out[0] if len(out) == 1 else out
@@ -295,7 +302,8 @@ def _check_inputs(
     if steps is None and not impl.adaptive and impl.default_steps is None:
         raise ValueError(f"solver {name!r} takes fixed steps: pass steps=<number of steps>")
     check_generator(generator)
-    check_float_dtype(dtype)
+    if check_float_dtype(dtype) is not None:
+        check_compute_dtype(dtype, "dtype=", "pass dtype=torch.float32 (the default) or torch.float64")
     x_T, dtype, device = _check_start(x_T, shape, dtype, device)
     _check_affine_needs(sde, x_T, denoise, shape)
     opts = {k: v for k, v in options.items() if k != "allow_unstable"}
@@ -351,6 +359,7 @@ def _check_start(
     if x_T is not None:
         if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
             raise TypeError("x_T must be a floating-point tensor of the given shape")
+        check_compute_dtype(x_T.dtype, "x_T", "convert it with x_T.float() or x_T.double()")
         if tuple(x_T.shape) != shape:
             raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
         if dtype is not None and x_T.dtype != dtype:
@@ -481,22 +490,3 @@ def _segments(T: float, eps: float, path_times: list[float] | None) -> list[tupl
     """Consecutive (start, end) pairs from T down to eps through the requested output times."""
     cuts = [T, *(v for v in (path_times or []) if eps < v < T), eps]
     return list(itertools.pairwise(cuts))
-
-
-class _CheckedModel:
-    """Calls the model; checks its first output (shape, dtype, finiteness: one host synchronisation)."""
-
-    __slots__ = ("checked", "model")
-
-    def __init__(self, model: Model):
-        self.model = model
-        self.checked = False
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.model(x, t)
-        if not self.checked:
-            check_model_output(
-                out, x, nonfinite_hint=f"t = {float(t.reshape(-1)[0]):.6g} (its first call); check the model"
-            )
-            self.checked = True
-        return out

@@ -29,7 +29,7 @@ import torch
 from torchsde import BaseBrownian, BrownianInterval
 
 from . import solvers as _solvers
-from ._checks import check_generator, check_positive
+from ._checks import check_batch, check_generator, check_positive
 from ._run import RunInfo, check_sde, check_steps, lookup_solver
 from .errors import SolverError
 from .solvers import SimulationProblem, Solver
@@ -129,7 +129,7 @@ def _check_inputs(
 ) -> tuple[str, Solver, SimulationProblem]:
     """Every argument of :func:`simulate` checked once, up front: the solver's name and instance and the problem."""
     sde = check_sde(sde)
-    x0 = _check_x0(x0)
+    x0 = check_batch(x0, "x0", finite=True)
     times = _check_times(ts, float(sde.T))
     name, impl = _check_solver(solver, sde)
     if steps is not None and dt is not None:
@@ -145,19 +145,6 @@ def _check_inputs(
         _check_bm(bm, x0, generator, times[0], times[-1])
     problem = SimulationProblem(sde, x0, tuple(times), steps, dt, rtol, atol, generator, bm, check_every)
     return name, impl, problem
-
-
-def _check_x0(x0: Any) -> torch.Tensor:
-    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
-        raise TypeError(
-            f"x0 must be a floating-point tensor (batch, *event_shape), got "
-            f"{type(x0).__name__ if not isinstance(x0, torch.Tensor) else x0.dtype}"
-        )
-    if x0.ndim < 1 or x0.shape[0] < 1 or x0.numel() == 0:
-        raise ValueError(f"x0 must have shape (batch, *event_shape) with batch >= 1, got {tuple(x0.shape)}")
-    if not bool(torch.isfinite(x0).all()):
-        raise ValueError("x0 contains NaN or infinite values")
-    return x0
 
 
 def _check_solver(solver: Any, sde: SDE) -> tuple[str, Solver]:

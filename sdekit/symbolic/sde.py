@@ -23,7 +23,7 @@ from .._coefficients import AffineCoefficients, FloatCoefficients
 from .._dynamics import ProbabilityFlowODE, ReverseSDE
 from .._marginal import GaussianMarginal
 from ..compile import CompiledExpr, compile_expr, compile_float_fn, compile_time_fn
-from ..errors import NotAffineError, SDEDeclarationError
+from ..errors import NotAffineError, SDEDeclarationError, SdekitError
 from . import derive
 from ._cache import cached_derivation
 from ._symbols import t as T_SYM
@@ -63,6 +63,21 @@ def _declared_parameters(cls: type) -> dict[str, Any]:
                 continue
             found[name] = value
     return found
+
+
+def _members() -> frozenset[str]:
+    """Public names of :class:`SDE` itself (methods, properties, derived members): a parameter must not replace one."""
+    return frozenset(n for n in dir(SDE) if not n.startswith("_")) - _RESERVED | {"f", "g"}
+
+
+def _probe_points(T: float) -> tuple[Any, Any]:
+    """(x, t) for the declaration-time probe of the compiled f and g: 4 states at 4 times in (0, T], float64."""
+    # lazy: torch is loaded by the compiler anyway; imported here to keep this module's top light
+    import torch
+
+    x = torch.tensor([[0.5], [-1.5], [0.0], [2.0]], dtype=torch.float64)
+    t = torch.tensor([0.25, 0.5, 0.75, 1.0], dtype=torch.float64) * T
+    return x, t
 
 
 def _sign(value: Any) -> int:
@@ -143,6 +158,13 @@ class SDE:
                 )
         declared = _declared_parameters(cls)
         values: dict[str, Any] = {}
+        shadowing = sorted(set(declared) & _members())
+        if shadowing:
+            name = shadowing[0]
+            raise SDEDeclarationError(
+                f"{cls.__name__}.{name} = {declared[name]!r} replaces the SDE member {name!r} "
+                f"(sdekit.SDE.{name}), which sdekit needs; rename the parameter, e.g. to {name}_ or {name}0"
+            )
         for name, value in declared.items():
             if not _is_numeric(value):
                 raise SDEDeclarationError(
@@ -189,6 +211,29 @@ class SDE:
                 f"{self!r}: the diffusion g = {self.g} is identically zero for these parameter values (that is an "
                 f"ODE, not an SDE); choose parameters with non-zero noise"
             )
+        self._compile_declaration()
+
+    def _compile_declaration(self) -> None:
+        """Compile f and g now (kept as :attr:`drift_fn` / :attr:`diffusion_fn`) and evaluate them at
+        :func:`_probe_points`, so that an expression the compiler cannot translate, or one of t alone that is NaN/inf
+        at every probe time (``sqrt(t - 2)`` on [0, 1]), fails at declaration with the expression named, not at the
+        first solve. (Expressions in x are not judged by the probe: the state's domain may be anything, e.g. x > 4.)"""
+        cls = type(self).__name__
+        x, t = _probe_points(self.T)
+        for method, expr, attr in (("drift", self.f, "drift_fn"), ("diffusion", self.g, "diffusion_fn")):
+            try:
+                fn = compile_expr(self.subs(expr), X_SYM, T_SYM)
+                values = fn(x, t)
+            except SdekitError as err:
+                raise SDEDeclarationError(
+                    f"{cls}.{method} = {expr} cannot be compiled to torch code: {err}; rewrite it with those functions"
+                ) from err
+            if not fn.depends_on_x and not bool(values.isfinite().any()):  # x's domain may be anything (x > 4)
+                raise SDEDeclarationError(
+                    f"{cls}.{method} = {expr} is not finite (NaN or inf) at any of the times t = T/4, T/2, 3T/4, T "
+                    f"with T = {self.T:g}; check its domain (sqrt and log of negative numbers, division by zero)"
+                )
+            self.__dict__[attr] = fn
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the declaration, not the derived members: compiled functions are generated code that

@@ -150,3 +150,51 @@ def test_piecewise_state_dependent_diffusion_is_not_affine():
 
 def test_latex_of_a_piecewise_state_dependent_diffusion():
     assert "Piecewise" in _RegimeVol().latex() or r"\begin{cases}" in _RegimeVol().latex()
+
+
+# ----------------------------------------------------------------- issue #19 point 4: refused at declaration
+def _declare(name: str, attrs: dict, drift=lambda self, x, t: -x, diffusion=lambda self, x, t: sp.Integer(1)):
+    return type(name, (sdekit.SDE,), {**attrs, "drift": drift, "diffusion": diffusion})
+
+
+@pytest.mark.parametrize("member", ["prior", "marginal", "reverse", "params", "f", "g", "is_affine", "noise_type"])
+def test_a_parameter_that_shadows_a_member_is_refused_at_declaration(member):
+    cls = _declare("Shadow", {member: 1.0})
+    with pytest.raises(SDEDeclarationError, match=rf"Shadow\.{member} = 1\.0 replaces the SDE member '{member}'") as e:
+        cls()
+    assert f"rename the parameter, e.g. to {member}_" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("drift", "shown"),
+    [
+        (lambda self, x, t: -sp.Function("h")(t) * x, "h(t)"),
+        (lambda self, x, t: -sp.besselj(0, t) * x, "besselj(0, t)"),
+        (lambda self, x, t: -sp.floor(t) * x, "floor(t)"),
+    ],
+)
+def test_an_expression_that_cannot_be_compiled_is_refused_at_declaration(drift, shown):
+    with pytest.raises(SDEDeclarationError, match="cannot be compiled to torch code") as e:
+        _declare("Uncompilable", {}, drift=drift)()
+    assert str(e.value).startswith("Uncompilable.drift = ") and shown in str(e.value)
+    assert "supported are" in str(e.value)  # says what to write instead
+
+
+def test_a_time_coefficient_that_is_nowhere_finite_is_refused_at_declaration():
+    with pytest.raises(SDEDeclarationError, match=r"Nowhere\.diffusion = sqrt\(t - 2\) is not finite"):
+        _declare("Nowhere", {}, diffusion=lambda self, x, t: sp.sqrt(t - 2))()
+
+
+def test_state_dependent_expressions_on_a_restricted_domain_are_accepted():
+    """sqrt(x - 4) is NaN at every probe state but is a valid diffusion on x > 4: the probe does not judge x."""
+    sde = sdekit.SDE.from_expressions("-x", "sqrt(x - 4)")
+    assert sde.noise_type == "diagonal"
+
+
+def test_the_declaration_compiles_once_and_keeps_the_functions():
+    sde = sdekit.VPSDE()
+    assert "drift_fn" in vars(sde) and "diffusion_fn" in vars(sde)
+    x = torch.ones(3, 2, dtype=torch.float64)
+    t = torch.full((3,), 0.5, dtype=torch.float64)
+    beta = 0.1 + 0.5 * (20 - 0.1)  # VP's published beta(t) = beta_min + t (beta_max - beta_min)
+    torch.testing.assert_close(sde.drift_fn(x, t), -0.5 * beta * x, rtol=1e-15, atol=0)
