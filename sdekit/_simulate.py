@@ -155,7 +155,7 @@ def _check_solver(solver: Any, sde: SDE) -> tuple[str, Solver]:
         able = sorted(n for n, c in _solvers.available().items() if c.can_simulate)
         raise SolverError(
             f"simulate integrates the forward SDE with a torchsde solver (Solver.can_simulate); {name!r} is not one "
-            f"(it is a {impl.kind} sampler). Choose one of {', '.join(able)}"
+            f"(it is an {impl.kind.upper()} sampler). Choose one of {', '.join(able)}"
         )
     impl.check(sde)
     return name, impl
