@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="MODULE:NAME",
         help="the model: 'module:name' is model(x, t) itself (function, nn.Module instance, callable), "
-        "'module:factory()' calls a zero-argument factory (function or class) and uses what it returns; the "
-        "module is imported from the current directory or PYTHONPATH",
+        "'module:factory()' (quoted in a shell) calls a zero-argument factory (function or class) and uses "
+        "what it returns; the module is imported from the current directory or PYTHONPATH",
     )
     need.add_argument("--sde", required=True, metavar=sde_metavar(), help=f"the forward SDE: {sde_help()}")
     need.add_argument("--data", required=True, metavar="FILE.npy", help="data of shape (n, *event_shape), float")

@@ -332,3 +332,12 @@ def test_the_choices_are_the_library_s():
     assert _logp_cli._PROBES == _traces.PROBES
     assert _logp_cli._PARAMETERIZATIONS == parameterization.PARAMETERIZATIONS
     assert DEFAULT_CHUNK_SIZE == 512
+
+
+def test_the_parser_loads_neither_the_run_nor_numpy():
+    code = (
+        "import sys, sdekit.cli; p = sdekit.cli.build_parser(); assert 'logp' in p.format_help(); "
+        "print(sorted(m for m in ('torch', 'numpy', 'sympy', 'sdekit._logp_run') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "[]"
