@@ -27,6 +27,7 @@ import torch
 from . import __version__
 from ._checks import check_model_output
 from ._chunkstore import FORMAT, ChunkStore, Lock, differences, parts_dir, read_manifest, write_npy, write_parquet
+from ._dequantize import bits_per_dim
 from ._likelihood import DEFAULT_LIKELIHOOD_EPS, EXACT_TRACE_MAX_DIM, logp
 from ._load import ModelSpecError, SDESpecError, resolve_model, resolve_sde
 from ._logp_cli import SUFFIXES, chunk_seed
@@ -385,12 +386,12 @@ def _summary(job: _Job, store: ChunkStore, stats: _Stats, computed: int, nfe: in
         f"  mean log p = {stats.mean:.6g} nats (std {std:.4g}, standard error {std / math.sqrt(stats.n):.2g}), "
         f"min {stats.low:.6g}, max {stats.high:.6g}"
     )
-    bpd = -stats.mean / (dim * math.log(2))
     if job.args.data_range is None:
+        bpd = -stats.mean / (dim * math.log(2))
         print(f"  {bpd:.6g} bits/dim of the density (-mean log p / (d ln 2); --data-range for quantized data)")
     else:
-        low, high = (-1.0, 1.0) if job.args.data_range == "[-1,1]" else (0.0, 1.0)
-        bpd += job.args.n_bits - math.log2(high - low)  # sdekit.bits_per_dim's offset
+        mean = torch.tensor(stats.mean, dtype=torch.float64)
+        bpd = float(bits_per_dim(mean, dim, data_range=job.args.data_range, n_bits=job.args.n_bits))
         print(f"  {bpd:.6g} bits/dim of {job.args.n_bits}-bit data dequantized to {job.args.data_range}")
 
 

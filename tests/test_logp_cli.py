@@ -65,6 +65,10 @@ def test_values_match_the_exact_log_density(tmp_path, capsys):
     assert not (tmp_path / "lp.npy.parts").exists()
     text = capsys.readouterr().out
     assert "24 rows (d = 2) in 3 chunk(s) of 10" in text and f"mean log p = {lp.mean():.6g} nats" in text
+    assert f"{-lp.mean() / (2 * np.log(2)):.6g} bits/dim of the density" in text
+    assert _run("--data", tmp_path / "x.npy", "--out", tmp_path / "b.npy", "--data-range", "[-1,1]") == 0
+    bpd = float(sdekit.bits_per_dim(torch.tensor(lp.mean()), 2, data_range="[-1,1]"))
+    assert f"{bpd:.6g} bits/dim of 8-bit data dequantized to [-1,1]" in capsys.readouterr().out
 
 
 def test_a_run_equals_logp_chunk_by_chunk_with_the_per_chunk_seeds(tmp_path):
