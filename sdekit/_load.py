@@ -1,4 +1,5 @@
-"""The one SDE vocabulary of the command line: ``vp``, ``VPSDE`` or ``module:Class`` -> an :class:`sdekit.SDE`.
+"""The one SDE vocabulary of the command line: ``vp``, ``VPSDE`` or ``module:Class`` -> an :class:`sdekit.SDE`;
+and the model vocabulary: ``module:name`` or ``module:factory()`` -> a callable ``model(x, t)``.
 
 Every command that takes an SDE (``sdekit demo``, ``sdekit derive``, ``sdekit validate`` /
 ``python -m validation``) resolves it with :func:`resolve_sde`, so they all accept the same names:
@@ -9,9 +10,14 @@ Every command that takes an SDE (``sdekit demo``, ``sdekit derive``, ``sdekit va
 * ``module:Name``: an :class:`sdekit.SDE` subclass (instantiated with its defaults) or an instance in an
   importable module (the current directory is importable).
 
-Every failure is an :class:`SDESpecError` (a ``ValueError``) with a one-line message that says what was
-wrong and what to pass instead. This module imports nothing heavy at import time (the console script
-builds its help from :data:`SHORT_NAMES` without loading torch or sympy).
+A model (``sdekit logp --model``) is resolved by :func:`resolve_model`: ``module:name`` is the model itself
+(a function, an ``nn.Module`` instance, any callable ``model(x, t)``), ``module:factory()`` calls a
+zero-argument factory (a function, or a class such as an ``nn.Module`` subclass that builds and loads itself)
+and takes what it returns.
+
+Every failure is an :class:`SDESpecError` or :class:`ModelSpecError` (both ``ValueError``) with a one-line
+message that says what was wrong and what to pass instead. This module imports nothing heavy at import time
+(the console script builds its help from :data:`SHORT_NAMES` without loading torch or sympy).
 """
 
 from __future__ import annotations
@@ -23,10 +29,21 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from .errors import SDEDeclarationError
+
 if TYPE_CHECKING:
     from .symbolic.sde import SDE
 
-__all__ = ["SHORT_NAMES", "SDESpecError", "resolve_sde", "check_compiles", "sde_metavar", "sde_help"]
+__all__ = [
+    "SHORT_NAMES",
+    "SDESpecError",
+    "ModelSpecError",
+    "resolve_sde",
+    "resolve_model",
+    "check_compiles",
+    "sde_metavar",
+    "sde_help",
+]
 
 SHORT_NAMES: dict[str, str] = {
     "vp": "VPSDE",
@@ -42,6 +59,10 @@ SHORT_NAMES: dict[str, str] = {
 
 class SDESpecError(ValueError):
     """An SDE name that cannot be resolved or an SDE that cannot be used; the message is one line."""
+
+
+class ModelSpecError(ValueError):
+    """A ``module:name`` / ``module:factory()`` model spec that cannot be resolved; the message is one line."""
 
 
 def sde_metavar() -> str:
@@ -97,17 +118,17 @@ def _cwd_importable() -> None:
         sys.path.insert(0, os.getcwd())
 
 
-def _import(module_name: str) -> Any:
+def _import(module_name: str, error: type[ValueError] = SDESpecError) -> Any:
     _cwd_importable()
     try:
         return importlib.import_module(module_name)
     except ImportError as err:
-        raise SDESpecError(
+        raise error(
             f"cannot import module {module_name!r} ({err}); run from the directory that contains it or add it "
             "to PYTHONPATH"
         ) from err
     except Exception as err:
-        raise SDESpecError(f"importing {module_name!r} raised {type(err).__name__}: {_line(err)}") from err
+        raise error(f"importing {module_name!r} raised {type(err).__name__}: {_line(err)}") from err
 
 
 def _from_module(spec: str) -> SDE:
@@ -130,6 +151,8 @@ def _from_module(spec: str) -> SDE:
     if isinstance(obj, type) and issubclass(obj, SDE):
         try:
             return obj()
+        except SDEDeclarationError as err:  # the declaration itself is wrong: its message says what to change
+            raise SDESpecError(f"{attr}: {_line(err)}") from err
         except Exception as err:
             raise SDESpecError(
                 f"{attr}() raised {type(err).__name__}: {_line(err)} (give every parameter a default, or point "
@@ -194,3 +217,78 @@ def resolve_sde(spec: str, *, compile: bool = True) -> SDE:
     if compile:
         check_compiles(sde)
     return sde
+
+
+def _zero_argument(obj: Any) -> bool:
+    """Whether ``obj(x, t)`` cannot be called but ``obj()`` can (a factory given without its parentheses)."""
+    # lazy: inspect only on the model path
+    import inspect
+
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return False
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        try:
+            sig.bind()
+        except TypeError:
+            return False
+        return True
+    return False
+
+
+def resolve_model(spec: str) -> Any:
+    """The model callable named by ``spec``: ``module:name`` (the model itself) or ``module:factory()``.
+
+    ``module:name`` must be a callable ``model(x, t)`` that is not a class (a function, a ``torch.nn.Module``
+    instance, an object with ``__call__``). ``module:factory()`` calls ``factory`` with no arguments (a function
+    or a class) and returns its result, which must be callable. Only the syntax ``name()`` is understood: no
+    arguments, no dotted paths.
+
+    Raises:
+        ModelSpecError: one line saying what was wrong and what to pass instead (module not importable,
+            attribute missing, with the closest names of the module, not callable, a class without ``()``, a
+            factory given without ``()``, a factory that raised or returned something not callable).
+    """
+    spec = spec.strip()
+    module_name, _, attr = spec.partition(":")
+    factory = attr.endswith("()")
+    name = attr[:-2] if factory else attr
+    if not module_name or not name.isidentifier():
+        raise ModelSpecError("expected 'module:name' (the model(x, t) itself) or 'module:factory()', e.g. mypkg:model")
+    module = _import(module_name, ModelSpecError)
+    try:
+        obj = getattr(module, name)
+    except AttributeError:
+        names = [n for n in dir(module) if not n.startswith("_")]
+        callables = [n for n in names if callable(getattr(module, n, None))]
+        close = difflib.get_close_matches(name, callables or names, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        has = f"its callables: {', '.join(callables[:12])}" if callables else "it has no public callables"
+        raise ModelSpecError(f"module {module_name!r} has no attribute {name!r}; {hint}{has}") from None
+    if not callable(obj):
+        raise ModelSpecError(
+            f"{name} is a {type(obj).__name__}, not callable; point at the model(x, t) itself or at a factory "
+            f"with '{module_name}:factory()'"
+        )
+    if not factory:
+        if isinstance(obj, type):
+            raise ModelSpecError(
+                f"{name} is a class; pass '{module_name}:{name}()' to instantiate it (with no arguments), or point "
+                "at an instance"
+            )
+        if _zero_argument(obj):
+            raise ModelSpecError(
+                f"{name} takes no arguments, so it cannot be model(x, t); if it builds the model, pass "
+                f"'{module_name}:{name}()'"
+            )
+        return obj
+    try:
+        model = obj()
+    except Exception as err:
+        raise ModelSpecError(f"{name}() raised {type(err).__name__}: {_line(err)}") from err
+    if not callable(model):
+        raise ModelSpecError(f"{name}() returned a {type(model).__name__}, not a callable model(x, t)")
+    return model

@@ -1,4 +1,5 @@
-"""Option checks shared by the commands (``sdekit demo``, ``sdekit validate`` / ``python -m validation``).
+"""Option checks shared by the commands (``sdekit demo``, ``sdekit logp``, ``sdekit validate`` /
+``python -m validation``).
 
 Each check runs before any work starts, creates nothing, and raises :class:`OptionError` with a one-line
 message that names the option, says what was wrong and what to pass instead. Nothing heavy is imported.
@@ -9,8 +10,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["OptionError", "MAX_SEED", "check_seed", "check_out_dir"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["OptionError", "MAX_SEED", "check_seed", "check_out_dir", "check_device"]
 
 MAX_SEED = 2**32 - 1
 """Largest accepted ``--seed``: seeds are 32-bit, so that every seed a command derives from it (e.g. the demo's
@@ -84,3 +89,25 @@ def check_out_dir(value: str | os.PathLike[str], option: str = "--out") -> Path:
             f"{option} {shown!r}: cannot create it in {os.fspath(parent)!r} ({why}); choose a writable location"
         )
     return out
+
+
+def check_device(value: str, option: str = "--device") -> torch.device:
+    """The torch device ``value`` (cpu, cuda[:index], mps), checked to exist on this machine (loads torch)."""
+    # lazy: the commands' parsers load neither torch nor sympy
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError) as err:
+        raise OptionError(f"{option} {value!r}: not a torch device ({err}); use cpu or cuda[:index]") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError(f"{option} {value!r}: CUDA is not available on this machine; use {option} cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise OptionError(f"{option} {value!r}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise OptionError(f"{option} {value!r}: MPS is not available on this machine; use {option} cpu")
+    elif device.type != "cpu":
+        raise OptionError(f"{option} {value!r}: use cpu, cuda[:index] or mps")
+    return device

@@ -8,6 +8,8 @@ Subcommands:
 - ``sdekit derive [SDE]``: the declared equations of the built-in SDEs (or of one SDE: ``vp``, ``VPSDE``,
   ``module:Class``) and everything sdekit derives from them (marginals, prior, reverse-time SDE, PF-ODE).
 - ``sdekit solvers``: the registered solvers with their capabilities.
+- ``sdekit logp``: the log-likelihood of every row of a ``.npy`` dataset, in durable, resumable chunks
+  (options and run in :mod:`sdekit._logp_cli`, the chunk files in :mod:`sdekit._chunkstore`).
 - Commands of other packages, discovered through the ``sdekit.commands`` entry-point group: each entry
   point names a function ``register(subparsers, name)`` that adds the subparser ``name`` and sets its
   ``func``. sdekit's own source tree registers ``sdekit validate`` there (the validation suite, same as
@@ -158,6 +160,7 @@ def _unavailable(name: str, value: str, why: str) -> Any:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sdekit`` command (imports neither torch nor sympy)."""
     # lazy: `sdekit --help` and the parser load neither torch nor sympy
+    from . import _logp_cli as logp_cli
     from ._load import sde_help, sde_metavar
     from .demo import _cli as demo_cli
 
@@ -176,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     derive.set_defaults(func=_derive)
     sol = sub.add_parser("solvers", help="list registered solvers and their capabilities")
     sol.set_defaults(func=_solvers)
+    logp = sub.add_parser("logp", help=logp_cli.HELP, description=logp_cli.DESCRIPTION)
+    logp_cli.add_arguments(logp)
+    logp.set_defaults(func=logp_cli.run)
     _plugin_commands(sub, set(sub.choices))
     return parser
 

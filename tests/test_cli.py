@@ -203,7 +203,7 @@ def test_instances_are_accepted_and_uncompilable_expressions_are_named(user_dir)
     from sdekit._load import SDESpecError, resolve_sde
 
     assert resolve_sde("cli_user_sdes:OU_INSTANCE").params["theta"] == 2
-    with pytest.raises(SDESpecError, match=r"FloorDrift: the drift f = .*floor\(t\).* cannot be compiled"):
+    with pytest.raises(SDESpecError, match=r"FloorDrift: FloorDrift\.drift = .*floor\(t\).* cannot be compiled"):
         resolve_sde("cli_user_sdes:FloorDrift")
 
 

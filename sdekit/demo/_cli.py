@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .._load import SDESpecError, resolve_sde, sde_help, sde_metavar
-from .._options import MAX_SEED, OptionError, check_out_dir, check_seed
+from .._options import MAX_SEED, OptionError, check_device, check_out_dir, check_seed
 
 if TYPE_CHECKING:
     import torch
@@ -127,24 +127,10 @@ def _parse_steps(value: str | None) -> tuple[int, ...] | None:
 
 
 def _parse_device(value: str) -> torch.device:
-    # lazy: the demo's parser loads neither torch nor sympy
-    import torch
-
     try:
-        device = torch.device(value)
-    except (RuntimeError, ValueError) as err:
-        raise DemoError(f"--device {value!r}: not a torch device ({err}); use cpu or cuda[:index]") from err
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DemoError(f"--device {value!r}: CUDA is not available on this machine; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DemoError(f"--device {value!r}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise DemoError(f"--device {value!r}: MPS is not available on this machine; use --device cpu")
-    elif device.type != "cpu":
-        raise DemoError(f"--device {value!r}: use cpu, cuda[:index] or mps")
-    return device
+        return check_device(value)
+    except OptionError as err:
+        raise DemoError(str(err)) from err
 
 
 # --------------------------------------------------------------------------- entry point
