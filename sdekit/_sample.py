@@ -21,6 +21,7 @@ See ``docs/sampling.md``.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import time
@@ -276,7 +277,7 @@ def _check_inputs(
     if solver is None:
         choice = default_sampler(sde, steps)
         solver, options = choice.solver, {**choice.options, **options}
-    name, impl = _check_solver(solver, sde, options)
+    name, impl, opts = _check_solver(solver, sde, options, corrector, snr)
     check_parameterization(parameterization)
     if parameterization != "score" and not sde.is_affine:
         raise SolverError(
@@ -298,11 +299,6 @@ def _check_inputs(
     check_float_dtype(dtype)
     x_T, dtype, device = _check_start(x_T, shape, dtype, device)
     _check_affine_needs(sde, x_T, denoise, shape)
-    opts = {k: v for k, v in options.items() if k != "allow_unstable"}
-    if corrector != "default":
-        opts["corrector"] = corrector
-    if snr != 0.16:
-        opts["snr"] = snr
     steps, budget = _plan_steps(impl, name, steps, denoise, opts)
     config = _Config(
         name, shape, T, eps, path_times, steps, rtol, atol, parameterization, denoise, generator, x_T, dtype, device,
@@ -332,16 +328,37 @@ def _plan_steps(
     return n, nfe - int(denoise)
 
 
-def _check_solver(solver: Any, sde: SDE, options: dict[str, Any]) -> tuple[str, Solver]:
-    """The registry's solver named ``solver``, if it can handle ``sde`` and sample (or ``allow_unstable=True``)."""
+def _check_options(impl: Solver, options: dict[str, Any], corrector: Any, snr: Any) -> dict[str, Any]:
+    """The solver's options of this run (``**options``, and ``corrector``/``snr`` when not their defaults),
+    checked by name, type and range (:meth:`Solver.check_options`); an unknown keyword gets close matches among the
+    solver's options and :func:`sample`'s own arguments (``stpes=10``: *did you mean steps=?*)."""
+    opts = {k: v for k, v in options.items() if k != "allow_unstable"}
+    if not (isinstance(corrector, str) and corrector == "default"):
+        opts["corrector"] = corrector
+    if not (isinstance(snr, float) and snr == 0.16):
+        opts["snr"] = snr
+    return impl.check_options(
+        opts,
+        arguments=_ARGUMENTS,
+        function="sample",
+        note=f" (sample() passes keywords that are not its own to the solver; sdekit solvers --options {impl.name})",
+    )
+
+
+def _check_solver(
+    solver: Any, sde: SDE, options: dict[str, Any], corrector: Any, snr: Any
+) -> tuple[str, Solver, dict[str, Any]]:
+    """The registry's solver named ``solver``, if it can handle ``sde`` and sample (or ``allow_unstable=True``), and
+    its checked options (:func:`_check_options`: a misspelt ``allow_unstable`` is reported as such)."""
     name, impl = lookup_solver(solver, "srk")
     impl.check(sde)
+    opts = _check_options(impl, options, corrector, snr)
     allow_unstable = options.get("allow_unstable", False)
     if not isinstance(allow_unstable, bool):
         raise TypeError(f"allow_unstable must be True or False, got {allow_unstable!r}")
     if not impl.can_sample and not allow_unstable:
         raise SolverError(f"{name} cannot sample: {impl.sample_refusal}; pass allow_unstable=True to run it anyway")
-    return name, impl
+    return name, impl, opts
 
 
 def _check_start(
@@ -500,3 +517,7 @@ class _CheckedModel:
             )
             self.checked = True
         return out
+
+
+_ARGUMENTS: tuple[str, ...] = (*(p for p in inspect.signature(sample).parameters if p != "options"), "allow_unstable")
+"""The names of :func:`sample`'s own arguments (and ``allow_unstable``): the suggestions for an unknown keyword."""

@@ -30,6 +30,7 @@ from torchsde import BaseBrownian, BrownianInterval
 
 from . import solvers as _solvers
 from ._checks import check_generator, check_positive
+from ._keywords import suggest_keywords
 from ._run import RunInfo, check_sde, check_steps, lookup_solver
 from .errors import SolverError
 from .solvers import SimulationProblem, Solver
@@ -44,6 +45,7 @@ SimulateInfo = RunInfo
 ``sdekit.SampleInfo`` is the same class."""
 
 
+@suggest_keywords
 def simulate(
     sde: SDE,
     x0: torch.Tensor,
