@@ -454,7 +454,8 @@ def logp(
             :math:`p_T` (exact comparisons pass the exact :math:`p_T`, e.g. an oracle's ``.at(sde.T)``).
         generator: random generator for the Hutchinson probes.
         steps: number of uniform steps for fixed-grid methods.
-        options: extra torchdiffeq ``options`` (e.g. ``{"max_num_steps": 10000}``). Adaptive
+        options: extra torchdiffeq ``options`` (e.g. ``{"max_num_steps": 10000}``), checked against the
+            method's declared keywords (``sdekit solvers --options dopri5``) by name, type and range. Adaptive
             methods default to ``step_t=[T]`` (the last step ends on T: no model call past T, no
             interpolation error) and a per-sample error norm (rtol/atol hold for every sample,
             not on average over the batch).
@@ -489,7 +490,9 @@ def logp(
         Log-density of shape (batch,) in nats (x's dtype), and the info if requested.
 
     Raises:
-        ValueError: bad tolerance, eps, trace, probe, n_probes, steps or parameterization.
+        ValueError: bad tolerance, eps, trace, probe, n_probes, steps or parameterization; an ``options`` key or
+            value torchdiffeq's method does not take (:class:`~sdekit.errors.SolverOptionError`).
+        TypeError: an unknown keyword argument (the message suggests the argument meant).
         UnknownSolverError: ``solver`` is not a torchdiffeq method.
         NotAffineError: no ``prior`` given (or a non-score parameterization) for a non-affine SDE.
         ModelOutputError: the model output has the wrong shape or is not finite.

@@ -208,7 +208,8 @@ def sample(
             at the interior times: each segment gets the steps of the solver's full ``steps``-step grid
             (its default ``grid`` or ``grid=``) that fall in it (at least 1), on the same kind of grid, and
             multistep solvers restart their history at each cut.
-        **options: solver-specific options (see each solver's docstring and ``docs/sampling.md``), and
+        **options: solver-specific options (declared on each solver: ``sdekit solvers --options NAME``,
+            ``docs/solver_options.md``; checked by name, type and range before any work), and
             ``allow_unstable=True`` to run a solver whose ``can_sample`` is False (``reversible_heun``)
             instead of getting a :class:`~sdekit.errors.SolverError` (no effect on the other solvers).
 
@@ -217,6 +218,8 @@ def sample(
 
     Raises:
         UnknownSolverError: ``solver`` is not registered (the message suggests close names).
+        SolverOptionError: an unknown keyword (the message suggests close names among the solver's options and
+            these arguments) or an option value outside its declared type or range.
         SolverError: the solver cannot handle this SDE or option, or cannot sample at all
             (``Solver.can_sample`` False; the message says why and what to use).
         ModelOutputError: the model output has the wrong shape/dtype or is non-finite (checked once).

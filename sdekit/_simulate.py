@@ -99,7 +99,8 @@ def simulate(
         SolverError: ``solver`` cannot simulate (``Solver.can_simulate``; the torchsde solvers can), or cannot
             handle this SDE.
         SolverDivergedError: the state became non-finite (the message gives the time window).
-        ValueError, TypeError: invalid ``x0``, ``ts``, ``steps``, ``dt``, tolerances or generator.
+        ValueError, TypeError: invalid ``x0``, ``ts``, ``steps``, ``dt``, tolerances or generator; a misspelt
+            keyword (TypeError suggesting the argument meant, :mod:`sdekit._keywords`).
 
     Example::
 

@@ -207,17 +207,19 @@ class Solver(abc.ABC):
     def declared_options(cls) -> dict[str, Option]:
         """Every option this solver takes: name -> :class:`~sdekit.solvers._option.Option`
         (:attr:`options_declared` merged along the class hierarchy, base first)."""
-        merged: dict[str, Option] = {}
-        for klass in reversed(cls.__mro__):
-            merged.update(vars(klass).get("options_declared", {}))
-        return merged
+        return cls._merged("options_declared")
 
     @classmethod
     def _undeclared_options(cls) -> dict[str, Any]:
         """Options given only a default in the deprecated :attr:`options_defaults` (merged base first)."""
+        return cls._merged("options_defaults")
+
+    @classmethod
+    def _merged(cls, attribute: str) -> dict[str, Any]:
+        """The class attribute ``attribute`` (a mapping) of every class in the hierarchy merged, base first."""
         merged: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
-            merged.update(vars(klass).get("options_defaults", {}))
+            merged.update(vars(klass).get(attribute, {}))
         return merged
 
     @classmethod

@@ -60,6 +60,11 @@ def markdown() -> str:
         "A solver takes the options of its class and of every class above it. Options marked *torchdiffeq* are "
         "torchdiffeq's own keywords, passed on only when given (the default shown is torchdiffeq's); "
         "`sdekit.logp(..., options={...})` takes those of its method.",
+        "",
+        "A new solver declares its own in the same way, e.g. "
+        '`options_declared = {"n_steps_each": Option.positive_int(3, "Langevin steps per noise level")}` '
+        "(constructors `Option.integer`, `positive_int`, `number`, `positive`, `choice`, `flag`, `custom`; "
+        "`none=True` also accepts None).",
     ]
     for klass in _declaring_classes():
         users = sorted(name for name, cls in REGISTRY.items() if issubclass(cls, klass))
