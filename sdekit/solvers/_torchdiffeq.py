@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
@@ -97,7 +98,7 @@ def _is_times(value: object) -> bool:
     if isinstance(value, torch.Tensor):
         return value.ndim == 1 and not value.is_complex() and value.dtype != torch.bool
     if isinstance(value, (list, tuple)):
-        return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        return all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     return False
 
 
@@ -169,7 +170,10 @@ FIXED_GRID_OPTIONS: Mapping[str, Option] = _backend(
 ADAMS_OPTIONS: Mapping[str, Option] = _backend(
     {
         "max_order": Option.integer(
-            4, "largest Adams order (sdekit's default 4; torchdiffeq's 12 diverged on VE)", lo=2, hi=12
+            4,
+            "largest Adams order (sdekit's default 4: torchdiffeq's 12 diverged on VE; below 4 torchdiffeq runs rk4)",
+            lo=2,
+            hi=12,
         ),
         "implicit": Option.flag(True, "Adams-Moulton corrector iterations after the predictor"),
         "max_iters": Option.positive_int(4, "corrector iterations per step at most"),
