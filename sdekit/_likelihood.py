@@ -33,6 +33,7 @@ bits-per-dimension offset (:func:`~sdekit.bits_per_dim`, :func:`~sdekit.dequanti
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,14 +51,15 @@ from ._checks import (
     check_positive,
 )
 from ._dequantize import bits_per_dim, dequantize
+from ._keywords import suggest_keywords
 from ._likelihood_rhs import AugmentedFlow, NormalizedFlow, PlainFlow, per_sample_norm
 from ._model_errors import CheckedModel, GuardedModel
 from ._traces import PROBES, ExactTrace, HutchinsonTrace, draw_probes
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError
 from .parameterization import check_parameterization, score_fn
 from .solvers._odedriver import OdeRun, integrate, is_fixed_grid
-from .solvers._odestart import torchdiffeq_options
-from .solvers._torchdiffeq import ode_method
+from .solvers._option import check_given
+from .solvers._torchdiffeq import backend_options, ode_method
 from .symbolic.sde import SDE
 
 __all__ = [
@@ -238,14 +240,15 @@ def _check_options(method: str, options: Any, steps: Any, eps: float, T: float) 
     """torchdiffeq options for ``method``: the caller's (checked), ``step_size`` from ``steps``, the per-sample norm."""
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"options must be a dict of torchdiffeq options, got {type(options).__name__}")
-    opts = dict(options or {})
-    accepted = torchdiffeq_options(method)
-    unknown = set(opts) - accepted
-    if unknown:
-        raise ValueError(
-            f"options has key(s) {', '.join(sorted(map(repr, unknown)))} that torchdiffeq's {method!r} does not take "
-            f"(it would ignore them); it accepts {', '.join(sorted(accepted))}"
-        )
+    opts = check_given(
+        options or {},
+        backend_options(method),
+        who=f"logp's options= for torchdiffeq's {method!r}",
+        arguments=_ARGUMENTS,
+        function="logp",
+        keyword=False,
+        note=" (torchdiffeq would ignore an unknown one)",
+    )
     if is_fixed_grid(method):
         if steps is None and "step_size" not in opts and "grid_constructor" not in opts:
             raise ValueError(f"solver {method!r} takes fixed steps: pass steps=<number of steps> (or options=)")
@@ -389,6 +392,7 @@ def _outside_inference_mode(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@suggest_keywords
 @_outside_inference_mode
 def logp(
     model: Model,
@@ -443,7 +447,8 @@ def logp(
             :math:`p_T` (exact comparisons pass the exact :math:`p_T`, e.g. an oracle's ``.at(sde.T)``).
         generator: random generator for the Hutchinson probes.
         steps: number of uniform steps for fixed-grid methods.
-        options: extra torchdiffeq ``options`` (e.g. ``{"max_num_steps": 10000}``). Adaptive
+        options: extra torchdiffeq ``options`` (e.g. ``{"max_num_steps": 10000}``), checked against the
+            method's declared keywords (``sdekit solvers --options dopri5``) by name, type and range. Adaptive
             methods default to ``step_t=[T]`` (the last step ends on T: no model call past T, no
             interpolation error) and a per-sample error norm (rtol/atol hold for every sample,
             not on average over the batch).
@@ -478,7 +483,9 @@ def logp(
         Log-density of shape (batch,) in nats (x's dtype), and the info if requested.
 
     Raises:
-        ValueError: bad tolerance, eps, trace, probe, n_probes, steps or parameterization.
+        ValueError: bad tolerance, eps, trace, probe, n_probes, steps or parameterization; an ``options`` key or
+            value torchdiffeq's method does not take (:class:`~sdekit.errors.SolverOptionError`).
+        TypeError: an unknown keyword argument (the message suggests the argument meant).
         UnknownSolverError: ``solver`` is not a torchdiffeq method.
         NotAffineError: no ``prior`` given (or a non-score parameterization) for a non-affine SDE.
         ModelOutputError: the model output has the wrong shape or is not finite.
@@ -524,3 +531,7 @@ def logp(
             raise
         raise blame from err
     return (result, info) if return_info else result
+
+
+_ARGUMENTS: tuple[str, ...] = tuple(p for p in inspect.signature(logp).parameters if p != "options")
+"""The names of :func:`logp`'s own arguments: the suggestions for an ``options=`` key that is one of them."""

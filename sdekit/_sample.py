@@ -21,6 +21,7 @@ See ``docs/sampling.md``.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import time
@@ -207,7 +208,8 @@ def sample(
             at the interior times: each segment gets the steps of the solver's full ``steps``-step grid
             (its default ``grid`` or ``grid=``) that fall in it (at least 1), on the same kind of grid, and
             multistep solvers restart their history at each cut.
-        **options: solver-specific options (see each solver's docstring and ``docs/sampling.md``), and
+        **options: solver-specific options (declared on each solver: ``sdekit solvers --options NAME``,
+            ``docs/solver_options.md``; checked by name, type and range before any work), and
             ``allow_unstable=True`` to run a solver whose ``can_sample`` is False (``reversible_heun``)
             instead of getting a :class:`~sdekit.errors.SolverError` (no effect on the other solvers).
 
@@ -216,6 +218,8 @@ def sample(
 
     Raises:
         UnknownSolverError: ``solver`` is not registered (the message suggests close names).
+        SolverOptionError: an unknown keyword (the message suggests close names among the solver's options and
+            these arguments) or an option value outside its declared type or range.
         SolverError: the solver cannot handle this SDE or option, or cannot sample at all
             (``Solver.can_sample`` False; the message says why and what to use).
         ModelOutputError: the model output has the wrong shape/dtype or is non-finite (checked once).
@@ -283,7 +287,7 @@ def _check_inputs(
     if solver is None:
         choice = default_sampler(sde, steps)
         solver, options = choice.solver, {**choice.options, **options}
-    name, impl = _check_solver(solver, sde, options)
+    name, impl, opts = _check_solver(solver, sde, options, corrector, snr)
     check_parameterization(parameterization)
     if parameterization != "score" and not sde.is_affine:
         raise SolverError(
@@ -306,11 +310,6 @@ def _check_inputs(
         check_compute_dtype(dtype, "dtype=", "pass dtype=torch.float32 (the default) or torch.float64")
     x_T, dtype, device = _check_start(x_T, shape, dtype, device)
     _check_affine_needs(sde, x_T, denoise, shape)
-    opts = {k: v for k, v in options.items() if k != "allow_unstable"}
-    if corrector != "default":
-        opts["corrector"] = corrector
-    if snr != 0.16:
-        opts["snr"] = snr
     steps, budget = _plan_steps(impl, name, steps, denoise, opts)
     config = _Config(
         name, shape, T, eps, path_times, steps, rtol, atol, parameterization, denoise, generator, x_T, dtype, device,
@@ -340,16 +339,37 @@ def _plan_steps(
     return n, nfe - int(denoise)
 
 
-def _check_solver(solver: Any, sde: SDE, options: dict[str, Any]) -> tuple[str, Solver]:
-    """The registry's solver named ``solver``, if it can handle ``sde`` and sample (or ``allow_unstable=True``)."""
+def _check_options(impl: Solver, options: dict[str, Any], corrector: Any, snr: Any) -> dict[str, Any]:
+    """The solver's options of this run (``**options``, and ``corrector``/``snr`` when not their defaults),
+    checked by name, type and range (:meth:`Solver.check_options`); an unknown keyword gets close matches among the
+    solver's options and :func:`sample`'s own arguments (``stpes=10``: *did you mean steps=?*)."""
+    opts = {k: v for k, v in options.items() if k != "allow_unstable"}
+    if not (isinstance(corrector, str) and corrector == "default"):
+        opts["corrector"] = corrector
+    if not (isinstance(snr, float) and snr == 0.16):
+        opts["snr"] = snr
+    return impl.check_options(
+        opts,
+        arguments=_ARGUMENTS,
+        function="sample",
+        note=f" (sample() passes keywords that are not its own to the solver; sdekit solvers --options {impl.name})",
+    )
+
+
+def _check_solver(
+    solver: Any, sde: SDE, options: dict[str, Any], corrector: Any, snr: Any
+) -> tuple[str, Solver, dict[str, Any]]:
+    """The registry's solver named ``solver``, if it can handle ``sde`` and sample (or ``allow_unstable=True``), and
+    its checked options (:func:`_check_options`: a misspelt ``allow_unstable`` is reported as such)."""
     name, impl = lookup_solver(solver, "srk")
     impl.check(sde)
+    opts = _check_options(impl, options, corrector, snr)
     allow_unstable = options.get("allow_unstable", False)
     if not isinstance(allow_unstable, bool):
         raise TypeError(f"allow_unstable must be True or False, got {allow_unstable!r}")
     if not impl.can_sample and not allow_unstable:
         raise SolverError(f"{name} cannot sample: {impl.sample_refusal}; pass allow_unstable=True to run it anyway")
-    return name, impl
+    return name, impl, opts
 
 
 def _check_start(
@@ -490,3 +510,7 @@ def _segments(T: float, eps: float, path_times: list[float] | None) -> list[tupl
     """Consecutive (start, end) pairs from T down to eps through the requested output times."""
     cuts = [T, *(v for v in (path_times or []) if eps < v < T), eps]
     return list(itertools.pairwise(cuts))
+
+
+_ARGUMENTS: tuple[str, ...] = (*(p for p in inspect.signature(sample).parameters if p != "options"), "allow_unstable")
+"""The names of :func:`sample`'s own arguments (and ``allow_unstable``): the suggestions for an unknown keyword."""

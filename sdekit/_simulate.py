@@ -30,6 +30,7 @@ from torchsde import BaseBrownian, BrownianInterval
 
 from . import solvers as _solvers
 from ._checks import check_batch, check_generator, check_positive
+from ._keywords import suggest_keywords
 from ._run import RunInfo, check_sde, check_steps, lookup_solver
 from .errors import SolverError
 from .solvers import SimulationProblem, Solver
@@ -44,6 +45,7 @@ SimulateInfo = RunInfo
 ``sdekit.SampleInfo`` is the same class."""
 
 
+@suggest_keywords
 def simulate(
     sde: SDE,
     x0: torch.Tensor,
@@ -97,7 +99,8 @@ def simulate(
         SolverError: ``solver`` cannot simulate (``Solver.can_simulate``; the torchsde solvers can), or cannot
             handle this SDE.
         SolverDivergedError: the state became non-finite (the message gives the time window).
-        ValueError, TypeError: invalid ``x0``, ``ts``, ``steps``, ``dt``, tolerances or generator.
+        ValueError, TypeError: invalid ``x0``, ``ts``, ``steps``, ``dt``, tolerances or generator; a misspelt
+            keyword (TypeError suggesting the argument meant, :mod:`sdekit._keywords`).
 
     Example::
 

@@ -7,7 +7,8 @@ Subcommands:
   :mod:`sdekit.demo._cli`, the run in :mod:`sdekit.demo._run`.
 - ``sdekit derive [SDE]``: the declared equations of the built-in SDEs (or of one SDE: ``vp``, ``VPSDE``,
   ``module:Class``) and everything sdekit derives from them (marginals, prior, reverse-time SDE, PF-ODE).
-- ``sdekit solvers``: the registered solvers with their capabilities.
+- ``sdekit solvers``: the registered solvers with their capabilities; ``sdekit solvers --options NAME``: the
+  options of one solver (name, accepted values, default, meaning), from its declarations.
 - ``sdekit logp``: the log-likelihood of every row of a ``.npy`` dataset, in durable, resumable chunks
   (options and run in :mod:`sdekit._logp_cli`, the chunk files in :mod:`sdekit._chunkstore`).
 - Commands of other packages, discovered through the ``sdekit.commands`` entry-point group: each entry
@@ -83,7 +84,25 @@ WIDTH = 100
 """Width of the ``sdekit solvers`` table (every line fits a 100-column terminal)."""
 
 
+def _solver_options(name: str) -> int:
+    """``sdekit solvers --options NAME``: the declared options of one solver (exit code 2 for an unknown name)."""
+    # lazy: `sdekit --help` and the parser load neither torch nor sympy
+    from . import solvers
+    from .errors import UnknownSolverError
+    from .solvers._option_table import listing
+
+    try:
+        cls = solvers.available()[solvers.resolve(name)]
+    except UnknownSolverError as err:
+        print(f"sdekit solvers: error: --options: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(listing(cls, WIDTH))
+    return 0
+
+
 def _solvers(args: argparse.Namespace) -> int:
+    if args.options is not None:
+        return _solver_options(args.options)
     # lazy: `sdekit --help` and the parser load neither torch nor sympy
     import textwrap
 
@@ -178,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--sde", dest="sde_option", metavar=sde_metavar(), help="the same as the positional SDE")
     derive.set_defaults(func=_derive)
     sol = sub.add_parser("solvers", help="list registered solvers and their capabilities")
+    sol.add_argument(
+        "--options",
+        metavar="NAME",
+        help="list the options of solver NAME instead (name, accepted values, default, meaning)",
+    )
     sol.set_defaults(func=_solvers)
     logp = sub.add_parser("logp", help=logp_cli.HELP, description=logp_cli.DESCRIPTION)
     logp_cli.add_arguments(logp)

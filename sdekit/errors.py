@@ -14,6 +14,7 @@ __all__ = [
     "UnknownSolverError",
     "SolverError",
     "SolverDivergedError",
+    "SolverOptionError",
     "ModelOutputError",
 ]
 
@@ -46,6 +47,12 @@ class SolverDivergedError(SolverError):
         super().__init__(message)
         self.t = t
         self.step = step
+
+
+class SolverOptionError(SolverError, ValueError):
+    """A solver option is unknown (the message suggests close names) or its value has the wrong type or lies
+    outside its declared range (the message names the solver, the option, the value, what is accepted and the
+    default). Also a :class:`ValueError`, as the other invalid arguments of the entry points."""
 
 
 class ModelOutputError(SdekitError, ValueError):

@@ -32,6 +32,7 @@ from sdekit.errors import (
     SDEDeclarationError,
     SolverDivergedError,
     SolverError,
+    SolverOptionError,
     UnknownSolverError,
 )
 
@@ -180,6 +181,14 @@ CASES = [
     Case("sample-parameterization", lambda i, m: _sample(i, m, parameterization="epsilon"), ValueError,
          ("parameterization 'epsilon'", "choose one of score, eps")),
     Case("sample-unknown-option", lambda i, m: _sample(i, m, fooo=1), SolverError, ("fooo", "accepts")),
+    Case("sample-misspelt-keyword", lambda i, m: _sample(i, m, stpes=10), SolverError,
+         ("stpes", "did you mean steps=")),
+    Case("sample-option-zero", lambda i, m: _sample(i, m, dt0=0), SolverOptionError,
+         ("dt0=0", "expected None or a number > 0")),
+    Case("sample-option-string", lambda i, m: _sample(i, m, solver="pc", snr="high"), SolverOptionError,
+         ("snr='high'", "expected a number > 0")),
+    Case("sample-option-bool-as-int", lambda i, m: _sample(i, m, solver="unipc", order=True), SolverOptionError,
+         ("order=True", "expected one of 1, 2, 3")),
     Case("sample-device", lambda i, m: _sample(i, m, device="nope"), ValueError,
          ("device='nope'", "use device='cpu'")),
     Case("sample-ts-increasing", lambda i, m: _sample(i, m, ts=[0.1, 0.5]), ValueError,
@@ -213,6 +222,7 @@ CASES = [
          ("ts", "increasing"), tensors=X0),
     Case("simulate-native-solver", lambda i, m: _simulate(i, solver="exp2", steps=5), SolverError,
          ("'exp2' is not one", "Choose one of euler"), tensors=X0),
+    Case("simulate-misspelt-keyword", lambda i, m: _simulate(i, stpes=5), TypeError, ("stpes", "Did you mean 'steps'")),
     Case("simulate-negative-dt", lambda i, m: _simulate(i, dt=-0.1), ValueError, ("dt",), tensors=X0),
     # ------------------------------------------------------------------ logp
     Case("logp-int-data", lambda i, m: _logp(i, m, x=torch.ones(4, 2, dtype=torch.long)), TypeError,
@@ -230,6 +240,8 @@ CASES = [
          tensors=X),
     Case("logp-non-affine-prior", lambda i, m: sdekit.logp(m, _Cubic(), i.tensors["x"]), NotAffineError,
          ("prior",), tensors=X),
+    Case("logp-option-is-an-argument", lambda i, m: _logp(i, m, options={"rtol": 1e-3}), SolverError,
+         ("'rtol'", "logp()"), tensors=X),
     Case("logp-rtol-zero", lambda i, m: _logp(i, m, rtol=0.0), ValueError, ("rtol",), tensors=X),
     Case("logp-model-changes-shape", lambda i, m: _logp(i, m), ModelOutputError,
          ("must return a tensor shaped like x",), tensors=X, max_calls=3,
@@ -256,7 +268,7 @@ CASES = [
 ]  # fmt: skip
 
 
-_PENDING = {"sample-unknown-option": "solver options are checked only when the solve starts (after the prior draw)"}
+_PENDING: dict[str, str] = {}  # case name -> why it is expected to fail (none today)
 
 
 @pytest.mark.parametrize(
@@ -283,6 +295,11 @@ CLI_CASES = [
     (["demo", "--sedd", "1"], ("unrecognized arguments", "--sedd")),
     (["derive", "NoSuchSDE"], ("NoSuchSDE",)),
     (["solvers", "--frobnicate"], ("unrecognized arguments", "--frobnicate")),
+    (["solvers", "--options", "eulr"], ("eulr", "Did you mean 'euler'")),
+    (
+        ["logp", "--model", "m:f", "--sde", "vp", "--data", "no-such.npy", "--out", "o.npy"],
+        ("--data 'no-such.npy' does not exist", "pass a .npy file"),
+    ),
     (["nosuchcommand"], ("invalid choice", "nosuchcommand")),
 ]
 

@@ -141,7 +141,7 @@ def _score_weights(sde: Any, solver: str, steps: int, eps: float, t_low: float, 
     ``pc``'s default, ``snr`` r) evaluated with the exact score on N_PROFILE draws of :math:`p_{t_i}`. None for a
     solver without a Langevin corrector (or with another step rule)."""
     impl = solvers.get(solver)
-    opts = getattr(impl, "options_defaults", {})
+    opts = impl.accepted_options()
     if opts.get("corrector") != "langevin" or opts.get("snr_norm", "batch") != "batch" or steps is None:
         return None
     snr, n_corr = float(opts["snr"]), int(opts.get("n_corrector_steps", 1))
@@ -195,7 +195,7 @@ def diagnose(
     for solver, o in last.items():
         level = (sde, solver, o["steps"], o["tol"], x_T, target, directions, eps, seed)
         check: dict[str, Any] = {"solver": solver, "steps": o["steps"], "tol": o["tol"], "variants": []}
-        if "corrector" in getattr(solvers.get(solver), "options_defaults", {}):
+        if "corrector" in solvers.get(solver).accepted_options():
             check["variants"].append(
                 {
                     "name": "corrector=None",

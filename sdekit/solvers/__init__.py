@@ -7,9 +7,11 @@ registry (:mod:`sdekit.solvers._registry`) when it is imported, and every entry 
 from . import _dpm, _exponential, _native, _torchdiffeq, _torchsde, _unipc  # noqa: F401  (register every solver)
 from ._base import SamplingProblem, SimulationProblem, Solver, SolveStats
 from ._defaults import default_sampler
+from ._option import Option
 from ._registry import available, get, register, resolve
 
 __all__ = [
+    "Option",
     "Solver",
     "SamplingProblem",
     "SimulationProblem",

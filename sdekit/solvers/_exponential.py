@@ -61,6 +61,7 @@ import torch
 
 from ..errors import SolverError
 from ._native import GridSolver, StepContext, log_snr, t_of_log_snr
+from ._option import Option
 from ._registry import register
 
 __all__ = [
@@ -189,7 +190,11 @@ class ExponentialIntegrator(GridSolver[ExpState]):
     requires_affine = True
     grid = "arctan"
     steps_are_nfe = True
-    options_defaults: ClassVar[dict[str, Any]] = {"lower_order_final": True}
+    options_declared: ClassVar[dict[str, Option]] = {
+        "lower_order_final": Option.flag(
+            True, "in runs of fewer than 15 steps, the last two steps drop to orders 2 and 1 (DPM-Solver's rule)"
+        )
+    }
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> ExpState:
         marginal = ctx.problem.sde.marginal

@@ -40,6 +40,7 @@ from .. import _random
 from ..errors import SolverError
 from ._base import FiniteWatch, SamplingProblem, Solver, SolveStats
 from ._grids import GRIDS, log_snr, resolve_grid, solver_time_grid, t_of_log_snr, time_grid
+from ._option import Option
 from ._registry import register
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,7 +130,7 @@ class GridSolver(Solver, Generic[State]):
     r"""Base class of the native fixed-grid samplers: one loop, per-step updates in :meth:`step`.
 
     Subclasses set the capability attributes, ``grid`` (default grid kind),
-    ``options_defaults`` (their own options and defaults), and implement
+    ``options_declared`` (their own options, :class:`~sdekit.solvers._option.Option`), and implement
     :meth:`prepare` (precompute coefficients on the grid; returns the solver's state, a small dataclass)
     and :meth:`step` (:math:`x_{t_i} \mapsto x_{t_{i+1}}`; returns the new x and state).
 
@@ -142,16 +143,18 @@ class GridSolver(Solver, Generic[State]):
     adaptive: ClassVar[bool] = False
     grid: ClassVar[str] = "uniform"
     """Default time grid (a kind of :data:`~sdekit.solvers._grids.GRIDS`; non-affine SDEs: uniform)."""
-    options_defaults: ClassVar[dict[str, Any]] = {"check_every": 16}
+    options_declared: ClassVar[dict[str, Option]] = {
+        "check_every": Option.positive_int(
+            16, "steps between the host reads of the finiteness watch (it still pins the first non-finite step)"
+        )
+    }
     nfe_per_step: ClassVar[str] = "1"
     """NFE per step, for the docs."""
 
     def options(self, problem: SamplingProblem, **kwargs: Any) -> dict[str, Any]:
-        """:meth:`Solver.options`, with the grid kind resolved and ``check_every`` checked."""
+        """:meth:`Solver.options`, with the grid kind resolved."""
         opts = super().options(problem, **kwargs)
         opts["grid"] = resolve_grid(problem.sde, opts["grid"], self.grid, self.name)
-        if int(opts["check_every"]) < 1:
-            raise SolverError(f"check_every must be a positive integer, got {opts['check_every']!r}")
         return opts
 
     def num_steps(self, problem: SamplingProblem) -> int:
@@ -261,23 +264,22 @@ class PredictorCorrector(GridSolver):
     grid = "logsnr"
     grid_max_step = 0.5
     description = "reverse-diffusion (Euler–Maruyama) predictor + Langevin corrector (Song et al. 2021); any SDE"
-    options_defaults: ClassVar[dict[str, Any]] = {
-        "corrector": "langevin",
-        "snr": 0.16,
-        "n_corrector_steps": 1,
-        "snr_norm": "batch",
+    options_declared: ClassVar[dict[str, Option]] = {
+        "corrector": Option.choice(
+            "langevin", ("langevin", "none", None), "Langevin corrector after each predictor step, or none"
+        ),
+        "snr": Option.positive(0.16, "signal-to-noise ratio r of the corrector's step 2 (r |z| / |s|)^2"),
+        "n_corrector_steps": Option.integer(1, "corrector steps per predictor step", lo=0),
+        "snr_norm": Option.choice(
+            "batch",
+            ("batch", "sample"),
+            "norms of the corrector's step: batch means of the per-sample norms (score_sde) or per sample",
+        ),
     }
     nfe_per_step = "1 + n_corrector_steps"
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> PCState:
-        corrector = opts["corrector"]
-        if corrector not in ("langevin", None, "none"):
-            raise SolverError(f"pc: unknown corrector {corrector!r}; choose 'langevin' or None")
-        nc = int(opts["n_corrector_steps"]) if corrector == "langevin" else 0
-        if nc < 0 or float(opts["snr"]) <= 0:
-            raise SolverError("pc: n_corrector_steps must be >= 0 and snr > 0")
-        if opts["snr_norm"] not in ("batch", "sample"):
-            raise SolverError(f"pc: snr_norm must be 'batch' or 'sample', got {opts['snr_norm']!r}")
+        nc = opts["n_corrector_steps"] if opts["corrector"] == "langevin" else 0
         reverse = ctx.problem.sde.reverse(ctx.problem.score)
         return PCState(nc, float(opts["snr"]), opts["snr_norm"] == "sample", reverse)
 
@@ -340,11 +342,15 @@ class Ancestral(GridSolver):
     default_steps = 1000
     grid = "logsnr"
     description = "ancestral sampling with the exact Gaussian posterior (DDPM for VP, SMLD for VE); affine SDEs"
-    options_defaults: ClassVar[dict[str, Any]] = {"variance": "posterior"}
+    options_declared: ClassVar[dict[str, Option]] = {
+        "variance": Option.choice(
+            "posterior",
+            ("posterior", "forward"),
+            "noise variance of each step: the exact posterior's (beta tilde) or the forward kernel's (DDPM's beta)",
+        )
+    }
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> AncestralState:
-        if opts["variance"] not in ("posterior", "forward"):
-            raise SolverError(f"ancestral: variance must be 'posterior' or 'forward', got {opts['variance']!r}")
         marginal = ctx.problem.sde.marginal
         t, s = ctx.times[:-1], ctx.times[1:]
         k = marginal.transition(s, t)
@@ -395,18 +401,23 @@ class AnnealedLangevin(GridSolver):
     default_steps = 1000
     grid = "logsnr"
     description = "annealed Langevin dynamics (NCSN) on the noise levels sigma(t_i) of the marginal; affine SDEs"
-    options_defaults: ClassVar[dict[str, Any]] = {"step_lr": None, "rel_step": 0.5, "n_steps_each": 3}
+    options_declared: ClassVar[dict[str, Option]] = {
+        "step_lr": Option.positive(
+            None,
+            "NCSN's absolute step epsilon: a_i = epsilon sigma_i^2 / sigma_L^2",
+            none=True,
+            default_note="from rel_step",
+        ),
+        "rel_step": Option.positive(0.5, "relative step c: a_i = c sigma_i^2 (used when step_lr is None)"),
+        "n_steps_each": Option.positive_int(3, "Langevin steps per noise level"),
+    }
     nfe_per_step = "n_steps_each"
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> ALDState:
-        k = int(opts["n_steps_each"])
-        if k < 1:
-            raise SolverError(f"ald: n_steps_each must be >= 1, got {opts['n_steps_each']!r}")
+        k = opts["n_steps_each"]
         sig2 = ctx.problem.sde.marginal.sigma2(ctx.times[1:])
         lr = opts["step_lr"]
-        rel = float(opts["rel_step"]) if lr is None else float(lr) / float(sig2[-1])
-        if not rel > 0:
-            raise SolverError("ald: step_lr / rel_step must be positive")
+        rel = opts["rel_step"] if lr is None else lr / float(sig2[-1])
         a = rel * sig2
         kern = ctx.problem.sde.marginal.transition(ctx.times[1:], ctx.times[:-1])  # x_{t_i} = r x_{t_i+1} + c + ...
         return ALDState((a / 2).tolist(), torch.sqrt(a).tolist(), (1 / kern.alpha).tolist(), kern.offset.tolist(), k)

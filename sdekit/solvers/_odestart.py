@@ -46,7 +46,9 @@ def torchdiffeq_options(method: str) -> frozenset[str]:
     """The ``options`` keys torchdiffeq's ``method`` accepts (its solver's keyword arguments).
 
     torchdiffeq only warns about others ("Unexpected arguments") and ignores them, so a misspelt
-    option would silently do nothing; sdekit rejects them up front with this list.
+    option would silently do nothing. sdekit declares the ones it accepts
+    (:data:`~sdekit.solvers._torchdiffeq.ADAPTIVE_OPTIONS`, ...) and rejects the others up front;
+    ``tests/solvers/test_solver_options.py`` checks those declarations against this list.
     """
     names: set[str] = set()
     for cls in SOLVERS[method].__mro__:

@@ -23,13 +23,18 @@ name is an alias when it does not clash with an SDE solver (``dopri5``, ``bosh3`
   recommendations then hold on every affine zoo SDE; ``"uniform"`` in t for non-affine SDEs), ``rho=``
   for ``grid="edm"``.
 
-Extra ``**options`` are passed to torchdiffeq (e.g. ``max_num_steps``, ``first_step``).
+Extra ``**options`` are passed to torchdiffeq (e.g. ``max_num_steps``, ``first_step``): each method's own
+keywords are declared (:data:`ADAPTIVE_OPTIONS`, :data:`FIXED_GRID_OPTIONS`, :data:`ADAMS_OPTIONS`) and checked
+like sdekit's options; torchdiffeq itself would only warn about an unknown one and ignore it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Callable
+import math
+import numbers
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -39,10 +44,18 @@ from ..errors import SolverError, UnknownSolverError
 from ._base import SamplingProblem, Solver, SolveStats, ensure_finite
 from ._grids import log_snr, resolve_grid, solver_time_grid, t_of_log_snr
 from ._odedriver import integrate, is_fixed_grid
-from ._odestart import torchdiffeq_options
+from ._option import Option
 from ._registry import REGISTRY, register, resolve
 
-__all__ = ["TorchdiffeqSolver", "ODE_METHODS", "ode_method"]
+__all__ = [
+    "ADAMS_OPTIONS",
+    "ADAPTIVE_OPTIONS",
+    "FIXED_GRID_OPTIONS",
+    "ODE_METHODS",
+    "TorchdiffeqSolver",
+    "backend_options",
+    "ode_method",
+]
 
 # method: (global order, recommended steps (fixed grid) or rtol = atol (adaptive), NFE per step)
 _INFO: dict[str, tuple[int, float, str]] = {
@@ -80,6 +93,96 @@ ODE_METHODS: tuple[str, ...] = tuple(m for m in SOLVERS if m != "scipy_solver")
 """torchdiffeq methods registered as ``ode:<method>`` (the scipy wrapper is left out: it leaves torch)."""
 
 
+def _is_times(value: object) -> bool:
+    """A 1-D real tensor or a sequence of finite real numbers (times for torchdiffeq's ``step_t`` / ``jump_t``)."""
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 1 and not value.is_complex() and value.dtype != torch.bool
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    return False
+
+
+def _backend(options: dict[str, Option]) -> dict[str, Option]:
+    """``options`` marked as torchdiffeq's own (``passthrough``: passed on only when given)."""
+    return {name: dataclasses.replace(option, passthrough=True) for name, option in options.items()}
+
+
+ADAPTIVE_OPTIONS: Mapping[str, Option] = _backend(
+    {
+        "first_step": Option.positive(
+            None,
+            "first step size",
+            none=True,
+            default_note="torchdiffeq's heuristic with its probe kept inside [eps, T] by sdekit",
+        ),
+        "max_num_steps": Option.positive_int(2**31 - 1, "steps torchdiffeq takes before it gives up"),
+        "step_t": Option.custom(
+            None,
+            "times every step must end on; replaces sdekit's (the end time; the grid for steps=n): include those",
+            accepts="a 1-D tensor or a sequence of times",
+            test=_is_times,
+            none=True,
+        ),
+        "jump_t": Option.custom(
+            None,
+            "times of discontinuities: steps end on them and the derivative is re-evaluated after",
+            accepts="a 1-D tensor or a sequence of times",
+            test=_is_times,
+            none=True,
+        ),
+        "min_step": Option.number(0.0, "smallest step size", lo=0.0),
+        "max_step": Option.number(math.inf, "largest step size", lo=0.0, lo_open=True, hi=math.inf),
+        "safety": Option.number(0.9, "safety factor of the step-size controller", lo=0.0, hi=1.0, lo_open=True),
+        "ifactor": Option.number(10.0, "largest factor by which a step may grow", lo=1.0),
+        "dfactor": Option.number(0.2, "smallest factor by which a step may shrink", lo=0.0, hi=1.0, lo_open=True),
+        "norm": Option.custom(
+            None,
+            "error norm of a state, norm(y) -> scalar tensor",
+            accepts="a callable",
+            test=callable,
+            none=True,
+            default_note="torchdiffeq's RMS norm over the batch",
+        ),
+    }
+)
+"""torchdiffeq's own keywords of its adaptive Runge–Kutta methods (``RKAdaptiveStepsizeODESolver``), passed on when
+given; ``tests/solvers/test_solver_options.py`` checks the names against the installed torchdiffeq."""
+
+FIXED_GRID_OPTIONS: Mapping[str, Option] = _backend(
+    {
+        "step_size": Option.positive(
+            None, "uniform step size (logp's options=, instead of steps=)", none=True, default_note="from steps="
+        ),
+        "grid_constructor": Option.custom(
+            None,
+            "grid_constructor(func, y0, t) -> the time grid (logp's options=, instead of steps=)",
+            accepts="a callable",
+            test=callable,
+            none=True,
+            default_note="from steps=",
+        ),
+        "interp": Option.choice("linear", ("linear", "cubic"), "interpolation of output times between grid points"),
+        "perturb": Option.flag(False, "evaluate the drift just inside each step (for discontinuities)"),
+    }
+)
+"""torchdiffeq's own keywords of its fixed-grid methods (``FixedGridODESolver``), passed on when given."""
+
+ADAMS_OPTIONS: Mapping[str, Option] = _backend(
+    {
+        "max_order": Option.integer(
+            4,
+            "largest Adams order (sdekit's default 4: torchdiffeq's 12 diverged on VE; below 4 torchdiffeq runs rk4)",
+            lo=2,
+            hi=12,
+        ),
+        "implicit": Option.flag(True, "Adams-Moulton corrector iterations after the predictor"),
+        "max_iters": Option.positive_int(4, "corrector iterations per step at most"),
+    }
+)
+"""torchdiffeq's own keywords of its Adams methods; ``explicit_adams`` takes ``max_order`` only (it fixes
+``implicit=False``, and passing it again is a TypeError in torchdiffeq; ``max_iters`` would be ignored)."""
+
+
 class TorchdiffeqSolver(Solver):
     """Base of the torchdiffeq-backed PF-ODE solvers (one subclass per method)."""
 
@@ -97,11 +200,7 @@ class TorchdiffeqSolver(Solver):
         x_T = problem.x_T
         sde = problem.sde
         drift = sde.probability_flow(problem.score).drift
-        opts = self.options(
-            problem,
-            passthrough=torchdiffeq_options(self.method),
-            note=f" (sdekit's grid/rho and torchdiffeq's options of {self.method!r})",
-        )
+        opts = self.options(problem)
         grid_opts = {key: opts.pop(key) for key in ("grid", "rho", "data_std")}
         grid_kind = grid_opts["grid"]
         if self.method in _ADAMS:
@@ -118,7 +217,10 @@ class TorchdiffeqSolver(Solver):
         plan = _Plan(func, span, problem.rtol, problem.atol, "the probability-flow ODE")
         if steps is not None:
             if "step_size" in opts or "grid_constructor" in opts:
-                raise SolverError(f"{self.name}: pass either steps= or step_size/grid_constructor options, not both")
+                raise SolverError(
+                    f"{self.name}: sample() builds the grid of {steps} steps from steps= and grid=; drop the "
+                    "step_size/grid_constructor option (logp takes it in options= instead of steps=)"
+                )
             plan = self._on_grid(problem, plan, opts, int(steps), grid_opts)
         run = integrate(
             plan.func, x_T, plan.span, method=self.method, rtol=plan.rtol, atol=plan.atol, options=opts, what=plan.what,
@@ -237,6 +339,44 @@ def _in_log_snr(sde: Any, func: Any, t_start: float, t_end: float, n: int, like:
     return func_u
 
 
+class AdaptiveTorchdiffeq(TorchdiffeqSolver):
+    """torchdiffeq's adaptive Runge–Kutta methods (``dopri5``, ...): their step-size control keywords."""
+
+    options_declared: ClassVar[Mapping[str, Option]] = ADAPTIVE_OPTIONS
+
+
+class FixedGridTorchdiffeq(TorchdiffeqSolver):
+    """torchdiffeq's fixed-grid methods (``euler``, ``rk4``, ...): their grid and interpolation keywords."""
+
+    options_declared: ClassVar[Mapping[str, Option]] = FIXED_GRID_OPTIONS
+
+
+class ExplicitAdamsTorchdiffeq(FixedGridTorchdiffeq):
+    """torchdiffeq's ``explicit_adams``: the Adams–Bashforth order."""
+
+    options_declared: ClassVar[Mapping[str, Option]] = {"max_order": ADAMS_OPTIONS["max_order"]}
+
+
+class AdamsTorchdiffeq(FixedGridTorchdiffeq):
+    """torchdiffeq's ``implicit_adams`` and ``fixed_adams``: the Adams order and the corrector iterations."""
+
+    options_declared: ClassVar[Mapping[str, Option]] = ADAMS_OPTIONS
+
+
+def _family(method: str) -> type[TorchdiffeqSolver]:
+    """The base class whose declared options are those torchdiffeq's ``method`` takes."""
+    if method == "explicit_adams":
+        return ExplicitAdamsTorchdiffeq
+    if method in _ADAMS:
+        return AdamsTorchdiffeq
+    return FixedGridTorchdiffeq if is_fixed_grid(method) else AdaptiveTorchdiffeq
+
+
+def backend_options(method: str) -> dict[str, Option]:
+    """The declared torchdiffeq keywords of ``method`` (what :func:`sdekit.logp`'s ``options=`` may hold)."""
+    return {name: o for name, o in _family(method).declared_options().items() if o.passthrough}
+
+
 def _make(method: str) -> type[TorchdiffeqSolver]:
     order, recommended, nfe = _INFO.get(method, (None, 1e-3, "?"))
     adaptive = not is_fixed_grid(method)
@@ -249,10 +389,11 @@ def _make(method: str) -> type[TorchdiffeqSolver]:
         "default_steps": None if adaptive else int(recommended),
         "recommended_rtol": float(recommended) if adaptive else None,
         "description": f"torchdiffeq {method} on the probability-flow ODE ({kind}, order {order}, {nfe} NFE/step)",
+        "options_note": f" (sdekit's grid/rho/data_std and torchdiffeq's options of {method!r})",
         "__doc__": f"torchdiffeq ``{method}`` on the probability-flow ODE ({kind}, global order {order}).",
         "__module__": __name__,
     }
-    return type(f"ODE_{method}", (TorchdiffeqSolver,), attrs)
+    return type(f"ODE_{method}", (_family(method),), attrs)
 
 
 def _register_all() -> None:

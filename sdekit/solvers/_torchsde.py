@@ -56,10 +56,12 @@ import math
 from typing import Any, ClassVar
 
 import torch
+from torchsde import BaseBrownian
 
 from ..errors import SolverError
 from ._base import SamplingProblem, SimulationProblem, Solver, SolveStats
 from ._grids import solver_time_grid
+from ._option import Option
 from ._registry import register
 from ._torchsde_driver import Adaptive, Fixed, Forward, Reverse, drive
 
@@ -89,12 +91,24 @@ class TorchsdeSolver(Solver):
     most :attr:`grid_max_step` (measured over the affine zoo against ``"logsnr"``, the previous default, and the
     other kinds: ``docs/sampling.md``, "Time grids"). Non-affine SDEs: uniform in t."""
     grid_max_step: ClassVar[float | None] = 0.5
-    options_defaults: ClassVar[dict[str, Any]] = {
-        "bm": None,
-        "check_every": 32,
-        "dt0": None,
-        "dt_min": 1e-5,
-        "max_steps": 100_000,
+    options_declared: ClassVar[dict[str, Option]] = {
+        "bm": Option.custom(
+            None,
+            "your own torchsde Brownian motion of shape (batch, d) on [0, S] in s = t_start - t (e.g. a seeded "
+            "BrownianInterval, to drive several step counts with one path)",
+            accepts="a torchsde Brownian motion (BaseBrownian)",
+            test=lambda v: isinstance(v, BaseBrownian),
+            none=True,
+            default_note="fresh increments from the generator",
+        ),
+        "check_every": Option.positive_int(32, "fixed steps between the finiteness checks (one host read each)"),
+        "dt0": Option.positive(
+            None, "first step of an adaptive run, in s = t_start - t", none=True, default_note="S/100"
+        ),
+        "dt_min": Option.positive(
+            1e-5, "smallest step of an adaptive run: a step this small is accepted whatever its error (torchsde warns)"
+        ),
+        "max_steps": Option.positive_int(100_000, "step attempts of an adaptive run before it gives up"),
     }
 
     def _solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:

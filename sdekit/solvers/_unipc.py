@@ -64,9 +64,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import SolverError
 from ._exponential import exp_moments, grid_log_snr, weighted_sum
 from ._native import GridSolver, StepContext
+from ._option import Option
 from ._registry import register
 
 __all__ = ["UniPC", "UniPCCoefficients", "UniPCState", "unipc_orders", "unipc_rhos", "unipc_weights"]
@@ -178,25 +178,24 @@ class UniPC(GridSolver[UniPCState]):
     steps_are_nfe = True
     default_steps = 25  # sub-VP's moment test needs it on the log-SNR grid; VP and VE pass at 20
     description = "UniPC (UniP predictor + UniC corrector, B(h)) on the PF-ODE; orders 1-3; any affine SDE"
-    options_defaults: ClassVar[dict[str, Any]] = {
-        "order": 2,
-        "variant": "bh2",
-        "corrector": True,
-        "lower_order_final": True,
+    options_declared: ClassVar[dict[str, Option]] = {
+        "order": Option.choice(2, (1, 2, 3), "order p of the UniP predictor (UniPC-p: order p + 1 with the corrector)"),
+        "variant": Option.choice("bh2", VARIANTS, "B(h) of the UniPC updates: 'bh1' B(h) = -h, 'bh2' B(h) = e^-h - 1"),
+        "corrector": Option.choice(
+            True,
+            (True, False, None, "none"),
+            "the UniC corrector on every step but the last; False, None or 'none': off",
+        ),
+        "lower_order_final": Option.choice(
+            True,
+            (True, False, "always"),
+            "the last steps drop to order 1 in runs of fewer than 15 steps; 'always': in every run (the reference)",
+        ),
     }
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> UniPCState:
         order, variant, corrector, lof = opts["order"], opts["variant"], opts["corrector"], opts["lower_order_final"]
-        if isinstance(order, bool) or order not in (1, 2, 3):
-            raise SolverError(f"unipc: order must be 1, 2 or 3, got {order!r}")
-        if variant not in VARIANTS:
-            raise SolverError(f"unipc: variant must be 'bh1' or 'bh2', got {variant!r}")
-        if corrector is None or corrector == "none":  # sdekit.sample's spelling of "predictor only"
-            corrector = False
-        if not isinstance(corrector, bool):
-            raise SolverError(f"unipc: corrector must be True (UniC) or False / None, got {corrector!r}")
-        if lof not in (True, False, "always"):
-            raise SolverError(f"unipc: lower_order_final must be True, False or 'always', got {lof!r}")
+        corrector = corrector is True  # None / "none": sdekit.sample's spelling of "predictor only"
         marginal = ctx.problem.sde.marginal
         times = ctx.times
         lam = grid_log_snr(ctx, self.name)
