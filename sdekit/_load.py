@@ -219,6 +219,15 @@ def resolve_sde(spec: str, *, compile: bool = True) -> SDE:
     return sde
 
 
+def resolve_affine_sde(spec: str, why: str) -> SDE:
+    """:func:`resolve_sde`, refusing a non-affine SDE with an :class:`SDESpecError` that ends with ``why`` (what the
+    command needs the Gaussian marginal for and what to pass)."""
+    sde = resolve_sde(spec)
+    if not sde.is_affine:
+        raise SDESpecError(f"{type(sde).__name__} is not affine (drift a(t) x + b(t), diffusion free of x); {why}")
+    return sde
+
+
 def _zero_argument(obj: Any) -> bool:
     """Whether ``obj(x, t)`` cannot be called but ``obj()`` can (a factory given without its parentheses)."""
     # lazy: inspect only on the model path

@@ -29,7 +29,7 @@ from ._checks import check_model_output
 from ._chunkstore import FORMAT, ChunkStore, Lock, differences, parts_dir, read_manifest, write_npy, write_parquet
 from ._dequantize import bits_per_dim
 from ._likelihood import DEFAULT_LIKELIHOOD_EPS, EXACT_TRACE_MAX_DIM, logp
-from ._load import ModelSpecError, SDESpecError, resolve_model, resolve_sde
+from ._load import ModelSpecError, SDESpecError, resolve_affine_sde, resolve_model
 from ._logp_cli import SUFFIXES, chunk_seed
 from ._model_errors import is_model_error
 from ._options import OptionError, check_device, check_out_dir, check_seed
@@ -149,15 +149,11 @@ def _scan(data: np.ndarray, value: str) -> str:
 
 def _load_sde(spec: str) -> Any:
     try:
-        sde = resolve_sde(spec)
+        return resolve_affine_sde(
+            spec, "it has no Gaussian prior p_T for log p: pass an affine SDE, or call sdekit.logp with prior="
+        )
     except SDESpecError as err:
         raise OptionError(f"--sde {spec!r}: {err}") from err
-    if not sde.is_affine:
-        raise OptionError(
-            f"--sde {spec!r}: {type(sde).__name__} is not affine, so it has no Gaussian prior p_T for log p; "
-            "pass an affine SDE (drift a(t) x + b(t), diffusion free of x), or call sdekit.logp with prior="
-        )
-    return sde
 
 
 def _solver_options(args: argparse.Namespace, sde: Any, dim: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .._load import SDESpecError, resolve_sde, sde_help, sde_metavar
+from .._load import SDESpecError, resolve_affine_sde, sde_help, sde_metavar
 from .._options import MAX_SEED, OptionError, check_device, check_out_dir, check_seed
 
 if TYPE_CHECKING:
@@ -78,16 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _parse_sde(spec: str) -> Any:
     try:
-        sde = resolve_sde(spec)
+        return resolve_affine_sde(
+            spec,
+            "the demo needs its Gaussian marginal for the exact oracle and the eps-parameterised model: pass an "
+            "affine SDE such as vp",
+        )
     except SDESpecError as err:
         raise DemoError(f"--sde {spec!r}: {err}") from err
-    if not sde.is_affine:
-        raise DemoError(
-            f"--sde {spec!r}: {type(sde).__name__} is not affine (drift a(t) x + b(t), diffusion free of x); the "
-            "demo needs its Gaussian marginal for the exact oracle and the eps-parameterised model: pass an affine "
-            "SDE such as vp"
-        )
-    return sde
 
 
 def _parse_solvers(values: list[str] | None) -> list[str]:
