@@ -37,6 +37,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 
 from ..errors import SolverError, UnknownSolverError
 from ._base import SamplingProblem, Solver, SolveStats, ensure_finite
+from ._budget import ODE_MAX_REJECTED, ODE_MAX_STEPS, StepBudget, check_budget
 from ._grids import log_snr, resolve_grid, solver_time_grid, t_of_log_snr
 from ._odedriver import integrate, is_fixed_grid
 from ._odestart import torchdiffeq_options
@@ -103,6 +104,7 @@ class TorchdiffeqSolver(Solver):
             note=f" (sdekit's grid/rho and torchdiffeq's options of {self.method!r})",
         )
         grid_opts = {key: opts.pop(key) for key in ("grid", "rho", "data_std")}
+        budget = self._budget(problem, opts)
         grid_kind = grid_opts["grid"]
         if self.method in _ADAMS:
             opts.setdefault("max_order", 4)  # torchdiffeq's default 12 is unstable here (module docstring)
@@ -115,14 +117,16 @@ class TorchdiffeqSolver(Solver):
         def func(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return drift(x, t)
 
-        plan = _Plan(func, span, problem.rtol, problem.atol, "the probability-flow ODE")
+        plan = _Plan(func, span, problem.rtol, problem.atol, "the probability-flow ODE", None)
+        advice = "check the model (NaN/inf?), raise eps or tighten rtol/atol"
         if steps is not None:
             if "step_size" in opts or "grid_constructor" in opts:
                 raise SolverError(f"{self.name}: pass either steps= or step_size/grid_constructor options, not both")
             plan = self._on_grid(problem, plan, opts, int(steps), grid_opts)
+            budget, advice = None, "check the model (NaN/inf?), take more steps or raise eps"
         run = integrate(
             plan.func, x_T, plan.span, method=self.method, rtol=plan.rtol, atol=plan.atol, options=opts, what=plan.what,
-            watch="the probability-flow drift", advice="check the model (NaN/inf?), raise eps or tighten rtol/atol",
+            watch="the probability-flow drift", advice=advice, budget=budget, grid_times=plan.grid_times,
         )  # fmt: skip
         x = run.ys[-1]
         ensure_finite(
@@ -143,6 +147,20 @@ class TorchdiffeqSolver(Solver):
         problem.progress(run.accepted)
         return x, SolveStats(steps=run.accepted, accepted=run.accepted, rejected=run.rejected)
 
+    def _budget(self, problem: SamplingProblem, opts: dict[str, Any]) -> StepBudget | None:
+        """The step budget of an adaptive run from the options ``max_steps`` / ``max_rejected`` (popped from
+        ``opts``); torchdiffeq's own ``max_num_steps``, if given, is the attempted-steps budget instead."""
+        if not self.adaptive:
+            return None
+        max_steps = check_budget("max_steps", opts.pop("max_steps"))
+        max_rejected = check_budget("max_rejected", opts.pop("max_rejected"))
+        name = "max_steps"
+        if "max_num_steps" in opts:
+            if "max_steps" in problem.options:
+                raise SolverError(f"{self.name}: pass max_steps= or torchdiffeq's max_num_steps=, not both")
+            max_steps, name = check_budget("max_num_steps", opts.pop("max_num_steps")), "max_num_steps"
+        return StepBudget(max_steps, max_rejected, steps_option=name, fixed_hint="use fixed steps (steps=n)")
+
     def _on_grid(
         self, problem: SamplingProblem, plan: _Plan, opts: dict[str, Any], n: int, grid_opts: dict[str, Any]
     ) -> _Plan:
@@ -161,6 +179,7 @@ class TorchdiffeqSolver(Solver):
             opts.setdefault("first_step", 2 * float((grid_times[:-1] - grid_times[1:]).max()))
             big = 1e10
             return plan._replace(rtol=big, atol=big)
+        plan = plan._replace(grid_times=grid_times)
         if self.method in _ADAMS and kind == "logsnr":
             # Adams coefficients assume equal steps: integrate in u = (lambda - lambda_0)/(lambda_n - lambda_0),
             # where the log-SNR grid is uniform (see _in_log_snr).
@@ -189,6 +208,8 @@ class _Plan(NamedTuple):
     rtol: float
     atol: float
     what: str
+    grid_times: torch.Tensor | None
+    """The fixed grid in t, for messages (None: adaptive, or the grid torchdiffeq steps on is in t)."""
 
 
 def _in_log_snr(sde: Any, func: Any, t_start: float, t_end: float, n: int, like: torch.Tensor) -> Any:
@@ -247,6 +268,7 @@ def _make(method: str) -> type[TorchdiffeqSolver]:
         "weak_order": order,
         "adaptive": adaptive,
         "default_steps": None if adaptive else int(recommended),
+        "options_defaults": {"max_steps": ODE_MAX_STEPS, "max_rejected": ODE_MAX_REJECTED} if adaptive else {},
         "recommended_rtol": float(recommended) if adaptive else None,
         "description": f"torchdiffeq {method} on the probability-flow ODE ({kind}, order {order}, {nfe} NFE/step)",
         "__doc__": f"torchdiffeq ``{method}`` on the probability-flow ODE ({kind}, global order {order}).",
