@@ -23,10 +23,10 @@ float32, batch 64-4096, and on the same mixture with component stds down to 1e-4
 Hence :data:`ODE_MAX_STEPS` = 3,000 (24 times the largest documented run, above every stress run),
 :data:`ODE_MAX_REJECTED` = 300 (7 times the most rejections measured), :data:`SDE_MAX_STEPS` = 5,000 (4 times
 adaptive Euler on EDM, 12 times ``srk`` at 1e-4) and :data:`SDE_MAX_REJECTED` = 1,000 (4 times adaptive Euler on
-EDM). Measured on hopeless solves at batch 64 on one CPU thread (VP; the stiff score ``-1e3 x`` or ``-1e6 x``, or
-``-x (1 + 0.9 sin(2e4 t))``): dopri5 stops after about 1,500 attempts (6 s), ``euler`` / ``heun`` after at most
-5,000 (2-5 s), ``srk`` after at most 5,000 (about 18 s: its attempts cost three steps and Brownian-interval
-queries); a larger batch or model scales these times.
+EDM). Measured on hopeless solves at batch 4-64 on one CPU thread (VP; the stiff score ``-1e3 x`` or ``-1e6 x``, or
+``-x (1 + 0.9 sin(2e4 t))``): dopri5 stops after about 1,500 attempts (3-7 s), ``euler`` / ``heun`` after at most
+5,000 (2-5 s), ``srk`` after at most 5,000 (6-10 s: its attempts cost three steps and Brownian-interval queries);
+a larger batch or model scales these times.
 
 **Fixed step counts** are capped at :data:`MAX_STEPS` = 10**7, checked before anything is allocated: the time
 grid of n steps is a float64 tensor of n + 1 entries (80 MB at the cap) and the torchsde driver keeps it as a

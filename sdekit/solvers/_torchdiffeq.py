@@ -23,7 +23,12 @@ name is an alias when it does not clash with an SDE solver (``dopri5``, ``bosh3`
   recommendations then hold on every affine zoo SDE; ``"uniform"`` in t for non-affine SDEs), ``rho=``
   for ``grid="edm"``.
 
-Extra ``**options`` are passed to torchdiffeq (e.g. ``max_num_steps``, ``first_step``).
+Adaptive runs stop with :class:`~sdekit.errors.SolverError` after ``max_steps`` attempted steps (option, default
+3,000) or ``max_rejected`` rejected ones (default 300; :mod:`sdekit.solvers._budget`); torchdiffeq's own
+``max_num_steps``, if passed, is the attempted-steps budget instead. Fixed-grid runs stop at the first step whose
+state is non-finite (:class:`~sdekit.errors.SolverDivergedError` with its index and end time).
+
+Extra ``**options`` are passed to torchdiffeq (e.g. ``first_step``).
 """
 
 from __future__ import annotations
