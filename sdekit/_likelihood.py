@@ -57,6 +57,7 @@ from ._model_errors import CheckedModel, GuardedModel
 from ._traces import PROBES, ExactTrace, HutchinsonTrace, draw_probes
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError
 from .parameterization import check_parameterization, score_fn
+from .solvers._budget import ODE_MAX_STEPS, StepBudget, check_budget, check_step_cap
 from .solvers._odedriver import OdeRun, integrate, is_fixed_grid
 from .solvers._option import check_given
 from .solvers._torchdiffeq import backend_options, ode_method
@@ -147,6 +148,9 @@ class _LogpConfig:
     """Keep the autograd graph through the solve."""
     adjoint_params: tuple[torch.Tensor, ...] | None
     """Differentiate by the adjoint method w.r.t. these (None: backpropagate through the solve)."""
+    budget: StepBudget | None
+    """Attempted-steps budget of an adaptive solve (``options["max_num_steps"]``, default
+    :data:`~sdekit.solvers._budget.ODE_MAX_STEPS`); None on a fixed grid."""
 
 
 # --------------------------------------------------------------------------- stage 1: check the inputs
@@ -181,7 +185,7 @@ def _check_inputs(
     trace_kind = _check_trace(trace, probe, n_probes, x[0].numel())
     check_parameterization(parameterization)
     prior = _check_prior(sde, prior, parameterization)
-    opts = _check_options(method, options, steps, eps, T)
+    opts, budget = _check_options(method, options, steps, eps, T)
     check_generator(generator)
     if create_graph is not None and not isinstance(create_graph, bool):
         raise TypeError(f"create_graph must be True, False or None (automatic), got {create_graph!r}")
@@ -203,6 +207,7 @@ def _check_inputs(
         normalized=normalized,
         graph=graph,
         adjoint_params=_check_adjoint(model, adjoint, adjoint_params, graph),
+        budget=budget,
     )
 
 
@@ -236,8 +241,12 @@ def _check_prior(sde: SDE, prior: Any, parameterization: str) -> Any:
     return prior
 
 
-def _check_options(method: str, options: Any, steps: Any, eps: float, T: float) -> dict[str, Any]:
-    """torchdiffeq options for ``method``: the caller's (checked), ``step_size`` from ``steps``, the per-sample norm."""
+def _check_options(
+    method: str, options: Any, steps: Any, eps: float, T: float
+) -> tuple[dict[str, Any], StepBudget | None]:
+    """torchdiffeq options for ``method``: the caller's (checked), ``step_size`` from ``steps`` (at most
+    :data:`~sdekit.solvers._budget.MAX_STEPS`), the per-sample norm; and the step budget of an adaptive solve
+    (``max_num_steps``, taken out of the options: the driver enforces it)."""
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"options must be a dict of torchdiffeq options, got {type(options).__name__}")
     opts = check_given(
@@ -253,12 +262,21 @@ def _check_options(method: str, options: Any, steps: Any, eps: float, T: float) 
         if steps is None and "step_size" not in opts and "grid_constructor" not in opts:
             raise ValueError(f"solver {method!r} takes fixed steps: pass steps=<number of steps> (or options=)")
         if steps is not None:
-            opts["step_size"] = (T - eps) / check_count("steps", steps)
-    else:
-        if steps is not None:
-            raise ValueError(f"steps= is for fixed-grid solvers; {method!r} is adaptive (use rtol/atol)")
-        opts.setdefault("norm", per_sample_norm)
-    return opts
+            opts["step_size"] = (T - eps) / check_step_cap(check_count("steps", steps))
+        elif "step_size" in opts:  # torchdiffeq would build the grid of (T - eps) / step_size steps
+            size = check_positive("options['step_size']", opts["step_size"])
+            check_step_cap((T - eps) / size, f"options['step_size']={size:g} ({(T - eps) / size:.3g} steps)")
+        return opts, None
+    if steps is not None:
+        raise ValueError(f"steps= is for fixed-grid solvers; {method!r} is adaptive (use rtol/atol)")
+    opts.setdefault("norm", per_sample_norm)
+    max_steps = check_budget("options['max_num_steps']", opts.pop("max_num_steps", ODE_MAX_STEPS))
+    budget = StepBudget(
+        max_steps,
+        steps_option="options['max_num_steps']",
+        fixed_hint="use a fixed-grid solver (solver='rk4', steps=n)",
+    )
+    return opts, budget
 
 
 def _check_normalize(sde: SDE, normalize: Any) -> bool:
@@ -331,7 +349,8 @@ def _integrate(config: _LogpConfig, rhs: AugmentedFlow, x: torch.Tensor) -> OdeR
         graph=config.graph,
         adjoint_params=config.adjoint_params,
         watch="the probability-flow drift or its divergence",
-        advice="check the model, or lower eps/rtol/atol",
+        advice="check the model, or " + ("take more steps" if config.budget is None else "lower eps/rtol/atol"),
+        budget=config.budget,
     )
 
 
@@ -446,12 +465,14 @@ def logp(
             ``sde.prior`` = :math:`N(m(T), \sigma(T)^2 I)`, which is only approximately
             :math:`p_T` (exact comparisons pass the exact :math:`p_T`, e.g. an oracle's ``.at(sde.T)``).
         generator: random generator for the Hutchinson probes.
-        steps: number of uniform steps for fixed-grid methods.
-        options: extra torchdiffeq ``options`` (e.g. ``{"max_num_steps": 10000}``), checked against the
-            method's declared keywords (``sdekit solvers --options dopri5``) by name, type and range. Adaptive
-            methods default to ``step_t=[T]`` (the last step ends on T: no model call past T, no
-            interpolation error) and a per-sample error norm (rtol/atol hold for every sample,
-            not on average over the batch).
+        steps: number of uniform steps for fixed-grid methods (at most 10**7).
+        options: extra torchdiffeq ``options``, checked against the method's declared keywords
+            (``sdekit solvers --options dopri5``) by name, type and range. Adaptive methods default to
+            ``step_t=[T]`` (the last step ends on T: no model call past T, no interpolation error), a per-sample
+            error norm (rtol/atol hold for every sample, not on average over the batch) and
+            ``max_num_steps`` = 3,000 attempted steps (accepted + rejected; a solve that needs more
+            stops with :class:`~sdekit.errors.SolverError`; the documented runs take at most about 90,
+            :mod:`sdekit.solvers._budget`; ``{"max_num_steps": None}`` removes the limit).
         create_graph: keep the autograd graph through the solve so that the result can be
             differentiated (w.r.t. model parameters, x or SDE-independent inputs). Default
             ``None``: yes when grad mode is on and either ``x`` or the model output requires
@@ -490,7 +511,8 @@ def logp(
         NotAffineError: no ``prior`` given (or a non-score parameterization) for a non-affine SDE.
         ModelOutputError: the model output has the wrong shape or is not finite.
         SolverDivergedError: the state became non-finite during the solve.
-        SolverError: torchdiffeq failed (e.g. step size underflow).
+        SolverError: the step budget ``max_num_steps`` is spent, or torchdiffeq failed (e.g. step size
+            underflow).
 
     Example::
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from . import solvers as _solvers
 from ._checks import check_sde
 from .solvers import SolveStats
+from .solvers._budget import check_step_cap
 
 if TYPE_CHECKING:  # pragma: no cover
     from .solvers import Solver
@@ -57,7 +58,8 @@ def lookup_solver(solver: Any, example: str) -> tuple[str, Solver]:
 
 
 def check_steps(steps: Any, what: str) -> int | None:
-    """``steps`` if it is None or a positive int (not a bool), else a ValueError ending with ``what`` None means."""
+    """``steps`` if it is None or a positive int (not a bool) of at most :data:`~sdekit.solvers._budget.MAX_STEPS`,
+    else a ValueError (ending with ``what`` None means, or saying the limit and why), before anything is allocated."""
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer or None{what}, got {steps!r}")
-    return steps
+    return None if steps is None else check_step_cap(steps)

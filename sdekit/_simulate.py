@@ -34,6 +34,7 @@ from ._keywords import suggest_keywords
 from ._run import RunInfo, check_sde, check_steps, lookup_solver
 from .errors import SolverError
 from .solvers import SimulationProblem, Solver
+from .solvers._budget import SDE_MAX_REJECTED, SDE_MAX_STEPS, check_budget, check_step_cap
 
 if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
@@ -59,6 +60,8 @@ def simulate(
     generator: torch.Generator | None = None,
     bm: BaseBrownian | None = None,
     check_every: int = 32,
+    max_steps: int | None = SDE_MAX_STEPS,
+    max_rejected: int | None = SDE_MAX_REJECTED,
     return_info: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, RunInfo]:
     r"""Integrate the forward SDE :math:`dx = f\,dt + g\,dW` from :math:`x(t_0) = x_0` and return :math:`x` at ``ts``.
@@ -89,6 +92,10 @@ def simulate(
         bm: a torchsde Brownian motion of shape ``(batch, d)`` on ``[ts[0], ts[-1]]`` to drive the run
             instead (e.g. one seeded ``BrownianInterval`` shared by several step sizes: strong errors).
         check_every: fixed steps between finiteness checks (one host synchronisation each).
+        max_steps: adaptive runs: most attempted steps (accepted + rejected) over the whole run, default 5,000
+            (measured sizes in :mod:`sdekit.solvers._budget`); a run that needs more stops with
+            :class:`~sdekit.errors.SolverError`. None: no limit.
+        max_rejected: adaptive runs: most rejected steps over the whole run, default 1,000; None: no limit.
         return_info: also return a :class:`SimulateInfo`.
 
     Returns:
@@ -99,8 +106,11 @@ def simulate(
         SolverError: ``solver`` cannot simulate (``Solver.can_simulate``; the torchsde solvers can), or cannot
             handle this SDE.
         SolverDivergedError: the state became non-finite (the message gives the time window).
-        ValueError, TypeError: invalid ``x0``, ``ts``, ``steps``, ``dt``, tolerances or generator; a misspelt
-            keyword (TypeError suggesting the argument meant, :mod:`sdekit._keywords`).
+        SolverError: an adaptive run spent ``max_steps`` or ``max_rejected`` (the message names the time reached,
+            the step size and what to change).
+        ValueError, TypeError: invalid ``x0``, ``ts``, ``steps``, ``dt`` (more than 10**7 steps are refused),
+            tolerances, budgets or generator; a misspelt keyword (TypeError suggesting the argument meant,
+            :mod:`sdekit._keywords`).
 
     Example::
 
@@ -109,7 +119,9 @@ def simulate(
                                 generator=torch.Generator().manual_seed(0))   # (11, 1000, 2)
     """
     started = time.perf_counter()
-    name, impl, problem = _check_inputs(sde, x0, ts, solver, steps, dt, rtol, atol, generator, bm, check_every)
+    name, impl, problem = _check_inputs(
+        sde, x0, ts, solver, steps, dt, rtol, atol, generator, bm, check_every, (max_steps, max_rejected)
+    )
     with torch.no_grad():
         out, stats = impl.simulate(problem)
     if not return_info:
@@ -129,6 +141,7 @@ def _check_inputs(
     generator: Any,
     bm: Any,
     check_every: Any,
+    budget: tuple[Any, Any],
 ) -> tuple[str, Solver, SimulationProblem]:
     """Every argument of :func:`simulate` checked once, up front: the solver's name and instance and the problem."""
     sde = check_sde(sde)
@@ -140,13 +153,18 @@ def _check_inputs(
     steps = check_steps(steps, "")
     if dt is not None:
         dt = check_positive("dt", dt)
+        n = (times[-1] - times[0]) / dt  # forward_grid's steps, up to one per interval: refuse before building it
+        check_step_cap(n, f"dt={dt:g} over [{times[0]:g}, {times[-1]:g}] ({n:.3g} steps)")
+    max_steps, max_rejected = check_budget("max_steps", budget[0]), check_budget("max_rejected", budget[1])
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     check_generator(generator)
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
     if bm is not None:
         _check_bm(bm, x0, generator, times[0], times[-1])
-    problem = SimulationProblem(sde, x0, tuple(times), steps, dt, rtol, atol, generator, bm, check_every)
+    problem = SimulationProblem(
+        sde, x0, tuple(times), steps, dt, rtol, atol, generator, bm, check_every, max_steps, max_rejected
+    )
     return name, impl, problem
 
 

@@ -41,6 +41,8 @@ def _check(info: pytest.ExceptionInfo, exc: type[Exception]) -> None:
         ("euler", 20),
         ("srk", 20),
         ("ode:rk4", 10),
+        ("ode:euler", 10),
+        ("ode:explicit_adams", 10),
         ("exp2", 10),
         ("unipc", 10),
         ("pc", 10),
@@ -54,12 +56,16 @@ def test_sample_reports_the_models_own_exception(solver: str, steps: int | None,
     _check(info, exc)
 
 
+@pytest.mark.parametrize(("solver", "steps"), [("dopri5", None), ("rk4", 10)])
 @pytest.mark.parametrize("exc", [AssertionError, RuntimeError])
-def test_logp_reports_the_models_own_exception(exc: type[Exception]) -> None:
+def test_logp_reports_the_models_own_exception(exc: type[Exception], solver: str, steps: int | None) -> None:
+    """logp integrates from eps up: the model fails above t = 0.5, inside the solve (not at the input check), also
+    through the fixed-grid path, whose finiteness watch and step callback sit between torchdiffeq and the model."""
     sde = sdekit.VPSDE()
     x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    model = Buggy(exc, t_fail=0.5)
     with pytest.raises(exc) as info:
-        sdekit.logp(Buggy(exc, t_fail=0.5), sde, x)
+        sdekit.logp(lambda x, t: model(x, 1.0 - t), sde, x, solver=solver, steps=steps)
     _check(info, exc)
 
 

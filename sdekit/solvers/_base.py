@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from ..errors import SolverDivergedError, SolverError
+from ._budget import SDE_MAX_REJECTED, SDE_MAX_STEPS
 from ._grids import GRIDS, _scales
 from ._option import Option, check_given
 
@@ -59,8 +60,9 @@ class SimulationProblem:
     """What :meth:`Solver.simulate` needs: the forward SDE from ``x0`` at ``times[0]`` through the output ``times``.
 
     ``steps`` (uniform steps over the whole span) or ``dt`` (step size) run fixed steps that end exactly on
-    every output time; neither runs the adaptive controller with ``rtol``/``atol``. ``bm`` (a torchsde
-    Brownian motion of shape ``(batch, d)`` in forward time) replaces the draws from ``generator``.
+    every output time; neither runs the adaptive controller with ``rtol``/``atol``, at most ``max_steps``
+    attempted and ``max_rejected`` rejected steps (None: no limit). ``bm`` (a torchsde Brownian motion of shape
+    ``(batch, d)`` in forward time) replaces the draws from ``generator``.
     """
 
     sde: SDE
@@ -73,6 +75,8 @@ class SimulationProblem:
     generator: torch.Generator | None
     bm: Any
     check_every: int
+    max_steps: int | None = SDE_MAX_STEPS
+    max_rejected: int | None = SDE_MAX_REJECTED
 
 
 @dataclasses.dataclass
@@ -302,9 +306,9 @@ def ensure_finite(y: torch.Tensor, describe: Callable[[], str], *, t: float | No
 class FiniteWatch:
     """Finiteness watch of a stepping loop: one host read every ``every`` steps and at the last one (``n``).
 
-    Call it after step ``i`` (1-based) with the new state. When the state holds a NaN or an inf it
-    raises :class:`~sdekit.errors.SolverDivergedError` with ``describe(last_ok, i)``: the message and
-    the time of step ``i``, where ``last_ok`` is the last step known to be finite (0 = the start).
+    Call it after step ``i`` (1-based) with the new state (a tensor or a tuple of tensors). When the state
+    holds a NaN or an inf it raises :class:`~sdekit.errors.SolverDivergedError` with ``describe(last_ok, i)``:
+    the message and the time of step ``i``, where ``last_ok`` is the last step known to be finite (0 = the start).
     ``describe`` may instead raise a more specific error itself (Langevin: the score, not the step, is at fault).
 
     Between reads nothing is synchronised, so the loop stays asynchronous on a GPU. By default a read
@@ -322,7 +326,7 @@ class FiniteWatch:
         self._alive: torch.Tensor | None = None
         self._finite_steps: torch.Tensor | None = None
 
-    def __call__(self, i: int, y: torch.Tensor) -> None:
+    def __call__(self, i: int, y: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
         if self.pin:
             self._record(y)
         if i % self.every and i != self.n:
@@ -331,17 +335,28 @@ class FiniteWatch:
             if not bool(self._alive):
                 k = int(self._finite_steps)  # steps 1..k were finite; step k + 1 produced the first non-finite state
                 self._raise(k, k + 1)
-        elif not bool(torch.isfinite(y).all()):
+        elif not bool(_all_finite(y)):
             self._raise(self.last_ok, i)
         self.last_ok = i
 
-    def _record(self, y: torch.Tensor) -> None:
+    def _record(self, y: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
         if self._alive is None:
-            self._alive = torch.ones((), dtype=torch.bool, device=y.device)
-            self._finite_steps = torch.zeros((), dtype=torch.long, device=y.device)
-        self._alive = self._alive & torch.isfinite(y).all()
+            device = (y[0] if isinstance(y, tuple) else y).device
+            self._alive = torch.ones((), dtype=torch.bool, device=device)
+            self._finite_steps = torch.zeros((), dtype=torch.long, device=device)
+        self._alive = self._alive & _all_finite(y)
         self._finite_steps = self._finite_steps + self._alive
 
     def _raise(self, last_ok: int, i: int) -> None:
         message, t = self.describe(last_ok, i)
         raise SolverDivergedError(message, t=t, step=i)
+
+
+def _all_finite(y: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Device scalar: whether ``y`` (a tensor or a tuple of tensors) holds no NaN or inf."""
+    if not isinstance(y, tuple):
+        return torch.isfinite(y).all()
+    ok = torch.isfinite(y[0]).all()
+    for part in y[1:]:
+        ok = ok & torch.isfinite(part).all()
+    return ok

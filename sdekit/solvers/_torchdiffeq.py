@@ -23,7 +23,12 @@ name is an alias when it does not clash with an SDE solver (``dopri5``, ``bosh3`
   recommendations then hold on every affine zoo SDE; ``"uniform"`` in t for non-affine SDEs), ``rho=``
   for ``grid="edm"``.
 
-Extra ``**options`` are passed to torchdiffeq (e.g. ``max_num_steps``, ``first_step``): each method's own
+Adaptive runs stop with :class:`~sdekit.errors.SolverError` after ``max_steps`` attempted steps (option, default
+3,000) or ``max_rejected`` rejected ones (default 300; :mod:`sdekit.solvers._budget`); torchdiffeq's own
+``max_num_steps``, if passed, is the attempted-steps budget instead. Fixed-grid runs stop at the first step whose
+state is non-finite (:class:`~sdekit.errors.SolverDivergedError` with its index and end time).
+
+Extra ``**options`` are passed to torchdiffeq (e.g. ``first_step``): each method's own
 keywords are declared (:data:`ADAPTIVE_OPTIONS`, :data:`FIXED_GRID_OPTIONS`, :data:`ADAMS_OPTIONS`) and checked
 like sdekit's options; torchdiffeq itself would only warn about an unknown one and ignore it.
 """
@@ -42,6 +47,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 
 from ..errors import SolverError, UnknownSolverError
 from ._base import SamplingProblem, Solver, SolveStats, ensure_finite
+from ._budget import ODE_MAX_REJECTED, ODE_MAX_STEPS, StepBudget, check_budget
 from ._grids import log_snr, resolve_grid, solver_time_grid, t_of_log_snr
 from ._odedriver import integrate, is_fixed_grid
 from ._option import Option
@@ -115,7 +121,13 @@ ADAPTIVE_OPTIONS: Mapping[str, Option] = _backend(
             none=True,
             default_note="torchdiffeq's heuristic with its probe kept inside [eps, T] by sdekit",
         ),
-        "max_num_steps": Option.positive_int(2**31 - 1, "steps torchdiffeq takes before it gives up"),
+        "max_num_steps": Option.positive_int(
+            ODE_MAX_STEPS,
+            "attempted steps before the solve stops with SolverError (torchdiffeq's name; in sample, the same "
+            "budget as max_steps, of which only one may be given)",
+            none=True,
+            default_note="None: no limit",
+        ),
         "step_t": Option.custom(
             None,
             "times every step must end on; replaces sdekit's (the end time; the grid for steps=n): include those",
@@ -202,6 +214,7 @@ class TorchdiffeqSolver(Solver):
         drift = sde.probability_flow(problem.score).drift
         opts = self.options(problem)
         grid_opts = {key: opts.pop(key) for key in ("grid", "rho", "data_std")}
+        budget = self._budget(problem, opts)
         grid_kind = grid_opts["grid"]
         if self.method in _ADAMS:
             opts.setdefault("max_order", 4)  # torchdiffeq's default 12 is unstable here (module docstring)
@@ -214,7 +227,8 @@ class TorchdiffeqSolver(Solver):
         def func(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return drift(x, t)
 
-        plan = _Plan(func, span, problem.rtol, problem.atol, "the probability-flow ODE")
+        plan = _Plan(func, span, problem.rtol, problem.atol, "the probability-flow ODE", None)
+        advice = "check the model (NaN/inf?), raise eps or tighten rtol/atol"
         if steps is not None:
             if "step_size" in opts or "grid_constructor" in opts:
                 raise SolverError(
@@ -222,9 +236,10 @@ class TorchdiffeqSolver(Solver):
                     "step_size/grid_constructor option (logp takes it in options= instead of steps=)"
                 )
             plan = self._on_grid(problem, plan, opts, int(steps), grid_opts)
+            budget, advice = None, "check the model (NaN/inf?), take more steps or raise eps"
         run = integrate(
             plan.func, x_T, plan.span, method=self.method, rtol=plan.rtol, atol=plan.atol, options=opts, what=plan.what,
-            watch="the probability-flow drift", advice="check the model (NaN/inf?), raise eps or tighten rtol/atol",
+            watch="the probability-flow drift", advice=advice, budget=budget, grid_times=plan.grid_times,
         )  # fmt: skip
         x = run.ys[-1]
         ensure_finite(
@@ -245,6 +260,20 @@ class TorchdiffeqSolver(Solver):
         problem.progress(run.accepted)
         return x, SolveStats(steps=run.accepted, accepted=run.accepted, rejected=run.rejected)
 
+    def _budget(self, problem: SamplingProblem, opts: dict[str, Any]) -> StepBudget | None:
+        """The step budget of an adaptive run from the options ``max_steps`` / ``max_rejected`` (popped from
+        ``opts``); torchdiffeq's own ``max_num_steps``, if given, is the attempted-steps budget instead."""
+        if not self.adaptive:
+            return None
+        max_steps = check_budget("max_steps", opts.pop("max_steps"))
+        max_rejected = check_budget("max_rejected", opts.pop("max_rejected"))
+        name = "max_steps"
+        if "max_num_steps" in opts:
+            if "max_steps" in problem.options:
+                raise SolverError(f"{self.name}: pass max_steps= or torchdiffeq's max_num_steps=, not both")
+            max_steps, name = check_budget("max_num_steps", opts.pop("max_num_steps")), "max_num_steps"
+        return StepBudget(max_steps, max_rejected, steps_option=name, fixed_hint="use fixed steps (steps=n)")
+
     def _on_grid(
         self, problem: SamplingProblem, plan: _Plan, opts: dict[str, Any], n: int, grid_opts: dict[str, Any]
     ) -> _Plan:
@@ -263,6 +292,7 @@ class TorchdiffeqSolver(Solver):
             opts.setdefault("first_step", 2 * float((grid_times[:-1] - grid_times[1:]).max()))
             big = 1e10
             return plan._replace(rtol=big, atol=big)
+        plan = plan._replace(grid_times=grid_times)
         if self.method in _ADAMS and kind == "logsnr":
             # Adams coefficients assume equal steps: integrate in u = (lambda - lambda_0)/(lambda_n - lambda_0),
             # where the log-SNR grid is uniform (see _in_log_snr).
@@ -291,6 +321,8 @@ class _Plan(NamedTuple):
     rtol: float
     atol: float
     what: str
+    grid_times: torch.Tensor | None
+    """The fixed grid in t, for messages (None: adaptive, or the grid torchdiffeq steps on is in t)."""
 
 
 def _in_log_snr(sde: Any, func: Any, t_start: float, t_end: float, n: int, like: torch.Tensor) -> Any:
@@ -342,7 +374,21 @@ def _in_log_snr(sde: Any, func: Any, t_start: float, t_end: float, n: int, like:
 class AdaptiveTorchdiffeq(TorchdiffeqSolver):
     """torchdiffeq's adaptive Runge–Kutta methods (``dopri5``, ...): their step-size control keywords."""
 
-    options_declared: ClassVar[Mapping[str, Option]] = ADAPTIVE_OPTIONS
+    options_declared: ClassVar[Mapping[str, Option]] = {
+        **ADAPTIVE_OPTIONS,
+        "max_steps": Option.positive_int(
+            ODE_MAX_STEPS,
+            "attempted steps (accepted + rejected) before the solve stops with SolverError",
+            none=True,
+            default_note="None: no limit",
+        ),
+        "max_rejected": Option.positive_int(
+            ODE_MAX_REJECTED,
+            "rejected steps before the solve stops with SolverError",
+            none=True,
+            default_note="None: no limit",
+        ),
+    }
 
 
 class FixedGridTorchdiffeq(TorchdiffeqSolver):

@@ -45,8 +45,10 @@ Options (``sdekit.sample(..., **options)``): ``grid``, ``rho`` (fixed steps, :mo
 ``bm`` (a torchsde Brownian motion of shape
 ``(batch, d)`` on ``[0, S]`` in s-time, e.g. a seeded ``BrownianInterval`` to drive several
 step counts with one path), ``check_every`` (fixed steps between finiteness checks, 32),
-``dt0`` (first adaptive step in s, default S/100), ``dt_min`` (1e-5) and ``max_steps``
-(adaptive attempts before giving up, 100000).
+``dt0`` (first adaptive step in s, default S/100), ``dt_min`` (1e-5), ``max_steps`` (attempted adaptive
+steps, accepted + rejected, before giving up with :class:`~sdekit.errors.SolverError`; default 5,000) and
+``max_rejected`` (rejected adaptive steps before giving up; default 1,000); None removes a limit
+(:mod:`sdekit.solvers._budget`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from torchsde import BaseBrownian
 
 from ..errors import SolverError
 from ._base import SamplingProblem, SimulationProblem, Solver, SolveStats
+from ._budget import SDE_MAX_REJECTED, SDE_MAX_STEPS, StepBudget, check_budget
 from ._grids import solver_time_grid
 from ._option import Option
 from ._registry import register
@@ -108,7 +111,16 @@ class TorchsdeSolver(Solver):
         "dt_min": Option.positive(
             1e-5, "smallest step of an adaptive run: a step this small is accepted whatever its error (torchsde warns)"
         ),
-        "max_steps": Option.positive_int(100_000, "step attempts of an adaptive run before it gives up"),
+        "max_steps": Option.positive_int(
+            SDE_MAX_STEPS,
+            "attempted steps (accepted + rejected) of an adaptive run before it stops with SolverError",
+            none=True,
+        ),
+        "max_rejected": Option.positive_int(
+            SDE_MAX_REJECTED,
+            "rejected steps of an adaptive run before it stops with SolverError",
+            none=True,
+        ),
     }
 
     def _solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
@@ -126,9 +138,8 @@ class TorchsdeSolver(Solver):
             if opts["grid"] is not None:
                 raise SolverError(f"{self.name}: grid= applies to fixed steps; pass steps=n (or drop grid=)")
             first = opts["dt0"] if opts["dt0"] is not None else span / 100
-            plan = Adaptive(
-                [0.0, span], [first], problem.rtol, problem.atol, float(opts["dt_min"]), int(opts["max_steps"])
-            )
+            budget = StepBudget(*(check_budget(key, opts[key]) for key in ("max_steps", "max_rejected")))
+            plan = Adaptive([0.0, span], [first], problem.rtol, problem.atol, float(opts["dt_min"]), budget)
         else:
             plan = Fixed(self._reverse_grid(problem, opts, span), (int(problem.steps),), opts["check_every"])
         time_map = Reverse(problem.sde, self.sde_type == "stratonovich", problem.score, problem.t_start)
@@ -153,7 +164,8 @@ class TorchsdeSolver(Solver):
         plan: Fixed | Adaptive
         if problem.steps is None and problem.dt is None:
             first = [min((t1 - t0) / 100, b - a) for a, b in itertools.pairwise(times)]  # a step inside every interval
-            plan = Adaptive(times, first, problem.rtol, problem.atol, 1e-5 * (t1 - t0), None)
+            budget = StepBudget(problem.max_steps, problem.max_rejected, fixed_hint="pass steps= or dt=")
+            plan = Adaptive(times, first, problem.rtol, problem.atol, 1e-5 * (t1 - t0), budget)
         else:
             h = (t1 - t0) / problem.steps if problem.steps is not None else float(problem.dt)  # type: ignore[arg-type]
             plan = Fixed(*forward_grid(times, h), problem.check_every)

@@ -43,6 +43,7 @@ from .._model_errors import is_model_error
 from ..errors import SolverDivergedError, SolverError
 from ._base import FiniteWatch, SolveStats, ensure_finite
 from ._brownian import FixedStepBrownian
+from ._budget import StepBudget
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._coefficients import FloatCoefficients
@@ -94,8 +95,6 @@ class TimeMap(abc.ABC):
     """What to do when a fixed-step run diverges."""
     adaptive_hint: ClassVar[str]
     """What to do when an adaptive run diverges."""
-    budget_hint: ClassVar[str] = "loosen rtol/atol, raise dt_min or pass steps="
-    """What to do when an adaptive run spends its ``max_steps``."""
     euler_hint: ClassVar[str]
     """What to use instead of adaptive Euler–Maruyama on state-dependent noise."""
 
@@ -329,14 +328,14 @@ class Fixed:
 @dataclasses.dataclass(frozen=True)
 class Adaptive:
     """An adaptive run through the increasing output times in s (start first), starting each interval with the
-    step in ``first_steps`` (one per interval); ``max_steps`` bounds the attempts (None: no bound)."""
+    step in ``first_steps`` (one per interval); ``budget`` bounds the attempted and rejected steps of the run."""
 
     times: Sequence[float]
     first_steps: Sequence[float]
     rtol: float
     atol: float
     dt_min: float
-    max_steps: int | None
+    budget: StepBudget
 
     @property
     def span(self) -> tuple[float, float]:
@@ -366,24 +365,27 @@ def run_fixed(
 
 
 class _StepCounter:
-    """Wraps a torchsde solver's ``step`` to count the attempts and accepted steps of step doubling (every
-    attempt = one full step + two half steps), advance the progress bar and enforce the step budget."""
+    """Wraps a torchsde solver's ``step`` to count the attempted and rejected steps of step doubling (every
+    attempt = one full step + two half steps; an attempt from the same start as the previous one means that one
+    was rejected), advance the progress bar and enforce the step budget before every attempt. The times are
+    CPU float64 tensors (torchsde's ``ts``): reading them is no device synchronisation."""
 
-    def __init__(self, step: Any, plan: Adaptive, progress: Progress, over_budget: Callable[[float], Exception]):
-        self.step, self.plan, self.progress, self.over_budget = step, plan, progress, over_budget
-        self.calls = self.attempts = self.accepted = 0
+    def __init__(self, step: Any, budget: StepBudget, progress: Progress, spent: Callable[..., Exception]):
+        self.step, self.budget, self.progress, self.spent = step, budget, progress, spent
+        self.calls = self.attempts = self.rejected = 0
         self.last_s0: float | None = None
 
     def __call__(self, s0: Any, s1: Any, y: torch.Tensor, extra: Any) -> Any:
         if self.calls % 3 == 0:
-            self.attempts += 1
             start = float(s0)
-            if start != self.last_s0:
-                self.accepted += 1
+            if start == self.last_s0:
+                self.rejected += 1
+            else:
                 self.last_s0 = start
                 self.progress(1)
-            if self.plan.max_steps is not None and self.attempts > self.plan.max_steps:
-                raise self.over_budget(start)
+            if not self.budget.allows(self.attempts, self.rejected):
+                raise self.spent(start, float(s1) - start, self.attempts, self.rejected)
+            self.attempts += 1
         self.calls += 1
         return self.step(s0, s1, y, extra)
 
@@ -395,13 +397,10 @@ def run_adaptive(
     every output time; torchsde's multi-time integrate would overshoot and interpolate linearly, which shrinks
     the variance of a diffusion at the output times). Returns the states at the output times after the start."""
 
-    def over_budget(s: float) -> SolverError:
-        return SolverError(
-            f"{label}: more than max_steps={plan.max_steps} adaptive steps (reached t = {time_map.t(s):.6g}); "
-            f"{time_map.budget_hint}"
-        )
+    def spent(s: float, h: float, attempts: int, rejected: int) -> SolverError:
+        return plan.budget.error(label, time_map.t(s), h, attempts, rejected, plan.rtol, plan.atol)
 
-    counter = _StepCounter(solver.step, plan, progress, over_budget)
+    counter = _StepCounter(solver.step, plan.budget, progress, spent)
     solver.step = counter
     ts = torch.tensor(list(plan.times), dtype=torch.float64)
     extra = solver.init_extra_solver_state(ts[0], y0)
@@ -429,7 +428,8 @@ def run_adaptive(
     ensure_finite(
         torch.stack(out), lambda: f"{label}: the state became non-finite (t = {t_end:.6g})", t=t_end, step=None
     )
-    return out, SolveStats(counter.accepted, counter.accepted, counter.attempts - counter.accepted)
+    accepted = counter.attempts - counter.rejected
+    return out, SolveStats(accepted, accepted, counter.rejected)
 
 
 def _fixed_divergence(label: str, time_map: TimeMap, grid: Sequence[float]) -> Callable[[int, int], tuple[str, float]]:

@@ -68,11 +68,12 @@ def test_ensure_finite_builds_the_message_only_on_failure() -> None:
 @pytest.mark.parametrize(
     ("solver", "own"),
     [
-        ("euler", {"bm", "check_every", "dt0", "dt_min", "max_steps"}),
+        ("euler", {"bm", "check_every", "dt0", "dt_min", "max_steps", "max_rejected"}),
         ("pc", {"check_every", "corrector", "snr", "n_corrector_steps", "snr_norm"}),
         ("ancestral", {"check_every", "variance"}),
         ("exp3", {"check_every", "lower_order_final"}),
         ("ode:rk4", set()),
+        ("ode", {"max_steps", "max_rejected"}),
     ],
 )
 def test_accepted_options_merge_along_the_class_hierarchy(solver: str, own: set[str]) -> None:

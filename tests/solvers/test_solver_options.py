@@ -265,7 +265,8 @@ def test_torchdiffeq_keywords_are_declared_as_the_installed_torchdiffeq_takes_th
     assert declared == expected
     cls = available()[f"ode:{method}"]
     assert issubclass(cls, TorchdiffeqSolver) and all(o.passthrough for o in backend_options(method).values())
-    assert set(cls.accepted_options()) == {"grid", "rho", "data_std"}  # backend keywords are passed only when given
+    budgets = {"max_steps", "max_rejected"} if cls.adaptive else set()  # sdekit's step budget of adaptive runs
+    assert set(cls.accepted_options()) == {"grid", "rho", "data_std"} | budgets  # backend keywords: only when given
 
 
 @pytest.mark.parametrize(
