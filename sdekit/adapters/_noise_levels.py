@@ -72,13 +72,11 @@ def noise_to_signal(sde: SDE, t: Any, like: torch.Tensor) -> torch.Tensor:
 def standardized_input(sde: SDE, x: torch.Tensor, t: Any) -> tuple[torch.Tensor, torch.Tensor]:
     r"""``((x - m(t)) / alpha(t), r(t))``: the state on the scale of :math:`x_0 + r\varepsilon` a network
     conditioned on the noise level was trained on, and its noise level r of shape (batch,). For VE and EDM
-    (:math:`\alpha = 1`, :math:`m = 0`) the state is ``x`` unchanged (no arithmetic, so no rounding)."""
+    (:math:`\alpha = 1`, :math:`m = 0`, exactly) the state is ``x`` itself: :math:`(x - 0)/1` rounds to x. No host
+    synchronisation."""
     tt = times_of(t, x)
-    r = noise_to_signal(sde, tt, x)
     alpha, m, _ = marginal_coefficients(sde, tt, x)
-    if bool((alpha == 1).all()) and bool((m == 0).all()):
-        return x, r
-    return (x - m) / alpha, r
+    return (x - m) / alpha, noise_to_signal(sde, tt, x)
 
 
 def time_of_noise_to_signal(sde: SDE, r: float, *, t_hi: float | None = None) -> float:
