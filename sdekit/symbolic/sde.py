@@ -111,7 +111,8 @@ class SDE:
     r"""A forward SDE :math:`dx = f(x, t)\,dt + g(x, t)\,dW` declared symbolically.
 
     Declare parameters as class attributes with numeric defaults (override them per
-    instance with keywords), the horizon ``T`` (default 1) and the two methods
+    instance with keywords), the horizon ``T`` (default 1; ``T=`` and ``default_eps=`` may also be passed per
+    instance) and the two methods
     ``drift(self, x, t)`` and ``diffusion(self, x, t)`` returning sympy expressions.
     Inside these methods ``self.<param>`` is a sympy symbol; on the instance it is
     the numeric value. Attributes whose name starts with ``_`` are not parameters.
@@ -173,11 +174,12 @@ class SDE:
                 )
             values[name] = value
         horizon = overrides.pop("T", cls.T)
+        eps = overrides.pop("default_eps", cls.default_eps)
         for name, value in overrides.items():
             if name not in values:
                 close = ", ".join(sorted(values)) or "none"
                 raise SDEDeclarationError(
-                    f"{cls.__name__} got an unknown keyword {name!r}; its parameters are: {close} (and T)"
+                    f"{cls.__name__} got an unknown keyword {name!r}; its parameters are: {close} (and T, default_eps)"
                 )
             if not _is_numeric(value):
                 raise SDEDeclarationError(
@@ -191,12 +193,13 @@ class SDE:
         if not _is_numeric(horizon) or float(horizon) <= 0:
             raise SDEDeclarationError(f"{cls.__name__}: the horizon T must be a positive number, got T={horizon!r}")
         self.T = float(horizon)
-        eps = cls.default_eps
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < self.T:
             raise SDEDeclarationError(
                 f"{cls.__name__}: default_eps must be a number with 0 < default_eps < T = {self.T:g}, got {eps!r} "
                 f"(it is the smallest time sampling runs to; 1e-3 is the usual choice)"
             )
+        if eps != cls.default_eps:
+            self.default_eps = float(eps)  # type: ignore[misc]  # a per-instance value (keyword default_eps=)
         self._values = values
         for name, value in values.items():
             setattr(self, name, value)
@@ -518,4 +521,5 @@ class SDE:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self._values.items())
         sep = ", " if args else ""
-        return f"{type(self).__name__}({args}{sep}T={self.T:g})"
+        eps = "" if self.default_eps == type(self).default_eps else f", default_eps={self.default_eps:g}"
+        return f"{type(self).__name__}({args}{sep}T={self.T:g}{eps})"

@@ -3,6 +3,8 @@ pickling, and a piecewise state-dependent diffusion."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import sympy as sp
 import torch
@@ -93,6 +95,17 @@ def test_default_eps_outside_zero_T_is_a_declaration_error():
 
     with pytest.raises(SDEDeclarationError, match="default_eps"):
         LateEps()
+
+
+def test_default_eps_is_a_per_instance_keyword():
+    sde = sdekit.EDMSDE(T=80.0, default_eps=0.01)
+    assert sde.default_eps == 0.01 and sdekit.EDMSDE.default_eps == 0.002 and sdekit.EDMSDE().default_eps == 0.002
+    assert repr(sde) == "EDMSDE(T=80, default_eps=0.01)" and repr(sdekit.EDMSDE()) == "EDMSDE(T=80)"
+    assert pickle.loads(pickle.dumps(sde)).default_eps == 0.01
+    assert "default_eps" not in sde.params
+    for bad in (0.0, 80.0, "0.1", True):
+        with pytest.raises(SDEDeclarationError, match="default_eps"):
+            sdekit.EDMSDE(default_eps=bad)
 
 
 @pytest.mark.parametrize(
