@@ -137,6 +137,8 @@ def _nan_x() -> dict[str, torch.Tensor]:
     return {"x": x}
 
 
+HUGE = ("steps=", "limit of 10,000,000 fixed steps", "take at most")  # words of the refusal of a huge step count
+
 CASES = [
     # ------------------------------------------------------------------ declarations
     Case("sde-missing-drift", lambda i, m: type("NoDrift", (sdekit.SDE,), {"diffusion": lambda s, x, t: 1})(),
@@ -213,6 +215,13 @@ CASES = [
          ("non-finite", "returned non-finite values for a moderate input"), max_calls=200, fault=_nan_below(0.5)),
     Case("sample-model-nan-first-call", lambda i, m: _sample(i, m), ModelOutputError,
          ("returned non-finite values at t = 1", "check the model"), max_calls=1, fault=_nan_below(2.0)),
+    Case("sample-huge-steps", lambda i, m: _sample(i, m, steps=10**12), ValueError, HUGE),
+    Case("sample-stiff-model-ode-budget", lambda i, m: _sample(i, m, solver="ode", steps=None, max_steps=200),
+         SolverError, ("max_steps=200", "Raise max_steps=", "loosen rtol/atol"), max_calls=6 * 200 + 10,
+         fault=lambda x, t, n: -1e6 * x),
+    Case("sample-stiff-model-srk-budget", lambda i, m: _sample(i, m, solver="srk", steps=None, max_steps=100),
+         SolverError, ("max_steps=100", "Raise max_steps="), max_calls=10 * 100 + 10,
+         fault=lambda x, t, n: -x * (1 + 0.9 * torch.sin(2e4 * t[:, None]))),
     # ------------------------------------------------------------------ simulate
     Case("simulate-half-x0", lambda i, m: _simulate(i, steps=5), TypeError, ("x0", "x0.float()"),
          tensors=lambda: {"x0": _x(dtype=torch.float16)}),
@@ -223,6 +232,7 @@ CASES = [
     Case("simulate-native-solver", lambda i, m: _simulate(i, solver="exp2", steps=5), SolverError,
          ("'exp2' is not one", "Choose one of euler"), tensors=X0),
     Case("simulate-misspelt-keyword", lambda i, m: _simulate(i, stpes=5), TypeError, ("stpes", "Did you mean 'steps'")),
+    Case("simulate-huge-dt-steps", lambda i, m: _simulate(i, dt=1e-12), ValueError, ("dt=1e-12", *HUGE[1:]), tensors=X0),
     Case("simulate-negative-dt", lambda i, m: _simulate(i, dt=-0.1), ValueError, ("dt",), tensors=X0),
     # ------------------------------------------------------------------ logp
     Case("logp-int-data", lambda i, m: _logp(i, m, x=torch.ones(4, 2, dtype=torch.long)), TypeError,
@@ -242,6 +252,11 @@ CASES = [
          ("prior",), tensors=X),
     Case("logp-option-is-an-argument", lambda i, m: _logp(i, m, options={"rtol": 1e-3}), SolverError,
          ("'rtol'", "logp()"), tensors=X),
+    Case("logp-huge-steps", lambda i, m: _logp(i, m, solver="rk4", steps=10**9), ValueError, HUGE,
+         tensors=X),
+    Case("logp-stiff-model-budget", lambda i, m: _logp(i, m, options={"max_num_steps": 100}), SolverError,
+         ("max_num_steps']=100", "Raise options['max_num_steps']="), tensors=X,
+         max_calls=2 * (6 * 100 + 10), fault=lambda x, t, n: -1e6 * x),
     Case("logp-rtol-zero", lambda i, m: _logp(i, m, rtol=0.0), ValueError, ("rtol",), tensors=X),
     Case("logp-model-changes-shape", lambda i, m: _logp(i, m), ModelOutputError,
          ("must return a tensor shaped like x",), tensors=X, max_calls=3,
