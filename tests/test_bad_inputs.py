@@ -232,7 +232,8 @@ CASES = [
     Case("simulate-native-solver", lambda i, m: _simulate(i, solver="exp2", steps=5), SolverError,
          ("'exp2' is not one", "Choose one of euler"), tensors=X0),
     Case("simulate-misspelt-keyword", lambda i, m: _simulate(i, stpes=5), TypeError, ("stpes", "Did you mean 'steps'")),
-    Case("simulate-huge-dt-steps", lambda i, m: _simulate(i, dt=1e-12), ValueError, ("dt=1e-12", *HUGE[1:]), tensors=X0),
+    Case("simulate-huge-dt-steps", lambda i, m: _simulate(i, dt=1e-12), ValueError, ("dt=1e-12", *HUGE[1:]),
+         tensors=X0),
     Case("simulate-negative-dt", lambda i, m: _simulate(i, dt=-0.1), ValueError, ("dt",), tensors=X0),
     # ------------------------------------------------------------------ logp
     Case("logp-int-data", lambda i, m: _logp(i, m, x=torch.ones(4, 2, dtype=torch.long)), TypeError,
