@@ -16,6 +16,7 @@ __all__ = [
     "SolverDivergedError",
     "SolverOptionError",
     "ModelOutputError",
+    "AdapterError",
 ]
 
 
@@ -57,3 +58,9 @@ class SolverOptionError(SolverError, ValueError):
 
 class ModelOutputError(SdekitError, ValueError):
     """A model returned a tensor of the wrong shape or dtype, or non-finite values."""
+
+
+class AdapterError(SdekitError, ValueError):
+    """A network adapter (:mod:`sdekit.adapters`) got a configuration that does not fit: an unknown SDE name, a noise
+    range with sigma_min >= sigma_max, a network that is not callable, a bad event shape. The message names the
+    argument and the accepted values."""
