@@ -17,16 +17,9 @@ from ..errors import SDEDeclarationError
 from ._tabulated import log_alpha_bar_function
 from .sde import SDE
 
-__all__ = [
-    "VPSDE",
-    "SubVPSDE",
-    "VESDE",
-    "CosineVPSDE",
-    "EDMSDE",
-    "OrnsteinUhlenbeck",
-    "BrownianMotion",
-    "DiscreteVPSDE",
-]
+__all__ = ["VPSDE", "SubVPSDE", "VESDE", "CosineVPSDE", "EDMSDE", "OrnsteinUhlenbeck", "BrownianMotion"]
+"""The built-in SDEs with defaults (each has a short name of the CLI, ``sdekit._load.SHORT_NAMES``).
+:class:`DiscreteVPSDE` is declared here too but needs a table, so it is exported as ``sdekit.DiscreteVPSDE`` only."""
 
 
 class VPSDE(SDE):
