@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the same names for type checkers and the API docs; imported
         VPSDE,
         BrownianMotion,
         CosineVPSDE,
+        DiscreteVPSDE,
         OrnsteinUhlenbeck,
         SubVPSDE,
     )
@@ -72,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     "VPSDE": ".symbolic.zoo",
     "BrownianMotion": ".symbolic.zoo",
     "CosineVPSDE": ".symbolic.zoo",
+    "DiscreteVPSDE": ".symbolic.zoo",
     "OrnsteinUhlenbeck": ".symbolic.zoo",
     "SubVPSDE": ".symbolic.zoo",
 }
@@ -105,6 +107,7 @@ __all__ = [
     "EDMSDE",
     "OrnsteinUhlenbeck",
     "BrownianMotion",
+    "DiscreteVPSDE",
     "GaussianMarginal",
     "GaussianKernel",
     "GaussianPrior",

@@ -39,7 +39,7 @@ from .parameterization import check_parameterization, score_fn
 from .solvers import SamplingProblem, Solver, SolveStats
 from .solvers._base import ensure_finite
 from .solvers._defaults import default_sampler
-from .solvers._grids import solver_time_grid
+from .solvers._grids import explicit_times, solver_time_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
@@ -212,6 +212,11 @@ def sample(
             ``docs/solver_options.md``; checked by name, type and range before any work), and
             ``allow_unstable=True`` to run a solver whose ``can_sample`` is False (``reversible_heun``)
             instead of getting a :class:`~sdekit.errors.SolverError` (no effect on the other solvers).
+            ``grid=`` takes a grid kind or the grid itself, strictly decreasing times in (0, T] (e.g. a
+            diffusers scheduler's timesteps in sdekit time): the run goes from the first time (where ``x_T``, drawn
+            from ``sde.prior`` unless given, is placed) to the last (the run's ``eps``, where ``denoise`` applies)
+            on exactly these points; ``steps`` may then be omitted (it follows from the times) and ``solver`` must
+            be named.
 
     Returns:
         Samples of ``shape``; then the path if ``ts`` is given; then the info if ``return_info``.
@@ -285,6 +290,8 @@ def _check_inputs(
     shape = _check_shape(shape)
     steps = check_steps(steps, " (adaptive / solver default)")
     if solver is None:
+        if options.get("grid") is not None and not isinstance(options.get("grid"), str):
+            raise ValueError("grid=<times> needs solver=: the times fix the steps, so name the sampler (e.g. 'exp1')")
         choice = default_sampler(sde, steps)
         solver, options = choice.solver, {**choice.options, **options}
     name, impl, opts = _check_solver(solver, sde, options, corrector, snr)
@@ -294,12 +301,9 @@ def _check_inputs(
             f"the {parameterization!r} parameterization needs the Gaussian marginal of an affine SDE; "
             f"{type(sde).__name__} is not affine, so pass a score model (parameterization='score')"
         )
-    T = float(sde.T)
-    eps = sde.default_eps if eps is None else eps
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < T:
-        raise ValueError(f"eps must be a number with 0 < eps < T = {T:g}, got {eps!r}")
-    eps = float(eps)
-    path_times = _check_path_times(ts, T, eps)
+    grid_times = explicit_times(opts.get("grid"))
+    T, eps = _run_span(sde, eps, grid_times)
+    path_times = _check_path_times(ts, T, eps, grid_times)
     default_tol = impl.recommended_rtol or DEFAULT_RTOL
     rtol = check_positive("rtol", default_tol if rtol is None else rtol)
     atol = check_positive("atol", default_tol if atol is None else atol)
@@ -310,7 +314,10 @@ def _check_inputs(
         check_compute_dtype(dtype, "dtype=", "pass dtype=torch.float32 (the default) or torch.float64")
     x_T, dtype, device = _check_start(x_T, shape, dtype, device)
     _check_affine_needs(sde, x_T, denoise, shape)
-    steps, budget = _plan_steps(impl, name, steps, denoise, opts)
+    if grid_times is None:
+        steps, budget = _plan_steps(impl, name, steps, denoise, opts)
+    else:
+        steps, budget = _plan_grid(impl, name, steps, denoise, opts, grid_times.numel() - 1)
     config = _Config(
         name, shape, T, eps, path_times, steps, rtol, atol, parameterization, denoise, generator, x_T, dtype, device,
         progress, opts, budget,
@@ -337,6 +344,44 @@ def _plan_steps(
             f"pass steps >= {least}"
         )
     return n, nfe - int(denoise)
+
+
+def _run_span(sde: SDE, eps: Any, grid_times: torch.Tensor | None) -> tuple[float, float]:
+    """(start, end) of the run: (T, eps), or the first and last of explicit ``grid=`` times (in (0, T])."""
+    T = float(sde.T)
+    if grid_times is None:
+        eps = sde.default_eps if eps is None else eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < T:
+            raise ValueError(f"eps must be a number with 0 < eps < T = {T:g}, got {eps!r}")
+        return T, float(eps)
+    start, end = float(grid_times[0]), float(grid_times[-1])
+    if start > T * (1 + 1e-12) or end <= 0:
+        raise ValueError(f"grid= times must lie in (0, T] = (0, {T:g}], got times from {start:g} down to {end:g}")
+    if eps is not None and eps != end:
+        raise ValueError(f"grid= times end at {end:g}, the run's eps; drop eps={eps!r} or end the times there")
+    return start, end
+
+
+def _plan_grid(
+    impl: Solver, name: str, steps: int | None, denoise: bool, opts: dict[str, Any], n: int
+) -> tuple[int, int | None]:
+    """(grid intervals, NFE budget) of a run on n explicit ``grid=`` steps. ``steps`` may be None (taken from the
+    grid: the fewest model evaluations that plan n steps) or must plan exactly n (see :func:`_plan_steps`)."""
+    if not impl.steps_are_nfe:
+        if steps not in (None, n):
+            raise ValueError(f"grid= holds {n} steps ({n + 1} times); pass steps=None or steps={n}, not {steps}")
+        return n, None
+    plans = [k for k in range(1, 4 * n + 8) if impl.intervals(k - int(denoise), opts) == n]
+    if not plans:
+        raise ValueError(f"solver {name!r} cannot plan exactly {n} steps for the grid= times; choose another solver")
+    if steps is None:
+        steps = plans[0]
+    elif steps not in plans:
+        raise ValueError(
+            f"solver {name!r} counts steps= as model evaluations: {n} steps on the grid= times"
+            f"{' and the denoising step' if denoise else ''} take steps={plans[0]}, not {steps}; drop steps="
+        )
+    return n, steps - int(denoise)
 
 
 def _check_options(impl: Solver, options: dict[str, Any], corrector: Any, snr: Any) -> dict[str, Any]:
@@ -462,8 +507,9 @@ def _finish(cfg: _Config, sde: SDE, score: _CountingScore, x: torch.Tensor, stat
     return x
 
 
-def _check_path_times(ts: Any, T: float, eps: float) -> list[float] | None:
-    """``ts`` of :func:`sample` as a strictly decreasing list of floats in [eps, T], or None."""
+def _check_path_times(ts: Any, T: float, eps: float, grid_times: torch.Tensor | None = None) -> list[float] | None:
+    """``ts`` of :func:`sample` as a strictly decreasing list of floats in [eps, T], or None; with explicit
+    ``grid=`` times, each snapped onto its grid point (within 1e-6 T), which it must be."""
     if ts is None:
         return None
     if isinstance(ts, torch.Tensor):
@@ -482,6 +528,12 @@ def _check_path_times(ts: Any, T: float, eps: float) -> list[float] | None:
     if times[0] > T + tol or times[-1] < eps - tol:
         raise ValueError(f"ts must lie in [eps, T] = [{eps:g}, {T:g}], got [{times[-1]:g}, {times[0]:g}]")
     times = [T if abs(v - T) <= tol else eps if abs(v - eps) <= tol else v for v in times]
+    if grid_times is not None:
+        nearest = [float(grid_times[int((grid_times - v).abs().argmin())]) for v in times]
+        off = [v for v, g in zip(times, nearest) if abs(v - g) > tol]
+        if off:
+            raise ValueError(f"with explicit grid= times, ts must be points of the grid; {off[0]:g} is not")
+        times = nearest
     if any(b >= a for a, b in itertools.pairwise(times)):
         raise ValueError(f"ts has times closer than {tol:g} to each other or to eps/T: {times}")
     return times

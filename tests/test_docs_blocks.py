@@ -3,8 +3,9 @@
 Each block runs on its own, in a fresh namespace, with the working directory in a temporary
 folder, one torch thread and the Agg matplotlib backend. A block that is deliberately a fragment
 (a signature listing, say) is skipped when the line before its opening fence is
-``<!-- fragment -->``. pymdownx.snippets includes (``--8<-- "path"``) are replaced by the file,
-as mkdocs does. Test ids are ``file:line`` of the opening fence.
+``<!-- fragment -->``; a block that imports an optional extra (:data:`OPTIONAL`) is skipped where it is
+missing. pymdownx.snippets includes (``--8<-- "path"``) are replaced by the file, as mkdocs does. Test ids
+are ``file:line`` of the opening fence.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FRAGMENT = "<!-- fragment -->"
-SLOW: set[str] = set()  # ids ("docs/x.md:12") of blocks that take more than a few seconds
+SLOW: set[str] = {"docs/images.md:14"}  # ids ("docs/x.md:12") of blocks that take more than a few seconds
+OPTIONAL = {"diffusers"}  # optional extras: a block that imports one is skipped where it is not installed
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _SNIPPET = re.compile(r"""^\s*--8<--\s+["']?(?P<path>[^"'\s]+)["']?\s*$""")
@@ -91,6 +93,10 @@ def test_docs_block_runs(rel, line, source, tmp_path, monkeypatch):
     try:
         code = compile(source, where, "exec")
         exec(code, {"__name__": "__docs_block__"})
+    except ModuleNotFoundError as exc:
+        if exc.name not in OPTIONAL:
+            pytest.fail(f"the ```python block at {where} failed: {type(exc).__name__}: {exc}", pytrace=False)
+        pytest.skip(f"{where} needs the optional package {exc.name}")
     except Exception as exc:
         pytest.fail(f"the ```python block at {where} failed: {type(exc).__name__}: {exc}", pytrace=False)
     finally:

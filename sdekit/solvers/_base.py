@@ -21,7 +21,7 @@ import torch
 
 from ..errors import SolverDivergedError, SolverError
 from ._budget import SDE_MAX_REJECTED, SDE_MAX_STEPS
-from ._grids import GRIDS, _scales
+from ._grids import GRIDS, _scales, valid_grid
 from ._option import Option, check_given
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -149,11 +149,14 @@ class Solver(abc.ABC):
     """Whether :func:`sdekit.simulate` can integrate the *forward* SDE with this solver (:meth:`simulate`;
     the torchsde solvers)."""
     options_declared: ClassVar[Mapping[str, Option]] = {
-        "grid": Option.choice(
+        "grid": Option.custom(
             None,
-            (None, *GRIDS),
-            "time grid of fixed-step runs (sdekit.solvers._grids); all but 'uniform' and 'quadratic' need an affine "
-            "SDE, and a non-affine SDE falls back to 'uniform' from the default",
+            "time grid of fixed-step runs (sdekit.solvers._grids); all kinds but 'uniform' and 'quadratic' need an "
+            "affine SDE, and a non-affine SDE falls back to 'uniform' from the default; explicit times: the run "
+            "goes from the first to the last on exactly these points (sample() takes steps and eps from them)",
+            accepts=f"one of {', '.join(map(repr, GRIDS))} or a strictly decreasing 1-D sequence of times",
+            test=valid_grid,
+            none=True,
             default_note="the solver's default grid",
         ),
         "rho": Option.positive(7.0, "exponent of the 'edm' grid (Karras et al. 2022)"),

@@ -97,6 +97,11 @@ with exact endpoints. Kinds:
   :math:`\lambda`, ratio 2.26 at 50 steps), which the cap (item 6) fixed (1.03). Measured results:
   ``docs/sampling.md``, "Time grids".
 
+**Explicit times.** ``grid=`` also takes the grid itself: a strictly decreasing 1-D sequence or tensor of times
+(e.g. a diffusers scheduler's timesteps mapped to sdekit time). :func:`sdekit.sample` then runs from its first
+time to its last on exactly these points (``steps`` and ``eps`` follow from it); :func:`explicit_times` reads it,
+:func:`solver_time_grid` returns the part between a run's ends.
+
 Grids in :math:`\lambda` or :math:`r` are mapped back to t by inverting the strictly monotone
 :math:`\lambda(t)` (vectorised bisection in float64), so every affine SDE — VP, VE, sub-VP, EDM,
 cosine, or a user's — gets them without a per-SDE formula.
@@ -121,6 +126,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "ARCTAN_EXPONENT",
     "GRIDS",
+    "explicit_times",
+    "valid_grid",
     "MARGINAL_FREE",
     "grid_order",
     "log_snr",
@@ -348,12 +355,57 @@ def time_grid(
     return times
 
 
+def explicit_times(value: Any) -> torch.Tensor | None:
+    """``grid=`` given as times: a float64 CPU copy of them (1-D, at least 2, finite, strictly decreasing), or None
+    when ``value`` is None or a grid kind. Raises :class:`SolverError` for malformed times."""
+    if value is None or isinstance(value, str):
+        return None
+    try:
+        if isinstance(value, torch.Tensor):
+            times = value.detach().to("cpu", torch.float64).clone()
+        else:
+            times = torch.tensor([float(v) for v in value], dtype=torch.float64)
+    except (TypeError, ValueError) as err:
+        raise SolverError(f"grid= must be a grid kind ({', '.join(GRIDS)}) or a sequence of times: {err}") from err
+    if times.ndim != 1 or times.numel() < 2 or not bool(torch.isfinite(times).all()):
+        raise SolverError(f"grid= times must be a 1-D sequence of >= 2 finite times, got shape {tuple(times.shape)}")
+    if not bool((times[1:] < times[:-1]).all()):
+        raise SolverError("grid= times must decrease strictly (sampling runs from the first time down to the last)")
+    return times
+
+
+def valid_grid(value: Any) -> bool:
+    """Whether ``value`` is accepted by the ``grid`` option: None, a kind of :data:`GRIDS` or explicit times."""
+    if value is None or isinstance(value, str):
+        return value is None or value in GRIDS
+    try:
+        return explicit_times(value) is not None
+    except SolverError:
+        return False
+
+
+def _explicit_part(times: torch.Tensor, t_start: float, t_end: float, n: int, solver: str) -> torch.Tensor:
+    """The points of explicit ``times`` from ``t_start`` to ``t_end`` (both must be points of it), n + 1 of them."""
+    hits = [torch.nonzero(times == float(v)).flatten() for v in (t_start, t_end)]
+    if any(h.numel() == 0 for h in hits):
+        raise SolverError(
+            f"{solver}: the run from t = {t_start:g} to {t_end:g} does not start and end on points of the explicit "
+            f"grid= ({times.numel()} times from {float(times[0]):g} to {float(times[-1]):g})"
+        )
+    i, j = int(hits[0][0]), int(hits[1][0])
+    if j - i != n:
+        raise SolverError(f"{solver}: the explicit grid has {j - i} steps from t = {t_start:g} to {t_end:g}, not {n}")
+    return times[i : j + 1].clone()
+
+
 def resolve_grid(sde: SDE, requested: Any, default: str, solver: str) -> str:
-    """The grid kind to use: ``requested`` (validated) or the solver's ``default``.
+    """The grid kind to use: ``requested`` (validated) or the solver's ``default``; ``"explicit"`` for times.
 
     A non-uniform *default* falls back to ``"uniform"`` for a non-affine SDE (no marginal); an
     explicitly requested non-uniform grid on a non-affine SDE raises :class:`SolverError`.
     """
+    if explicit_times(requested) is not None:
+        return "explicit"
     if requested is None:
         return default if (default in MARGINAL_FREE or sde.is_affine) else "uniform"
     if requested not in GRIDS:
@@ -380,7 +432,11 @@ def solver_time_grid(
     sde: SDE, t_start: float, t_end: float, n: int, solver: Solver, options: Mapping[str, Any]
 ) -> torch.Tensor:
     """:func:`time_grid` of a solver's run: kind from ``options["grid"]`` or ``solver.grid``
-    (:func:`resolve_grid`), ``rho`` and ``data_std`` from ``options``, ``order`` from :func:`grid_order`."""
+    (:func:`resolve_grid`), ``rho`` and ``data_std`` from ``options``, ``order`` from :func:`grid_order`; explicit
+    times in ``options["grid"]``: their points from ``t_start`` to ``t_end`` (n + 1 of them, else SolverError)."""
+    explicit = explicit_times(options.get("grid"))
+    if explicit is not None:
+        return _explicit_part(explicit, t_start, t_end, n, solver.name)
     kind = resolve_grid(sde, options.get("grid"), solver.grid, solver.name)
     return time_grid(
         sde, t_start, t_end, n, kind, rho=options.get("rho", 7.0), order=grid_order(solver, sde),

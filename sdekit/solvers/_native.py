@@ -39,7 +39,7 @@ import torch
 from .. import _random
 from ..errors import SolverError
 from ._base import FiniteWatch, SamplingProblem, Solver, SolveStats
-from ._grids import GRIDS, log_snr, resolve_grid, solver_time_grid, t_of_log_snr, time_grid
+from ._grids import GRIDS, explicit_times, log_snr, resolve_grid, solver_time_grid, t_of_log_snr, time_grid
 from ._option import Option
 from ._registry import register
 
@@ -154,7 +154,8 @@ class GridSolver(Solver, Generic[State]):
     def options(self, problem: SamplingProblem, **kwargs: Any) -> dict[str, Any]:
         """:meth:`Solver.options`, with the grid kind resolved."""
         opts = super().options(problem, **kwargs)
-        opts["grid"] = resolve_grid(problem.sde, opts["grid"], self.grid, self.name)
+        if explicit_times(opts["grid"]) is None:  # explicit times stay as given (solver_time_grid reads them)
+            opts["grid"] = resolve_grid(problem.sde, opts["grid"], self.grid, self.name)
         return opts
 
     def num_steps(self, problem: SamplingProblem) -> int:

@@ -205,7 +205,7 @@ class SDE:
             setattr(self, name, value)
         signs = tuple((name, _sign(v)) for name, v in values.items())
         self._symbols = {name: _symbol(name, sign) for name, sign in signs}
-        self._cache_key = (cls, signs)
+        self._cache_key = (cls, signs, self._declaration_data())
         sym = self._symbolic()
         self.f: sp.Expr = sym["f"]
         self.g: sp.Expr = sym["g"]
@@ -249,6 +249,12 @@ class SDE:
         return {k: v for k, v in self.__dict__.items() if k not in derived}
 
     # ----------------------------------------------------------------- declaration
+    def _declaration_data(self) -> tuple[Any, ...]:
+        """What the declaration depends on besides the class and its parameters' signs (hashable): the symbolic
+        work is shared by every instance with the same key. Empty for SDEs declared by formulas; an SDE declared
+        from data (:class:`~sdekit.DiscreteVPSDE`'s table) returns a digest of it."""
+        return ()
+
     def drift(self, x: sp.Symbol, t: sp.Symbol) -> sp.Expr:
         """Drift f(x, t) as a sympy expression (override in subclasses)."""
         raise NotImplementedError
@@ -292,6 +298,11 @@ class SDE:
                 )
             _SYMBOLIC_CACHE[self._cache_key] = cached
         return cached
+
+    def _shared(self) -> dict[str, Any]:
+        """The symbolic work shared by every instance with this cache key (re-seeded from :attr:`f` and :attr:`g` in a
+        process that unpickled the SDE without declaring it)."""
+        return _SYMBOLIC_CACHE.setdefault(self._cache_key, {"f": self.f, "g": self.g})
 
     def _evaluate(self, method: str) -> sp.Expr:
         view = copy.copy(self)
@@ -358,7 +369,7 @@ class SDE:
 
     @functools.cached_property
     def _affine(self) -> derive.AffineParts:
-        cached = _SYMBOLIC_CACHE[self._cache_key]
+        cached = self._shared()
         if "affine" not in cached:
             cached["affine"] = derive.affine_parts(self.f, self.g)
         return cached["affine"]
@@ -371,7 +382,7 @@ class SDE:
     @functools.cached_property
     def noise_type(self) -> str:
         """``"additive"`` when g does not depend on x, else ``"diagonal"`` (decided once per class and signs)."""
-        cached = _SYMBOLIC_CACHE[self._cache_key]
+        cached = self._shared()
         if "noise_type" not in cached:
             cached["noise_type"] = "diagonal" if derive.depends_on_x(self.g) else "additive"
         return cached["noise_type"]
@@ -425,7 +436,7 @@ class SDE:
 
     def _marginal_exprs(self) -> derive.MarginalExprs:
         self._require_affine("Gaussian marginal")
-        cached = _SYMBOLIC_CACHE[self._cache_key]
+        cached = self._shared()
         if "marginal" not in cached:
             affine = self._affine
             cached["marginal"] = cached_derivation(

@@ -11,6 +11,7 @@ import sympy as sp
 import torch
 
 from ..compile import compile_expr
+from ..errors import SdekitError
 from ..symbolic._symbols import t as T_SYM
 from ..symbolic._symbols import x as X_SYM
 from ..symbolic.checks import CheckResult, _decide, chapman_kolmogorov, is_zero, kernel_fokker_planck
@@ -109,21 +110,28 @@ def _flux_div(h: sp.Expr) -> sp.Expr:
     return sp.diff(h, X_SYM) + h * _TEST_SCORE
 
 
+def _numpy_values(expr: sp.Expr, xs: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """``expr`` at the points (xs, ts) in float64: sdekit's own compiler (numpy flavour: it knows tabulated functions
+    of t), else sympy's lambdify (functions sdekit does not compile)."""
+    try:
+        fn = compile_expr(expr, X_SYM, T_SYM).numpy
+    except SdekitError:
+        fn = sp.lambdify((X_SYM, T_SYM), expr, "numpy")
+    return np.broadcast_to(np.asarray(fn(xs, ts), dtype=float), xs.shape)
+
+
 def _identity_holds(residual: sp.Expr, scale: sp.Expr, sde: SDE, tolerance: float) -> CheckResult:
     """Numerically first (float64 at 64 seeded points, relative to ``1 + |scale|``), then try to prove it."""
 
     rng = np.random.default_rng(0)
     xs, ts = rng.uniform(-3.0, 3.0, 64), rng.uniform(0.0, sde.T, 64)
-    fr = sp.lambdify((X_SYM, T_SYM), residual, "numpy")
-    fs = sp.lambdify((X_SYM, T_SYM), scale, "numpy")
     with np.errstate(all="ignore"):
-        r = np.broadcast_to(np.asarray(fr(xs, ts), dtype=float), xs.shape)
-        w = np.broadcast_to(np.asarray(fs(xs, ts), dtype=float), xs.shape)
+        r = _numpy_values(residual, xs, ts)
+        w = _numpy_values(scale, xs, ts)
         # Only points where the SDE is defined (f, g finite: g = x**(1/4) lives on x >= 0) and the scale is finite.
         inside = np.isfinite(w)
         for coefficient in (sde.subs(sde.f), sde.subs(sde.g)):
-            fc = sp.lambdify((X_SYM, T_SYM), coefficient, "numpy")
-            inside &= np.isfinite(np.broadcast_to(np.asarray(fc(xs, ts), dtype=float), xs.shape))
+            inside &= np.isfinite(_numpy_values(coefficient, xs, ts))
     if int(inside.sum()) < 16:
         raise ValueError(
             f"assert_reverse_consistent: f, g of {describe(sde)} and the forward rate dp/dt / p are finite at only "

@@ -274,3 +274,97 @@ def test_data_scales_average_the_per_axis_weights() -> None:
         both = optimized_error_weight(lam, order, (1.5, 0.4))
         mean = (optimized_error_weight(lam, order, 1.5) + optimized_error_weight(lam, order, 0.4)) / 2
         assert float((both - mean).abs().max()) < 1e-15
+
+
+# ---------------------------------------------------------------- a tabulated SDE, and explicit times
+@pytest.mark.parametrize("kind", GRIDS)
+def test_every_kind_on_a_discrete_vp_sde(kind: str) -> None:
+    """The log-SNR grids invert a tabulated marginal like any other (DiscreteVPSDE: T = 1000, eps = 1)."""
+    sde = sdekit.DiscreteVPSDE(torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
+    times = time_grid(sde, sde.T, sde.default_eps, 12, kind, order=2)
+    _monotone_exact(times, sde.T, sde.default_eps, 12)
+
+
+def _oracle(sde: sdekit.SDE):
+    from sdekit import analytic  # lazy: test-only oracle
+
+    return analytic.GaussianMixture(torch.tensor([[-1.0], [1.0]]), torch.tensor([0.4, 0.6])).diffuse(sde)
+
+
+@pytest.mark.parametrize(("solver", "kind"), [("exp1", "logsnr"), ("dpm++2m", "optimized"), ("euler", "uniform")])
+def test_explicit_times_run_exactly_the_grid_of_a_kind(solver: str, kind: str) -> None:
+    """grid=<the times of a kind> gives the run of grid=<kind>: bit for bit (the same float64 grid, the same loop)."""
+    sde = sdekit.VPSDE()
+    oracle = _oracle(sde)
+    impl = get(solver)
+    n = 9 if impl.steps_are_nfe else 10  # intervals: steps=10 with the denoising step, or 10 steps
+    times = time_grid(sde, sde.T, sde.default_eps, n, kind, order=grid_order(impl, sde))
+    x_T = torch.randn(256, 1, generator=torch.Generator().manual_seed(0))
+    runs = [
+        sdekit.sample(oracle, sde, (256, 1), solver=solver, x_T=x_T, return_info=True, generator=gen, **opts)
+        for gen, opts in (
+            (torch.Generator().manual_seed(1), {"steps": 10, "grid": kind}),
+            (torch.Generator().manual_seed(1), {"grid": times}),
+        )
+    ]
+    (a, info_a), (b, info_b) = runs
+    assert torch.equal(a, b) and info_a.nfe == info_b.nfe
+
+
+def test_explicit_times_start_below_T_and_set_eps() -> None:
+    sde = sdekit.DiscreteVPSDE(torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
+    oracle = _oracle(sde)
+    times = torch.arange(902.0, 0.0, -100.0)  # diffusers' "leading" DDIM timesteps + 1: 902, ..., 2
+    x_T = torch.randn(64, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for solver, nfe in (("exp1", 10), ("dpm++2m", 10), ("dpm2", 18), ("euler", 10), ("ode:rk4", 37), ("exp3", 11)):
+        x, info = sdekit.sample(oracle, sde, (64, 1), solver=solver, x_T=x_T, grid=times, return_info=True)
+        assert info.nfe == nfe and info.steps == 9 and bool(torch.isfinite(x).all()), solver
+    x, path = sdekit.sample(oracle, sde, (64, 1), solver="exp1", x_T=x_T, grid=times, ts=[902, 502.0000001, 2])
+    assert path.shape == (3, 64, 1) and torch.equal(path[0], x_T)
+    # the run ends at the grid's last time, and denoises there
+    _, plain = sdekit.sample(oracle, sde, (64, 1), solver="exp1", x_T=x_T, grid=times, denoise=False, ts=[902, 2])
+    y = sdekit.sample(oracle, sde, (64, 1), solver="exp1", x_T=x_T, grid=times)
+    t_end = torch.full((64,), 2.0, dtype=torch.float64)
+    k = sde.marginal.at(t_end, x_T)
+    want = (plain[-1] - k.offset + k.sigma**2 * oracle(plain[-1], t_end)) / k.alpha
+    assert torch.allclose(y, want, rtol=1e-12, atol=1e-12)
+
+
+def test_explicit_times_on_a_non_affine_sde() -> None:
+    sde = _nonaffine()
+    x_T = torch.randn(32, 1, generator=torch.Generator().manual_seed(0))
+    x, info = sdekit.sample(
+        lambda x, t: -x, sde, (32, 1), solver="euler", x_T=x_T, grid=[1.0, 0.5, 0.25, 0.1], denoise=False,
+        return_info=True,
+    )  # fmt: skip
+    assert info.nfe == 3 and bool(torch.isfinite(x).all())
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"grid": [902.0, 2.0], "steps": 5}, ValueError, "take steps=2, not 5"),
+        ({"grid": [902.0, 2.0], "eps": 1.0}, ValueError, "drop eps=1.0"),
+        ({"grid": [2000.0, 2.0]}, ValueError, r"in \(0, T\]"),
+        ({"grid": [3.0, 5.0, 1.0]}, SolverError, "strictly decreasing"),
+        ({"grid": [[3.0, 1.0]]}, SolverError, "strictly decreasing"),
+        ({"grid": [902.0, 502.0, 2.0], "ts": [902.0, 700.0, 2.0]}, ValueError, "points of the grid"),
+        ({"grid": [902.0, 2.0], "solver": None}, ValueError, "needs solver="),
+    ],
+)
+def test_explicit_times_are_checked(options: dict, error: type, match: str) -> None:
+    sde = sdekit.DiscreteVPSDE(torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
+    kwargs = {"solver": "exp1", **options}
+    with pytest.raises(error, match=match):
+        sdekit.sample(_oracle(sde), sde, (4, 1), **kwargs)
+
+
+def test_solver_time_grid_returns_the_part_between_the_ends() -> None:
+    times = torch.tensor([5.0, 4.0, 2.5, 1.0, 0.5], dtype=torch.float64)
+    sde, impl = sdekit.VPSDE(T=5.0), get("exp1")
+    part = solver_time_grid(sde, 4.0, 1.0, 2, impl, {"grid": times})
+    assert part.tolist() == [4.0, 2.5, 1.0]
+    with pytest.raises(SolverError, match="not 3"):
+        solver_time_grid(sde, 4.0, 1.0, 3, impl, {"grid": times})
+    with pytest.raises(SolverError, match="points of the explicit"):
+        solver_time_grid(sde, 4.5, 1.0, 2, impl, {"grid": times})
