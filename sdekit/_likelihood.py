@@ -56,7 +56,7 @@ from ._likelihood_rhs import AugmentedFlow, NormalizedFlow, PlainFlow, per_sampl
 from ._model_errors import CheckedModel, GuardedModel
 from ._traces import PROBES, ExactTrace, HutchinsonTrace, draw_probes
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError
-from .parameterization import check_parameterization, score_fn
+from .parameterization import model_parameterization, score_fn
 from .solvers._budget import ODE_MAX_STEPS, StepBudget, check_budget, check_step_cap
 from .solvers._odedriver import OdeRun, integrate, is_fixed_grid
 from .solvers._option import check_given
@@ -183,7 +183,7 @@ def _check_inputs(
     T = float(sde.T)
     eps = check_eps(DEFAULT_LIKELIHOOD_EPS if eps is None else eps, T)
     trace_kind = _check_trace(trace, probe, n_probes, x[0].numel())
-    check_parameterization(parameterization)
+    parameterization = model_parameterization(model, parameterization)
     prior = _check_prior(sde, prior, parameterization)
     opts, budget = _check_options(method, options, steps, eps, T)
     check_generator(generator)
@@ -425,7 +425,7 @@ def logp(
     n_probes: int = 1,
     probe: str = "rademacher",
     eps: float | None = None,
-    parameterization: str = "score",
+    parameterization: str | None = None,
     prior: Any = None,
     generator: torch.Generator | None = None,
     steps: int | None = None,
@@ -459,8 +459,8 @@ def logp(
         n_probes: Hutchinson probes per sample (the estimate averages them).
         probe: ``"rademacher"`` (lowest variance for a given Jacobian) or ``"gaussian"``.
         eps: lower time; default :data:`DEFAULT_LIKELIHOOD_EPS` = 1e-5.
-        parameterization: what the model predicts (``"score"``, ``"eps"``, ``"x0"``, ``"v"``,
-            ``"denoiser"``).
+        parameterization: what the model predicts (``"score"``, ``"eps"``, ``"x0"``, ``"v"``, ``"denoiser"``);
+            None (default): the model's declared ``parameterization`` attribute, else ``"score"``.
         prior: anything with ``log_prob(z) -> (batch,)`` used for :math:`\log p_T`; default
             ``sde.prior`` = :math:`N(m(T), \sigma(T)^2 I)`, which is only approximately
             :math:`p_T` (exact comparisons pass the exact :math:`p_T`, e.g. an oracle's ``.at(sde.T)``).

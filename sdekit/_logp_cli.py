@@ -98,7 +98,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opts.add_argument("--n-probes", type=int, default=1, metavar="K", help="Hutchinson probes per row (default 1)")
     opts.add_argument("--probe", choices=_PROBES, default="rademacher", help="Hutchinson probe law")
     opts.add_argument("--eps", type=float, help="lower time: the density of x_eps (default 1e-5)")
-    opts.add_argument("--parameterization", choices=_PARAMETERIZATIONS, default="score", help="what the model predicts")
+    opts.add_argument(
+        "--parameterization",
+        choices=_PARAMETERIZATIONS,
+        default=None,
+        help="what the model predicts (default: the model's declared parameterization attribute, else score)",
+    )
     opts.add_argument("--device", default="cpu", help="torch device: cpu (default), cuda, cuda:1, mps")
     opts.add_argument(
         "--dtype", choices=("float32", "float64"), help="compute dtype (default: the data's; float32 for float16)"

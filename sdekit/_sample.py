@@ -35,7 +35,7 @@ from ._checks import check_compute_dtype, check_float_dtype, check_generator, ch
 from ._model_errors import CheckedModel
 from ._run import RunInfo, check_sde, check_steps, lookup_solver
 from .errors import SolverDivergedError, SolverError
-from .parameterization import check_parameterization, score_fn
+from .parameterization import model_parameterization, score_fn
 from .solvers import SamplingProblem, Solver, SolveStats
 from .solvers._base import ensure_finite
 from .solvers._defaults import default_sampler
@@ -150,7 +150,7 @@ def sample(
     atol: float | None = None,
     eps: float | None = None,
     x_T: torch.Tensor | None = None,
-    parameterization: str = "score",
+    parameterization: str | None = None,
     corrector: str | None = "default",
     snr: float = 0.16,
     denoise: bool = True,
@@ -190,7 +190,8 @@ def sample(
         atol: absolute tolerance of adaptive runs (default: the same value as the default rtol).
         eps: smallest time, ``0 < eps < T`` (default ``sde.default_eps``).
         x_T: starting point of shape ``shape`` (default: a draw from ``sde.prior``).
-        parameterization: ``"score"``, ``"eps"``, ``"x0"``, ``"v"`` or ``"denoiser"``.
+        parameterization: ``"score"``, ``"eps"``, ``"x0"``, ``"v"`` or ``"denoiser"``; None (default): the model's
+            declared ``parameterization`` attribute (the :mod:`sdekit.adapters` models have one), else ``"score"``.
         corrector: Langevin corrector of predictor-corrector samplers: ``"default"`` (the solver's own;
             ``"langevin"`` for ``"pc"``), ``"langevin"``, or ``None`` / ``"none"`` to run the predictor
             alone; ``"unipc"``: True (its UniC corrector, the default) or False / None. Anything but ``"default"`` is
@@ -295,7 +296,7 @@ def _check_inputs(
         choice = default_sampler(sde, steps)
         solver, options = choice.solver, {**choice.options, **options}
     name, impl, opts = _check_solver(solver, sde, options, corrector, snr)
-    check_parameterization(parameterization)
+    parameterization = model_parameterization(model, parameterization)
     if parameterization != "score" and not sde.is_affine:
         raise SolverError(
             f"the {parameterization!r} parameterization needs the Gaussian marginal of an affine SDE; "

@@ -65,7 +65,7 @@ from ._checks import (
     check_sde,
 )
 from ._traces import PROBES, draw_probes, drift_and_exact_trace, hutchinson_trace
-from .parameterization import check_parameterization, marginal_coefficients, to_score
+from .parameterization import marginal_coefficients, model_parameterization, to_score
 
 if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
@@ -257,7 +257,7 @@ def dsm(
     sde: SDE,
     x0: torch.Tensor,
     *,
-    parameterization: str = "score",
+    parameterization: str | None = None,
     weighting: str = "none",
     eps: float | None = None,
     time_sampling: str = "uniform",
@@ -284,7 +284,8 @@ def dsm(
         model: ``model(x, t) -> tensor like x`` with t of shape (batch,) in ``x0``'s dtype.
         sde: an affine SDE (its marginal kernel gives :math:`\alpha, m, \sigma`).
         x0: data, shape (batch, *event_shape).
-        parameterization: what the model predicts: ``"score"``, ``"eps"``, ``"x0"``, ``"v"``, ``"denoiser"``.
+        parameterization: what the model predicts: ``"score"``, ``"eps"``, ``"x0"``, ``"v"``, ``"denoiser"``; None
+            (default): the model's declared ``parameterization`` attribute (adapters' models), else ``"score"``.
         weighting: :math:`\lambda(t)`: ``"none"`` (1), ``"sigma2"`` (:math:`\sigma^2`; an ``"eps"`` model then
             regresses :math:`\|\hat\varepsilon - z\|^2`), ``"likelihood"`` (:math:`g^2`).
         eps: smallest time (default ``sde.default_eps``).
@@ -310,7 +311,7 @@ def dsm(
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
     sde = _check_sde(sde)
     x0 = check_batch(x0, "x0")
-    check_parameterization(parameterization)
+    parameterization = model_parameterization(model, parameterization)
     check_choice("weighting", weighting, WEIGHTINGS)
     check_choice("time_sampling", time_sampling, TIME_SAMPLINGS)
     check_choice("reduction", reduction, _REDUCTIONS)
@@ -357,7 +358,7 @@ def likelihood_bound(
     sde: SDE,
     x0: torch.Tensor,
     *,
-    parameterization: str = "score",
+    parameterization: str | None = None,
     eps: float | None = None,
     prior: Any = None,
     time_sampling: str = "likelihood",

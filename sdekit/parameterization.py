@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "PARAMETERIZATIONS",
     "check_parameterization",
+    "model_parameterization",
     "marginal_coefficients",
     "to_score",
     "from_score",
@@ -51,6 +52,24 @@ def check_parameterization(name: str) -> str:
     if name not in PARAMETERIZATIONS:
         raise ValueError(f"unknown parameterization {name!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
     return name
+
+
+def model_parameterization(model: Any, given: str | None) -> str:
+    """What ``model`` predicts: ``given`` (checked), else the model's declared ``parameterization`` attribute (the
+    adapters' models of :mod:`sdekit.adapters` declare one), else ``"score"``. A ``given`` value that contradicts
+    the model's declaration raises ``ValueError`` (a model predicting eps read as a score samples garbage)."""
+    declared = getattr(model, "parameterization", None)
+    if declared is not None and not isinstance(declared, str):
+        declared = None  # an unrelated attribute of that name (e.g. a method): not a declaration
+    if given is None:
+        return check_parameterization(declared or "score")
+    check_parameterization(given)
+    if declared is not None and declared != given:
+        raise ValueError(
+            f"parameterization={given!r} contradicts the model's declared parameterization {declared!r} (its "
+            f"'parameterization' attribute); drop parameterization= or pass {declared!r}"
+        )
+    return given
 
 
 def _wide_dtype(like: torch.Tensor) -> torch.dtype:

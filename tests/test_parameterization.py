@@ -191,3 +191,51 @@ def test_unknown_names_and_non_affine():
     assert P.to_score(x, x, 0.5, cubic, "score") is x  # the score needs no marginal
     with pytest.raises(NotAffineError):
         P.to_score(x, x, 0.5, cubic, "eps")
+
+
+# --------------------------------------------------------------------------- a model's declared parameterization
+class _Declared:
+    """``-x`` under VP read as eps is a different model than read as a score: the declaration must be honoured."""
+
+    def __init__(self, parameterization):
+        self.parameterization = parameterization
+
+    def __call__(self, x, t):
+        return -x
+
+
+def test_entry_points_read_a_models_declared_parameterization():
+    sde, g = sdekit.VPSDE(), torch.Generator().manual_seed(0)
+    x_T = torch.randn(16, 2, generator=g, dtype=torch.float64)
+    run = dict(solver="ode:rk4", steps=5, x_T=x_T, denoise=False)  # deterministic: equal iff the same score
+    declared = sdekit.sample(_Declared("eps"), sde, x_T.shape, **run)
+    explicit = sdekit.sample(lambda x, t: -x, sde, x_T.shape, parameterization="eps", **run)
+    as_score = sdekit.sample(lambda x, t: -x, sde, x_T.shape, **run)
+    assert torch.equal(declared, explicit) and not torch.equal(declared, as_score)
+    x = torch.randn(4, 2, generator=g, dtype=torch.float64)
+    kw = dict(solver="rk4", steps=4)
+    assert torch.equal(
+        sdekit.logp(_Declared("eps"), sde, x, **kw), sdekit.logp(lambda x, t: -x, sde, x, parameterization="eps", **kw)
+    )
+    loss = dict(generator=torch.Generator().manual_seed(1))
+    declared_loss = sdekit.losses.dsm(_Declared("x0"), sde, x, **loss)
+    explicit_loss = sdekit.losses.dsm(
+        lambda x, t: -x, sde, x, parameterization="x0", generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(declared_loss, explicit_loss)
+
+
+def test_a_contradicting_parameterization_is_refused():
+    with pytest.raises(
+        ValueError, match=r"parameterization='score' contradicts the model's declared parameterization 'eps'"
+    ):
+        sdekit.sample(_Declared("eps"), sdekit.VPSDE(), (4, 2), solver="euler", steps=5, parameterization="score")
+
+
+def test_an_unrelated_attribute_of_that_name_is_not_a_declaration():
+    model = _Declared(None)
+    model.parameterization = lambda: "eps"  # a method, not a declaration
+    x = sdekit.sample(
+        model, sdekit.VPSDE(), (4, 2), solver="euler", steps=5, generator=torch.Generator().manual_seed(0)
+    )
+    assert x.shape == (4, 2)
