@@ -123,7 +123,14 @@ def summary_lines(rep: dict, report_path: Path | None = None) -> list[str]:
 
 def _table(title: str, text: str, header: list[str], rows: list[list[Any]]) -> list[str]:
     """A report section: heading, a sentence, and a markdown table."""
-    out = ["", f"## {title}", "", text, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out = [
+        "",
+        f"## {title}",
+        "",
+        *([text, ""] if text else []),
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
