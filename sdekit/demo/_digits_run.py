@@ -96,7 +96,7 @@ def sample_sde(
     return entries, samples
 
 
-def test_bits_per_dim(
+def held_out_bits_per_dim(
     net: DigitsNet, sde: Any, x: torch.Tensor, cfg: DigitsConfig, seed: int, key: str
 ) -> tuple[dict[str, Any], torch.Tensor | None]:
     r"""Bits/dim of the dequantized test images ``x``: :func:`sdekit.logp` (PF-ODE, Hutchinson trace, dopri5 at
@@ -177,7 +177,7 @@ def _one_sde(
     rep["seconds"][f"sampling_{key}"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    rep["bits_per_dim"][key], _ = test_bits_per_dim(net, sde, data["test_x"][: cfg.n_logp], cfg, seed, key)
+    rep["bits_per_dim"][key], _ = held_out_bits_per_dim(net, sde, data["test_x"][: cfg.n_logp], cfg, seed, key)
     rep["seconds"][f"likelihood_{key}"] = time.perf_counter() - t0
 
     nn_rep = rep["nearest_neighbour"].setdefault("samples", {}).setdefault(key, {})
