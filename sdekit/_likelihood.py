@@ -24,7 +24,8 @@ where :math:`x_\epsilon = x` and :math:`z = x_T`. :func:`logp` integrates the au
 The divergence is the trace of the Jacobian (:mod:`sdekit._traces`): ``"exact"`` (d vector-Jacobian
 products in one batched pass), ``"hutchinson"`` (probes drawn once per call and held fixed along the
 trajectory, so the ODE stays smooth and the result is an unbiased estimate up to solver error), or
-``"auto"``: exact when the event dimension is at most :data:`EXACT_TRACE_MAX_DIM`.
+``"auto"``: exact when the event dimension is at most :data:`EXACT_TRACE_MAX_DIM`. An explicit ``"exact"`` above
+:data:`EXACT_TRACE_LIMIT_DIM` is refused (:func:`resolve_trace`).
 
 See ``docs/likelihood.md`` for the derivation, the sign conventions, the prior and the
 bits-per-dimension offset (:func:`~sdekit.bits_per_dim`, :func:`~sdekit.dequantize`, re-exported here).
@@ -65,11 +66,13 @@ from .symbolic.sde import SDE
 
 __all__ = [
     "DEFAULT_LIKELIHOOD_EPS",
+    "EXACT_TRACE_LIMIT_DIM",
     "EXACT_TRACE_MAX_DIM",
     "LikelihoodInfo",
     "bits_per_dim",
     "dequantize",
     "logp",
+    "resolve_trace",
 ]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -86,6 +89,14 @@ EXACT_TRACE_MAX_DIM: int = 256
 
 The exact trace costs one batched backward pass of d vector-Jacobian products per drift
 evaluation (about d times the work of one Hutchinson probe)."""
+
+EXACT_TRACE_LIMIT_DIM: int = 1024
+"""An explicit ``trace="exact"`` is refused above this event dimension (``ValueError`` naming ``"hutchinson"``).
+
+The exact trace costs d network passes (forward and backward) per drift evaluation. At d = 1024 (a 32 x 32 grey
+image) an adaptive solve of ~200 evaluations already makes ~200,000 of them per batch; CIFAR-10's d = 3072 would
+take ~600,000. Hutchinson's estimate (``trace="hutchinson"``) costs one backward pass per probe at any d and is
+unbiased: the error it adds to a dataset's mean log-likelihood shrinks like 1/sqrt(samples x probes)."""
 
 _TRACES = ("auto", "exact", "hutchinson")
 
@@ -219,12 +230,30 @@ def _check_data(model: Any, sde: Any, x: Any) -> None:
     check_batch(x, finite=True)
 
 
-def _check_trace(trace: Any, probe: Any, n_probes: Any, dim: int) -> str:
-    """The trace to take (``"auto"`` resolved by the event dimension ``dim``)."""
+def resolve_trace(trace: str, dim: int) -> str:
+    """The trace :func:`logp` takes for event dimension ``dim``: ``"exact"`` or ``"hutchinson"``.
+
+    ``"auto"`` is exact up to :data:`EXACT_TRACE_MAX_DIM` (256), Hutchinson above. An explicit ``"exact"`` above
+    :data:`EXACT_TRACE_LIMIT_DIM` (1024) raises ``ValueError`` naming ``trace="hutchinson"``.
+    """
     check_choice("trace", trace, _TRACES)
+    if trace == "auto":
+        return "exact" if dim <= EXACT_TRACE_MAX_DIM else "hutchinson"
+    if trace == "exact" and dim > EXACT_TRACE_LIMIT_DIM:
+        raise ValueError(
+            f"trace='exact' is refused for event dimension {dim:,} > {EXACT_TRACE_LIMIT_DIM:,}: it costs {dim:,} "
+            f"network passes per drift evaluation; pass trace='hutchinson' (unbiased, one pass per probe; n_probes= "
+            f"sets the probes per sample)"
+        )
+    return trace
+
+
+def _check_trace(trace: Any, probe: Any, n_probes: Any, dim: int) -> str:
+    """The trace to take (``"auto"`` resolved by the event dimension ``dim``, see :func:`resolve_trace`)."""
+    kind = resolve_trace(trace, dim)
     check_choice("probe", probe, PROBES)
     check_count("n_probes", n_probes)
-    return trace if trace != "auto" else ("exact" if dim <= EXACT_TRACE_MAX_DIM else "hutchinson")
+    return kind
 
 
 def _check_prior(sde: SDE, prior: Any, parameterization: str) -> Any:
@@ -455,7 +484,8 @@ def logp(
         rtol: relative tolerance of adaptive methods, applied to both x and the log-density.
         atol: absolute tolerance of adaptive methods.
         trace: ``"exact"``, ``"hutchinson"`` or ``"auto"`` (exact for event dimension
-            <= :data:`EXACT_TRACE_MAX_DIM` = 256).
+            <= :data:`EXACT_TRACE_MAX_DIM` = 256). ``"exact"`` is refused above :data:`EXACT_TRACE_LIMIT_DIM`
+            = 1024 (it costs d network passes per evaluation): pass ``"hutchinson"`` there.
         n_probes: Hutchinson probes per sample (the estimate averages them).
         probe: ``"rademacher"`` (lowest variance for a given Jacobian) or ``"gaussian"``.
         eps: lower time; default :data:`DEFAULT_LIKELIHOOD_EPS` = 1e-5.
@@ -504,7 +534,8 @@ def logp(
         Log-density of shape (batch,) in nats (x's dtype), and the info if requested.
 
     Raises:
-        ValueError: bad tolerance, eps, trace, probe, n_probes, steps or parameterization; an ``options`` key or
+        ValueError: bad tolerance, eps, trace (``"exact"`` above :data:`EXACT_TRACE_LIMIT_DIM`), probe, n_probes,
+            steps or parameterization; an ``options`` key or
             value torchdiffeq's method does not take (:class:`~sdekit.errors.SolverOptionError`).
         TypeError: an unknown keyword argument (the message suggests the argument meant).
         UnknownSolverError: ``solver`` is not a torchdiffeq method.

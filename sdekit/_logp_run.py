@@ -28,7 +28,7 @@ from . import __version__
 from ._checks import check_model_output
 from ._chunkstore import FORMAT, ChunkStore, Lock, differences, parts_dir, read_manifest, write_npy, write_parquet
 from ._dequantize import bits_per_dim
-from ._likelihood import DEFAULT_LIKELIHOOD_EPS, EXACT_TRACE_MAX_DIM, logp
+from ._likelihood import DEFAULT_LIKELIHOOD_EPS, EXACT_TRACE_LIMIT_DIM, logp, resolve_trace
 from ._load import ModelSpecError, SDESpecError, resolve_affine_sde, resolve_model
 from ._logp_cli import SUFFIXES, chunk_seed
 from ._model_errors import is_model_error
@@ -170,7 +170,14 @@ def _solver_options(args: argparse.Namespace, sde: Any, dim: int) -> dict[str, A
         raise OptionError(f"--solver {args.solver!r} takes fixed steps: pass --steps N (e.g. 100), or use dopri5")
     if not fixed and args.steps is not None:
         raise OptionError(f"--steps {args.steps}: {method!r} is adaptive (use --rtol/--atol), or pick e.g. rk4")
-    trace = args.trace if args.trace != "auto" else ("exact" if dim <= EXACT_TRACE_MAX_DIM else "hutchinson")
+    try:
+        trace = resolve_trace(args.trace, dim)
+    except ValueError as err:
+        raise OptionError(
+            f"--trace exact: the rows have {dim:,} dimensions, above the exact trace's limit of "
+            f"{EXACT_TRACE_LIMIT_DIM:,} (it costs {dim:,} network passes per evaluation); pass --trace hutchinson "
+            "(unbiased; --n-probes N probes per row)"
+        ) from err
     hutchinson = trace == "hutchinson"
     return {
         "solver": method,

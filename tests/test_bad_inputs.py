@@ -244,6 +244,8 @@ CASES = [
          tensors=X),
     Case("logp-trace", lambda i, m: _logp(i, m, trace="approx"), ValueError, ("trace", "approx", "hutchinson"),
          tensors=X),
+    Case("logp-exact-trace-too-large", lambda i, m: _logp(i, m, trace="exact"), ValueError,
+         ("trace='exact'", "1,025 > 1,024", "trace='hutchinson'"), tensors=lambda: {"x": _x(d=1025)}),
     Case("logp-n-probes", lambda i, m: _logp(i, m, trace="hutchinson", n_probes=0), ValueError, ("n_probes",),
          tensors=X),
     Case("logp-sde-solver", lambda i, m: _logp(i, m, solver="srk"), UnknownSolverError, ("srk",), tensors=X),

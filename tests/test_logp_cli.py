@@ -281,6 +281,7 @@ BAD = [
     (["--rtol", "0"], "--rtol", "positive"),
     (["--seed", "-1"], "--seed", "4294967295"),
     (["--trace", "hutch"], "--trace", "invalid choice"),
+    (["--data", "wide.npy", "--trace", "exact"], "--trace", "pass --trace hutchinson"),  # d = 1025 > 1024
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "tpu"], "--device", "--device"),
 ]
 
@@ -290,6 +291,7 @@ def test_bad_options_exit_2_with_one_line_and_create_nothing(change, option, say
     monkeypatch.chdir(tmp_path)
     _save_data(tmp_path / "x.npy", 4)
     np.save(tmp_path / "flat.npy", np.zeros(5))
+    np.save(tmp_path / "wide.npy", np.zeros((3, 1025)))
     np.save(tmp_path / "ints.npy", np.zeros((5, 2), dtype=np.int64))
     nan = np.zeros((6, 2))
     nan[3, 1] = np.nan

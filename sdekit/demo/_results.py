@@ -7,7 +7,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SampleRun", "DemoReport", "load_report", "write_json", "fmt", "nats", "tol_label", "level_label"]
+__all__ = [
+    "SampleRun",
+    "DemoReport",
+    "load_report",
+    "write_json",
+    "sde_label",
+    "fmt",
+    "nats",
+    "tol_label",
+    "level_label",
+]
 
 
 @dataclass
@@ -52,12 +62,18 @@ def load_report(path: Path) -> DemoReport:
     return DemoReport(**d)
 
 
-def write_json(rep: DemoReport, path: Path) -> None:
-    """``report.json``: every number of the run (read back by :func:`load_report`)."""
-    path.write_text(json.dumps(asdict(rep), indent=1) + "\n")
+def write_json(rep: DemoReport | dict[str, Any], path: Path) -> None:
+    """``report.json``: every number of the run (a :class:`DemoReport` is read back by :func:`load_report`; the
+    digits demo's report is a plain dict)."""
+    path.write_text(json.dumps(rep if isinstance(rep, dict) else asdict(rep), indent=1) + "\n")
 
 
 # --------------------------------------------------------------------------- numbers as text
+def sde_label(sde: Any) -> str:
+    """``VESDE(sigma_min=0.01, sigma_max=20)``: the SDE's class and parameters, as the reports name it."""
+    return f"{type(sde).__name__}({', '.join(f'{k}={float(v):g}' for k, v in sde.params.items())})"
+
+
 def fmt(v: float | None, spec: str = ".2f") -> str:
     """``v`` in format ``spec``, or an em dash for a missing value."""
     return "—" if v is None else format(v, spec)

@@ -16,7 +16,7 @@ from ._diagnose import diagnose
 from ._model import ScoreNet
 from ._plots import write_plots
 from ._report import summary_lines, write_markdown
-from ._results import DemoReport, write_json
+from ._results import DemoReport, sde_label, write_json
 from ._stages import forward_paths, held_out_logp, path_times, pf_ode_paths, sample_all, train
 
 __all__ = ["demo"]
@@ -29,7 +29,7 @@ def _new_report(sde: Any, args: argparse.Namespace, cfg: DemoConfig, device: tor
     )
     return DemoReport(
         command=cmd,
-        sde=f"{type(sde).__name__}({', '.join(f'{k}={float(v):g}' for k, v in sde.params.items())})",
+        sde=sde_label(sde),
         seed=args.seed,
         quick=bool(args.quick),
         device=str(device),

@@ -21,7 +21,6 @@ from .. import losses, solvers
 from .._stats import sliced_ks
 from ..analytic import Gaussian
 from ._config import ADAPTIVE_SDE_SOLVERS, ALPHA, LOGP_TOL, DemoConfig
-from ._model import ScoreNet
 from ._results import SampleRun
 
 __all__ = [
@@ -52,15 +51,28 @@ def error_text(err: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- training
-def train(model: ScoreNet, sde: Any, data: Any, cfg: DemoConfig, eps: float, gen: torch.Generator) -> dict:
-    """Adam + one-cycle schedule on :func:`sdekit.losses.dsm` (eps-parameterised, likelihood weighting and time
-    sampling); returns the report's training numbers."""
+def train(
+    model: torch.nn.Module,
+    sde: Any,
+    data: Any,
+    cfg: Any,
+    eps: float,
+    gen: torch.Generator,
+    *,
+    lr: float = 3e-3,
+    weighting: str = "likelihood",
+    time_sampling: str = "likelihood",
+    desc: str = "train (dsm)",
+) -> dict:
+    """Adam + one-cycle schedule (peak ``lr``) on :func:`sdekit.losses.dsm` (eps-parameterised; by default likelihood
+    weighting and time sampling) with batches ``data.sample(cfg.batch, gen, dtype=float32, device=)``, for
+    ``cfg.train_steps`` steps; returns the report's training numbers (``cfg.width``: the network's width)."""
     device = gen.device
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=cfg.train_steps, pct_start=0.1)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=cfg.train_steps, pct_start=0.1)
     history = torch.zeros(cfg.train_steps, device=device)  # losses stay on the device: no per-step sync
     started = time.perf_counter()
-    bar = progress(total=cfg.train_steps, desc="train (dsm)", unit="step")
+    bar = progress(total=cfg.train_steps, desc=desc, unit="step")
     every = max(1, cfg.train_steps // 20)
     for i in range(cfg.train_steps):
         x0 = data.sample(cfg.batch, gen, dtype=torch.float32, device=device)
@@ -69,8 +81,8 @@ def train(model: ScoreNet, sde: Any, data: Any, cfg: DemoConfig, eps: float, gen
             sde,
             x0,
             parameterization="eps",
-            weighting="likelihood",
-            time_sampling="likelihood",
+            weighting=weighting,
+            time_sampling=time_sampling,
             eps=eps,
             generator=gen,
         )

@@ -60,6 +60,26 @@ def test_bits_per_dim_uniform_levels_and_offsets():
         sdekit.bits_per_dim(lp, x01, data_range="[0,255]")
 
 
+def test_levels_that_are_not_a_power_of_two():
+    # 17 levels 0..16 (scikit-learn's digits) in [-1, 1]: x = 2 (k + u) / 17 - 1 fills [-1, 1) cell by cell, and
+    # data uniform over the 17 levels (exact density 1/2 per dimension) give log2(17) bits/dim: offset log2(17/2).
+    k = torch.arange(17).repeat(30).reshape(-1, 1)
+    x = sdekit.dequantize(k, levels=17, generator=gen(3), dtype=DT)
+    assert x.min() >= -1 and x.max() < 1
+    assert torch.equal(torch.floor((x + 1) / 2 * 17).long(), k)
+    lp = torch.full((k.shape[0],), -math.log(2.0), dtype=DT)
+    assert torch.allclose(sdekit.bits_per_dim(lp, x, levels=17), torch.full_like(lp, math.log2(17)), atol=1e-12)
+    # levels = 2**n_bits is the same as n_bits; a contradiction or a single level is refused
+    assert torch.equal(sdekit.bits_per_dim(lp, x, levels=256), sdekit.bits_per_dim(lp, x, n_bits=8))
+    assert torch.equal(sdekit.bits_per_dim(lp, x, levels=16, n_bits=4), sdekit.bits_per_dim(lp, x, n_bits=4))
+    with pytest.raises(ValueError, match="n_bits=5 means 32 levels but levels=17"):
+        sdekit.bits_per_dim(lp, x, levels=17, n_bits=5)
+    with pytest.raises(ValueError, match="levels must be at least 2"):
+        sdekit.dequantize(k, levels=1)
+    with pytest.raises(ValueError, match=r"levels in \[0, 9\] for 10 levels"):
+        sdekit.dequantize(k, levels=10)
+
+
 # --------------------------------------------------------------------------- input checks
 def test_dequantize_rejects_fractional_levels_and_integer_dtype():
     with pytest.raises(ValueError, match="whole-number"):

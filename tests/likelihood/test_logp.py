@@ -535,3 +535,25 @@ def test_logp_rejects_half_precision_with_advice():
     sde = sdekit.VPSDE()
     with pytest.raises(TypeError, match=r"x\.float\(\)"):
         sdekit.logp(_mixture().diffuse(sde), sde, torch.zeros(2, 2, dtype=torch.float16))
+
+
+def test_exact_trace_is_refused_above_its_limit_and_auto_is_unchanged():
+    from sdekit._likelihood import EXACT_TRACE_LIMIT_DIM, EXACT_TRACE_MAX_DIM, resolve_trace
+
+    assert (EXACT_TRACE_MAX_DIM, EXACT_TRACE_LIMIT_DIM) == (256, 1024)  # the documented values
+    assert resolve_trace("auto", 256) == "exact" and resolve_trace("auto", 257) == "hutchinson"
+    assert resolve_trace("auto", 10**6) == "hutchinson"  # "auto" never refuses
+    assert resolve_trace("exact", 1024) == "exact" and resolve_trace("hutchinson", 10**6) == "hutchinson"
+    # an image batch (B, C, H, W) above the limit: refused up front, before any model call, naming the alternative
+    calls = []
+
+    def model(x, t):
+        calls.append(1)
+        return -x
+
+    x = torch.zeros(2, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"event dimension 3,072 > 1,024.*pass trace='hutchinson'"):
+        sdekit.logp(model, sdekit.VPSDE(), x, trace="exact")
+    assert calls == []
+    lp = sdekit.logp(model, sdekit.VPSDE(), x, trace="hutchinson", solver="euler", steps=2)
+    assert lp.shape == (2,) and lp.dtype == torch.float32
