@@ -49,9 +49,11 @@ from ._checks import (
     check_model_output,
     check_positive,
 )
+from ._chunks import Stitched, check_chunk_size, chunk_rows, chunk_source, make_streams
 from ._dequantize import bits_per_dim, dequantize
 from ._likelihood_rhs import AugmentedFlow, NormalizedFlow, PlainFlow, per_sample_norm
 from ._model_errors import GuardedModel
+from ._random import RandomSource
 from ._traces import PROBES, ExactTrace, HutchinsonTrace, draw_probes
 from .errors import ModelOutputError, NotAffineError, SolverDivergedError
 from .parameterization import check_parameterization, score_fn
@@ -106,6 +108,7 @@ class LikelihoodInfo:
         seconds: wall time of the call.
         normalized: whether the ODE was integrated in the normalized coordinates
             :math:`w = (x - m(t))/c(t)` (see ``normalize=`` of :func:`logp`).
+        chunks: chunks of rows the batch was solved in (``chunk_size=``); ``nfe`` is the total over them.
     """
 
     nfe: int
@@ -119,6 +122,7 @@ class LikelihoodInfo:
     T: float
     seconds: float
     normalized: bool = False
+    chunks: int = 1
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,8 @@ class _LogpConfig:
     """Keep the autograd graph through the solve."""
     adjoint_params: tuple[torch.Tensor, ...] | None
     """Differentiate by the adjoint method w.r.t. these (None: backpropagate through the solve)."""
+    chunk_size: int | None = None
+    """Rows solved at a time (None: the whole batch)."""
 
 
 # --------------------------------------------------------------------------- stage 1: check the inputs
@@ -169,9 +175,12 @@ def _check_inputs(
     normalize: Any,
     adjoint: Any,
     adjoint_params: Any,
+    chunk_size: Any,
 ) -> _LogpConfig:
-    """Every argument of :func:`logp` checked once, up front (one model call); the first wrong one is reported."""
+    """Every argument of :func:`logp` checked once, up front (one model call, on the first chunk); the first wrong
+    one is reported."""
     _check_data(model, sde, x)
+    chunk_size = check_chunk_size(chunk_size)
     method = ode_method(solver, caller="logp")
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     T = float(sde.T)
@@ -184,7 +193,7 @@ def _check_inputs(
     if create_graph is not None and not isinstance(create_graph, bool):
         raise TypeError(f"create_graph must be True, False or None (automatic), got {create_graph!r}")
     normalized = _check_normalize(sde, normalize)
-    graph = _needs_graph(model, x, eps, create_graph)
+    graph = _needs_graph(model, x if chunk_size is None else x[:chunk_size], eps, create_graph)
     return _LogpConfig(
         method=method,
         rtol=rtol,
@@ -201,6 +210,7 @@ def _check_inputs(
         normalized=normalized,
         graph=graph,
         adjoint_params=_check_adjoint(model, adjoint, adjoint_params, graph),
+        chunk_size=chunk_size,
     )
 
 
@@ -304,13 +314,12 @@ def _check_adjoint(model: Any, adjoint: Any, adjoint_params: Any, graph: bool) -
 
 
 # --------------------------------------------------------------------------- stage 2: the right-hand side
-def _build_rhs(config: _LogpConfig, model: Model, sde: SDE, x: torch.Tensor) -> AugmentedFlow:
-    """The augmented PF-ODE (x, log-density) with the configured trace, in x or in normalized coordinates."""
+def _build_rhs(config: _LogpConfig, model: Model, sde: SDE, x: torch.Tensor, source: RandomSource) -> AugmentedFlow:
+    """The augmented PF-ODE (x, log-density) with the configured trace, in x or in normalized coordinates;
+    Hutchinson probes drawn from ``source``."""
     score = score_fn(GuardedModel(model), sde, config.parameterization)
     if config.trace == "hutchinson":
-        trace: ExactTrace | HutchinsonTrace = HutchinsonTrace(
-            draw_probes(config.probe, config.n_probes, x, config.generator)
-        )
+        trace: ExactTrace | HutchinsonTrace = HutchinsonTrace(draw_probes(config.probe, config.n_probes, x, source))
     else:
         trace = ExactTrace(x)
     flags = {"graph": config.graph, "adjoint": config.adjoint_params is not None}
@@ -340,10 +349,8 @@ def _integrate(config: _LogpConfig, rhs: AugmentedFlow, x: torch.Tensor) -> OdeR
 
 
 # --------------------------------------------------------------------------- stage 4: assemble
-def _assemble(
-    config: _LogpConfig, rhs: AugmentedFlow, run: OdeRun, x: torch.Tensor, started: float
-) -> tuple[torch.Tensor, LikelihoodInfo]:
-    """``log p_T(z) + delta`` (checked finite) and its :class:`LikelihoodInfo`."""
+def _assemble(config: _LogpConfig, rhs: AugmentedFlow, run: OdeRun, x: torch.Tensor, nfe: int) -> list[torch.Tensor]:
+    """``[log p_T(z) + delta (checked finite), log p_T(z), delta, z]`` of one chunk (``nfe``: evaluations so far)."""
     xs, deltas = run.ys
     with torch.set_grad_enabled(config.graph):
         z, delta = rhs.finish(xs[-1], deltas[-1], config.eps, config.T)
@@ -354,7 +361,6 @@ def _assemble(
             f"{tuple(prior_lp.shape) if isinstance(prior_lp, torch.Tensor) else type(prior_lp).__name__}"
         )
     result = prior_lp.to(x.dtype) + delta
-    nfe = 1 + run.evaluations  # the input check's model call, then the solve's
     if not bool(torch.isfinite(result).all()):
         raise SolverDivergedError(
             f"the log-density came out non-finite ({int((~torch.isfinite(result)).sum())} of {x.shape[0]} samples); "
@@ -362,6 +368,28 @@ def _assemble(
             t=config.T,
             step=nfe,
         )
+    return [result, prior_lp, delta, z]
+
+
+def _solve_chunks(
+    config: _LogpConfig, model: Model, sde: SDE, x: torch.Tensor, started: float
+) -> tuple[torch.Tensor, LikelihoodInfo]:
+    """Stages 2-4 chunk by chunk (one chunk without ``chunk_size``); the log-density and the info of the batch.
+
+    Hutchinson probes come from per-block streams of ``generator``, so a row's probes do not depend on the chunks.
+    """
+    streams = make_streams(config.generator, x.shape) if config.trace == "hutchinson" else None
+    rows = chunk_rows(x.shape[0], config.chunk_size)
+    out = Stitched(x.shape[0], (0, 0, 0, 0))
+    nfe, normalized = 1, False  # the input check's model call, then the solves'
+    for a, b in rows:
+        xc = x[a:b]
+        rhs = _build_rhs(config, model, sde, xc, chunk_source(streams, a, b))
+        run = _integrate(config, rhs, xc)
+        nfe += run.evaluations
+        out.put(a, b, _assemble(config, rhs, run, xc, nfe))
+        normalized = rhs.normalized
+    result, prior_lp, delta, z = out.result()
     info = LikelihoodInfo(
         nfe=nfe,
         prior_logp=prior_lp,
@@ -373,7 +401,8 @@ def _assemble(
         eps=config.eps,
         T=config.T,
         seconds=time.perf_counter() - started,
-        normalized=rhs.normalized,
+        normalized=normalized,
+        chunks=len(rows),
     )
     return result, info
 
@@ -418,6 +447,7 @@ def logp(
     normalize: bool | None = None,
     adjoint: bool = False,
     adjoint_params: Any = None,
+    chunk_size: int | None = None,
     return_info: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, LikelihoodInfo]:
     r"""Log-density (nats) of ``x`` under the model's time-:math:`\epsilon` marginal, by the PF-ODE.
@@ -448,7 +478,9 @@ def logp(
         prior: anything with ``log_prob(z) -> (batch,)`` used for :math:`\log p_T`; default
             ``sde.prior`` = :math:`N(m(T), \sigma(T)^2 I)`, which is only approximately
             :math:`p_T` (exact comparisons pass the exact :math:`p_T`, e.g. an oracle's ``.at(sde.T)``).
-        generator: random generator for the Hutchinson probes.
+        generator: random generator for the Hutchinson probes: one number drawn from it seeds per-block streams
+            (:class:`sdekit._random.Streams`), so each sample's probes depend on its row, not on ``chunk_size``;
+            ``None``: torch's global generator, in chunk order.
         steps: number of uniform steps for fixed-grid methods.
         options: extra torchdiffeq ``options`` (e.g. ``{"max_num_steps": 10000}``). Adaptive
             methods default to ``step_t=[T]`` (the last step ends on T: no model call past T, no
@@ -479,6 +511,13 @@ def logp(
             yes for affine SDEs, no otherwise; ``True`` on a non-affine SDE raises
             :class:`~sdekit.errors.NotAffineError`. For VP-type SDEs :math:`c = 1` and
             :math:`w = x`, so only the cost per evaluation changes.
+        chunk_size: solve at most this many rows at a time (a positive int; ``None``: the whole batch), so that
+            memory (states, solver stages, the divergence's autograd buffers) is bounded by the chunk; the
+            results and the info's tensors are concatenated, ``info.nfe`` sums the chunks. Without a graph
+            (``create_graph``) nothing of a finished chunk stays alive. Fixed-grid solvers give bit-identical
+            results for every ``chunk_size`` (with a ``generator`` for Hutchinson); adaptive ones choose one
+            step sequence per chunk (the same ``chunk_size`` gives the same bits, another one results that agree
+            to rtol/atol). See ``docs/likelihood.md``, "Chunks and determinism".
         return_info: also return a :class:`LikelihoodInfo`.
 
     Returns:
@@ -519,8 +558,7 @@ def logp(
         normalize=normalize,
         adjoint=adjoint,
         adjoint_params=adjoint_params,
+        chunk_size=chunk_size,
     )
-    rhs = _build_rhs(config, model, sde, x)
-    run = _integrate(config, rhs, x)
-    result, info = _assemble(config, rhs, run, x, started)
+    result, info = _solve_chunks(config, model, sde, x, started)
     return (result, info) if return_info else result

@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._checks import check_float_dtype, check_generator, check_model_output, check_positive
+from ._chunks import Stitched, check_chunk_size, chunk_rows, chunk_source, make_streams
 from ._model_errors import GuardedModel
+from ._random import RandomSource
 from ._run import RunInfo, check_sde, check_steps, lookup_solver
 from .errors import SolverError
 from .parameterization import check_parameterization, score_fn
@@ -73,6 +75,7 @@ class _Config:
     progress: bool
     options: dict[str, Any]
     nfe_budget: int | None
+    chunk_size: int | None
 
 
 class _CountingScore:
@@ -159,6 +162,7 @@ def sample(
     progress: bool = False,
     return_info: bool = False,
     ts: torch.Tensor | Sequence[float] | None = None,
+    chunk_size: int | None = None,
     **options: Any,
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     r"""Sample from the model by integrating from :math:`T` to :math:`\epsilon` (reverse SDE or PF-ODE).
@@ -196,7 +200,9 @@ def sample(
             passed to the solver; solvers without a corrector reject it.
         snr: signal-to-noise ratio of the Langevin corrector (passed on when not the default 0.16).
         denoise: final Tweedie denoising step at eps (affine SDEs only; +1 NFE).
-        generator: ``torch.Generator`` for the prior and the noise: the same seed gives the same samples.
+        generator: ``torch.Generator`` for the prior and the noise: the same seed gives bit-identical samples.
+            One number drawn from it seeds per-block streams (:class:`sdekit._random.Streams`), so each sample's
+            draws depend on its row, not on ``chunk_size``. ``None``: torch's global generator, in chunk order.
         device: device of the samples (default: ``x_T``'s, else the CPU).
         dtype: ``torch.float32`` (default: ``x_T``'s, else ``torch.get_default_dtype()``) or ``torch.float64``.
         progress: show a tqdm progress bar.
@@ -207,6 +213,12 @@ def sample(
             at the interior times: each segment gets the steps of the solver's full ``steps``-step grid
             (its default ``grid`` or ``grid=``) that fall in it (at least 1), on the same kind of grid, and
             multistep solvers restart their history at each cut.
+        chunk_size: draw, solve and denoise at most this many samples at a time (a positive int; ``None``: the
+            whole batch at once), so that memory is bounded by the chunk: results, ``path`` and the info's
+            counts (``nfe``, ``steps``, ...) cover all the chunks (``info.chunks`` of them). Fixed-step solvers
+            with a ``generator`` give bit-identical samples for every ``chunk_size``; adaptive ones choose their
+            steps per chunk (the same ``chunk_size`` gives the same bits, another one results that agree to the
+            tolerance). See ``docs/sampling.md``, "Determinism and chunks".
         **options: solver-specific options (see each solver's docstring and ``docs/sampling.md``), and
             ``allow_unstable=True`` to run a solver whose ``can_sample`` is False (``reversible_heun``)
             instead of getting a :class:`~sdekit.errors.SolverError` (no effect on the other solvers).
@@ -230,20 +242,44 @@ def sample(
     started = time.perf_counter()
     impl, cfg = _check_inputs(
         model, sde, shape, solver, steps, rtol, atol, eps, x_T, parameterization, corrector, snr, denoise,
-        generator, device, dtype, progress, ts, options,
+        generator, device, dtype, progress, ts, chunk_size, options,
     )  # fmt: skip
     with torch.no_grad():
-        x_T = (
-            cfg.x_T
-            if cfg.x_T is not None
-            else sde.prior.sample(cfg.shape, generator=cfg.generator, device=cfg.device, dtype=cfg.dtype)
-        )
         score = _CountingScore(score_fn(_CheckedModel(GuardedModel(model)), sde, cfg.parameterization))
-        x, path, stats = _integrate(impl, cfg, sde, score, x_T)
-        x = _finish(cfg, sde, score, x, stats)
-    info = RunInfo.of(stats, score.nfe, cfg.name, started)
-    out = (x,) + ((torch.stack(path, dim=0),) if cfg.path_times is not None else ()) + ((info,) if return_info else ())
+        x, path, stats, chunks = _run_chunks(impl, cfg, sde, score)
+    info = RunInfo.of(stats, score.nfe, cfg.name, started, chunks)
+    out = (x,) + ((path,) if path is not None else ()) + ((info,) if return_info else ())
     return out[0] if len(out) == 1 else out
+
+
+def _run_chunks(
+    impl: Solver, cfg: _Config, sde: SDE, score: _CountingScore
+) -> tuple[torch.Tensor, torch.Tensor | None, SolveStats, int]:
+    """Draw, solve and denoise chunk by chunk (one chunk without ``chunk_size``): samples, path, summed steps,
+    number of chunks. Each chunk draws from its own view of the run's per-block streams."""
+    streams = make_streams(cfg.generator, cfg.shape)
+    rows = chunk_rows(cfg.shape[0], cfg.chunk_size)
+    n_total = cfg.steps if cfg.steps is not None else (None if impl.adaptive else impl.default_steps)
+    bar = _Progress(cfg.progress, None if n_total is None else n_total * len(rows), f"sdekit.sample[{cfg.name}]")
+    out = Stitched(cfg.shape[0], (0, 1) if cfg.path_times is not None else (0,))
+    stats = SolveStats()
+    try:
+        for a, b in rows:
+            source = chunk_source(streams, a, b)
+            shape = (b - a, *cfg.shape[1:])
+            x_T = (
+                cfg.x_T[a:b]
+                if cfg.x_T is not None
+                else sde.prior.sample(shape, generator=source, device=cfg.device, dtype=cfg.dtype)
+            )
+            x, path, seg = _integrate(impl, cfg, sde, score, x_T, source, bar, n_total)
+            x = _finish(cfg, sde, score, x, seg)
+            out.put(a, b, [x] + ([torch.stack(path, dim=0)] if cfg.path_times is not None else []))
+            stats = SolveStats(stats.steps + seg.steps, stats.accepted + seg.accepted, stats.rejected + seg.rejected)
+    finally:
+        bar.close()
+    x, *path = out.result()
+    return x, (path[0] if path else None), stats, len(rows)
 
 
 def _check_inputs(
@@ -265,6 +301,7 @@ def _check_inputs(
     dtype: Any,
     progress: bool,
     ts: Any,
+    chunk_size: Any,
     options: dict[str, Any],
 ) -> tuple[Solver, _Config]:
     """Every argument of :func:`sample` checked once, up front: the solver and the frozen configuration."""
@@ -304,9 +341,15 @@ def _check_inputs(
     if snr != 0.16:
         opts["snr"] = snr
     steps, budget = _plan_steps(impl, name, steps, denoise, opts)
+    chunk_size = check_chunk_size(chunk_size)
+    if chunk_size is not None and chunk_size < shape[0] and opts.get("bm") is not None:
+        raise ValueError(
+            f"option bm is one Brownian motion for the whole batch of {shape[0]}, so chunk_size={chunk_size} cannot "
+            f"split it: drop chunk_size (or bm, to draw the noise from generator=)"
+        )
     config = _Config(
         name, shape, T, eps, path_times, steps, rtol, atol, parameterization, denoise, generator, x_T, dtype, device,
-        progress, opts, budget,
+        progress, opts, budget, chunk_size,
     )  # fmt: skip
     return impl, config
 
@@ -379,45 +422,48 @@ def _check_affine_needs(sde: SDE, x_T: torch.Tensor | None, denoise: bool, shape
 
 
 def _integrate(
-    impl: Solver, cfg: _Config, sde: SDE, score: _CountingScore, x_T: torch.Tensor
+    impl: Solver,
+    cfg: _Config,
+    sde: SDE,
+    score: _CountingScore,
+    x_T: torch.Tensor,
+    source: RandomSource,
+    bar: _Progress,
+    n_total: int | None,
 ) -> tuple[torch.Tensor, list[torch.Tensor], SolveStats]:
-    """Solve from T to eps, segment by segment through the requested path times; the end, the path and the steps."""
-    n_total = cfg.steps if cfg.steps is not None else (None if impl.adaptive else impl.default_steps)
-    bar = _Progress(cfg.progress, n_total, f"sdekit.sample[{cfg.name}]")
+    """Solve from T to eps, segment by segment through the requested path times, drawing from ``source``; the end,
+    the path and the steps."""
     segments = _segments(cfg.T, cfg.eps, cfg.path_times)
     split = _segment_steps(sde, impl, cfg.options, cfg.T, cfg.eps, n_total, segments)
     x, path, stats = x_T, [], SolveStats()
-    try:
-        for (a, b), seg_steps in zip(segments, split, strict=True):
-            if cfg.path_times is not None and a in cfg.path_times:
-                path.append(x)
-            problem = SamplingProblem(
-                sde=sde,
-                score=score,
-                x_T=x,
-                t_start=a,
-                t_end=b,
-                steps=seg_steps if (cfg.steps is not None or not impl.adaptive) else None,
-                rtol=cfg.rtol,
-                atol=cfg.atol,
-                generator=cfg.generator,
-                progress=bar,
-                options=cfg.options,
-                nfe_budget=cfg.nfe_budget if len(segments) == 1 else None,
-            )
-            x, seg = impl.solve(problem)
-            stats = SolveStats(stats.steps + seg.steps, stats.accepted + seg.accepted, stats.rejected + seg.rejected)
-        if cfg.path_times is not None and cfg.eps in cfg.path_times:
+    for (a, b), seg_steps in zip(segments, split, strict=True):
+        if cfg.path_times is not None and a in cfg.path_times:
             path.append(x)
-    finally:
-        bar.close()
+        problem = SamplingProblem(
+            sde=sde,
+            score=score,
+            x_T=x,
+            t_start=a,
+            t_end=b,
+            steps=seg_steps if (cfg.steps is not None or not impl.adaptive) else None,
+            rtol=cfg.rtol,
+            atol=cfg.atol,
+            generator=source,
+            progress=bar,
+            options=cfg.options,
+            nfe_budget=cfg.nfe_budget if len(segments) == 1 else None,
+        )
+        x, seg = impl.solve(problem)
+        stats = SolveStats(stats.steps + seg.steps, stats.accepted + seg.accepted, stats.rejected + seg.rejected)
+    if cfg.path_times is not None and cfg.eps in cfg.path_times:
+        path.append(x)
     return x, path, stats
 
 
 def _finish(cfg: _Config, sde: SDE, score: _CountingScore, x: torch.Tensor, stats: SolveStats) -> torch.Tensor:
     """Tweedie's denoising step at eps (``denoise=True``); the samples, checked finite."""
     if cfg.denoise:
-        t_eps = torch.full((cfg.shape[0],), cfg.eps, dtype=x.dtype, device=x.device)
+        t_eps = torch.full((x.shape[0],), cfg.eps, dtype=x.dtype, device=x.device)
         k = sde.marginal.at(t_eps, x)
         x = (x - k.offset + k.sigma**2 * score(x, t_eps)) / k.alpha
     ensure_finite(
