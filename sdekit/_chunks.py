@@ -1,6 +1,7 @@
 r"""A batch processed in chunks of rows: ``chunk_size=`` of :func:`sdekit.sample` and :func:`sdekit.logp`.
 
-The rows ``[0, batch)`` are cut into consecutive chunks of at most ``chunk_size`` rows; each chunk is drawn,
+The rows ``[0, batch)`` are cut into consecutive chunks of at most ``chunk_size`` rows (whole random blocks
+when ``chunk_size`` holds at least one: :func:`chunk_rows`); each chunk is drawn,
 solved and finished on its own and its results are copied into outputs allocated once for the whole batch,
 so the working memory (states, solver stages, the model's activations, autograd buffers of the divergence)
 is that of one chunk. Random draws come from per-block :class:`~sdekit._random.Streams` made once from the
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ._random import RandomSource, Streams
+from ._random import RandomSource, Streams, block_rows
 
 __all__ = ["Stitched", "check_chunk_size", "chunk_rows", "chunk_source", "make_streams"]
 
@@ -38,9 +39,17 @@ def check_chunk_size(chunk_size: Any) -> int | None:
     return chunk_size
 
 
-def chunk_rows(batch: int, chunk_size: int | None) -> list[tuple[int, int]]:
-    """Consecutive ``(start, stop)`` row ranges of at most ``chunk_size`` rows covering ``[0, batch)``."""
-    size = batch if chunk_size is None else min(chunk_size, batch)
+def chunk_rows(batch: int, chunk_size: int | None, row_numel: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, stop)`` row ranges of at most ``chunk_size`` rows covering ``[0, batch)``.
+
+    A ``chunk_size`` of at least one random block (:func:`~sdekit._random.block_rows` of ``row_numel``) is rounded
+    down to whole blocks, so that no chunk redraws a block it shares with its neighbour; smaller chunks draw
+    their block whole and keep their rows (same numbers, more drawing).
+    """
+    if chunk_size is None or chunk_size >= batch:
+        return [(0, batch)]
+    block = block_rows(row_numel)
+    size = chunk_size if chunk_size < block else chunk_size // block * block
     return [(a, min(a + size, batch)) for a in range(0, batch, size)]
 
 

@@ -379,7 +379,7 @@ def _solve_chunks(
     Hutchinson probes come from per-block streams of ``generator``, so a row's probes do not depend on the chunks.
     """
     streams = make_streams(config.generator, x.shape) if config.trace == "hutchinson" else None
-    rows = chunk_rows(x.shape[0], config.chunk_size)
+    rows = chunk_rows(x.shape[0], config.chunk_size, x[0].numel())
     out = Stitched(x.shape[0], (0, 0, 0, 0))
     nfe, normalized = 1, False  # the input check's model call, then the solves'
     for a, b in rows:

@@ -30,11 +30,12 @@ import torch
 
 __all__ = ["BLOCK_ELEMENTS", "RandomSource", "Streams", "block_rows", "multinomial", "rand", "randint", "randn"]
 
-BLOCK_ELEMENTS: int = 2**14
+BLOCK_ELEMENTS: int = 2**16
 """Target number of random numbers per block and draw: :func:`block_rows` takes the least power of two of rows
-that holds at least this many (one row per block from 16,384 numbers per row on). Per block and draw a Python
-loop iteration and a ``normal_`` call cost about 2-3 us, against about 4 ns per float32 normal on CPU: 2-4 % of
-the drawing time (``docs/benchmarks.md``, "Random streams")."""
+that holds at least this many (32,768 rows for 2-D points, 32 for 3x32x32 images, one row from 65,536 numbers per
+row on). Each block costs a few microseconds per draw on top of the numbers themselves (about 4-7 ns per float32
+normal on CPU): measured +6-9 % on a float32 draw at this size, +13-17 % at 2^14 and +34-39 % at 2^12
+(``docs/benchmarks.md``, "Random streams")."""
 
 _MASK32 = 0xFFFFFFFF
 _MASK64 = 0xFFFFFFFFFFFFFFFF
@@ -59,7 +60,7 @@ def _mix64(x: int) -> int:
 
 def block_rows(row_numel: int) -> int:
     """Rows per block of a :class:`Streams` whose rows hold ``row_numel`` numbers: the least power of two with
-    ``rows * row_numel >= BLOCK_ELEMENTS`` (8,192 rows for 2-D points, 8 for 3x32x32 images, 1 from 16,384)."""
+    ``rows * row_numel >= BLOCK_ELEMENTS`` (32,768 rows for 2-D points, 32 for 3x32x32 images, 1 from 65,536)."""
     rows = 1
     while rows * max(1, row_numel) < BLOCK_ELEMENTS:
         rows *= 2
@@ -83,7 +84,7 @@ class Streams:
         start, stop: the rows this view draws (default: all).
     """
 
-    __slots__ = ("_generators", "batch", "block", "device", "seed", "start", "stop")
+    __slots__ = ("_generators", "_whole", "batch", "block", "device", "seed", "start", "stop")
 
     def __init__(
         self,
@@ -103,6 +104,8 @@ class Streams:
         self.batch, self.block, self.start, self.stop = batch, block, start, stop
         self.device = torch.device(device)
         self._generators: dict[int, torch.Generator] = {}
+        k = start // block  # a view of exactly one whole block (the usual small batch) draws without the loop
+        self._whole = k if (start == k * block and stop == min((k + 1) * block, batch)) else None
 
     @classmethod
     def of(cls, generator: torch.Generator, batch: int, row_numel: int) -> Streams:
@@ -153,6 +156,9 @@ class Streams:
                 f"{self.rows} rows along dim {batch_dim}"
             )
         out = torch.empty(shape, dtype=dtype, device=self.device)
+        if self._whole is not None:
+            fill(out, self.generator(self._whole))
+            return out
         b = self.block
         for k in range(self.start // b, (self.stop - 1) // b + 1):
             lo, hi = k * b, min((k + 1) * b, self.batch)
@@ -177,8 +183,11 @@ RandomSource = torch.Generator | Streams | None
 """Where draws come from: torch's default generator (None), a ``torch.Generator``, or :class:`Streams`."""
 
 
+_CPU = torch.device("cpu")
+
+
 def _source(generator: RandomSource, device: torch.device | str | None) -> tuple[torch.device, torch.device]:
-    target = torch.device(device) if device is not None else torch.device("cpu")
+    target = device if isinstance(device, torch.device) else _CPU if device is None else torch.device(device)
     return (generator.device if generator is not None else target), target
 
 

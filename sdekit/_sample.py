@@ -258,7 +258,7 @@ def _run_chunks(
     """Draw, solve and denoise chunk by chunk (one chunk without ``chunk_size``): samples, path, summed steps,
     number of chunks. Each chunk draws from its own view of the run's per-block streams."""
     streams = make_streams(cfg.generator, cfg.shape)
-    rows = chunk_rows(cfg.shape[0], cfg.chunk_size)
+    rows = chunk_rows(cfg.shape[0], cfg.chunk_size, math.prod(cfg.shape[1:]))
     n_total = cfg.steps if cfg.steps is not None else (None if impl.adaptive else impl.default_steps)
     bar = _Progress(cfg.progress, None if n_total is None else n_total * len(rows), f"sdekit.sample[{cfg.name}]")
     out = Stitched(cfg.shape[0], (0, 1) if cfg.path_times is not None else (0,))
