@@ -21,6 +21,10 @@ where :math:`x_\epsilon = x` and :math:`z = x_T`. :func:`logp` integrates the au
    (:func:`sdekit.solvers._odedriver.integrate`);
 4. assemble the log-density and its :class:`LikelihoodInfo` (:func:`_assemble`).
 
+Stages 2-4 run once per chunk of rows (``chunk_size=``, :func:`_solve_chunks`), with Hutchinson probes from
+per-block streams of the generator (:mod:`sdekit._random`), so a row's result does not depend on the chunking on
+fixed grids.
+
 The divergence is the trace of the Jacobian (:mod:`sdekit._traces`): ``"exact"`` (d vector-Jacobian
 products in one batched pass), ``"hutchinson"`` (probes drawn once per call and held fixed along the
 trajectory, so the ODE stays smooth and the result is an unbiased estimate up to solver error), or

@@ -17,10 +17,10 @@ import torch
 import torchsde
 
 import sdekit
+from sdekit._random import Streams
 from sdekit.analytic import GaussianMixture
 from sdekit.solvers import SamplingProblem, get
 from sdekit.solvers import _torchsde_driver as driver
-from sdekit._random import Streams
 from sdekit.solvers._brownian import FixedStepBrownian
 from sdekit.solvers._torchsde import forward_grid
 
