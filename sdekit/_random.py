@@ -84,7 +84,7 @@ class Streams:
         start, stop: the rows this view draws (default: all).
     """
 
-    __slots__ = ("_generators", "_whole", "batch", "block", "device", "seed", "start", "stop")
+    __slots__ = ("_entropies", "_generators", "_whole", "batch", "block", "device", "seed", "start", "stop")
 
     def __init__(
         self,
@@ -104,6 +104,7 @@ class Streams:
         self.batch, self.block, self.start, self.stop = batch, block, start, stop
         self.device = torch.device(device)
         self._generators: dict[int, torch.Generator] = {}
+        self._entropies = 0
         k = start // block  # a view of exactly one whole block (the usual small batch) draws without the loop
         self._whole = k if (start == k * block and stop == min((k + 1) * block, batch)) else None
 
@@ -124,9 +125,11 @@ class Streams:
         return Streams(self.seed, self.batch, self.block, self.device, start, stop)
 
     def entropy(self) -> int:
-        """A 31-bit seed for one more random object of this view (torchsde's ``BrownianInterval``): a hash of
-        the base seed and the view's rows, so a given split of the batch always gets the same seeds."""
-        return _mix64(_mix64(self.seed ^ self.start) ^ self.stop) >> 33
+        """A 31-bit seed for one more random object of this view (torchsde's ``BrownianInterval``, one per solve
+        segment): a hash of the base seed, the view's rows and how many seeds it gave before, so a given split of
+        the batch always gets the same seeds and two objects of one view never share one."""
+        self._entropies += 1
+        return _mix64(_mix64(_mix64(self.seed ^ self.start) ^ self.stop) ^ self._entropies) >> 33
 
     def generator(self, k: int) -> torch.Generator:
         """Block k's generator (made and seeded on first use)."""

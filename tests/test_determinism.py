@@ -128,6 +128,30 @@ def test_blocks_are_independent_standard_normals() -> None:
     assert len({float(v) for v in z[:, 0]}) == 64
 
 
+def test_streams_entropy_differs_per_object_and_repeats_per_view() -> None:
+    """torchsde's BrownianInterval seeds (one per solve segment): distinct within a view, the same sequence for a
+    fresh view of the same rows, another for other rows."""
+    whole = Streams(seed=5, batch=100, block=32)
+    seeds = [whole.entropy() for _ in range(3)]
+    assert len(set(seeds)) == 3 and all(0 <= v < 2**31 for v in seeds)
+    again = Streams(seed=5, batch=100, block=32)
+    assert [again.entropy() for _ in range(3)] == seeds
+    assert whole.chunk(0, 50).entropy() not in seeds
+
+
+def test_adaptive_sde_segments_get_their_own_brownian_paths() -> None:
+    """With ts= an adaptive SDE solve runs segment by segment, each with its own BrownianInterval: with zero drift
+    (model = 0 on the Brownian-motion SDE dx = dW) the increments of two equal segments are different draws."""
+    sde = sdekit.SDE.from_expressions("0", "1", T=1.0)
+    x_T = torch.zeros(64, 1, dtype=F64)
+    kw = dict(solver="euler", x_T=x_T, denoise=False, ts=[1.0, 0.5, 0.0 + sde.default_eps], rtol=1e-2, atol=1e-2)
+    _, path = sdekit.sample(lambda x, t: torch.zeros_like(x), sde, x_T.shape, generator=_gen(0), **kw)
+    first, second = path[1] - path[0], path[2] - path[1]
+    assert not torch.allclose(first, second)
+    # independent N(0, ~0.5) increments: their sample correlation is within 4 / sqrt(64) = 0.5 of zero
+    assert abs(float(torch.corrcoef(torch.stack([first[:, 0], second[:, 0]]))[0, 1])) < 0.5
+
+
 def test_streams_refuse_a_draw_of_the_wrong_rows() -> None:
     with pytest.raises(ValueError, match="must have 10 rows"):
         _random.randn((11, 2), generator=Streams(1, 10, 4), dtype=F64)
