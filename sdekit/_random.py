@@ -34,7 +34,7 @@ BLOCK_ELEMENTS: int = 2**16
 """Target number of random numbers per block and draw: :func:`block_rows` takes the least power of two of rows
 that holds at least this many (32,768 rows for 2-D points, 32 for 3x32x32 images, one row from 65,536 numbers per
 row on). Each block costs a few microseconds per draw on top of the numbers themselves (about 4-7 ns per float32
-normal on CPU): measured +6-9 % on a float32 draw at this size, +13-17 % at 2^14 and +34-39 % at 2^12
+normal on CPU): measured +3-9 % on a float32 draw at this size, +13-17 % at 2^14 and +34-39 % at 2^12
 (``docs/benchmarks.md``, "Random streams")."""
 
 _MASK32 = 0xFFFFFFFF
