@@ -14,6 +14,7 @@ import time
 
 MODULES: list[str] = [
     "step_cost", "likelihood", "likelihood_fixed_grid", "error_vs_nfe", "grids", "few_step", "adaptive_defaults",
+    "memory",
 ]  # fmt: skip
 """Benchmark modules under ``benchmarks/``, run in this order."""
 
@@ -51,11 +52,15 @@ ABOUT: dict[str, str] = {
     "rtol = atol passing with margin, and every adaptive ode:* solver at its own default. Writes "
     "benchmarks/results/adaptive_defaults.md. About 22 minutes in one process; --quick (n = 20,000, two "
     "tolerances) 1 minute.",
+    "memory": "Peak memory (RSS high-water mark of a fresh process per configuration) of sdekit.sample (euler, 20 "
+    "steps, 1e4-1e6 2-D samples) and sdekit.logp (rk4, 8 steps, exact trace, 3e3-1e5 points) against the batch "
+    "size, without and with chunk_size=, float32, exact score of a 2-D mixture. Prints a table. About 3 minutes; "
+    "--quick (up to 2e5 samples and 3e4 points) about 1.",
 }
 """What each benchmark measures and how long it takes (one full run, 2 shared CPU cores, one torch thread)."""
 
 EXAMPLES = """examples:
-  python -m benchmarks                          # all seven, in this order (about 2.5 hours)
+  python -m benchmarks                          # all eight, in this order (about 2.5 hours)
   python -m benchmarks step_cost likelihood     # only these two (about 1-2 minutes)
   python -m benchmarks error_vs_nfe --quick     # the error-vs-NFE table with n = 20,000
   python -m benchmarks few_step --quick         # sdekit vs DPM-Solver++/UniPC, n = 20,000
@@ -122,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="the short version where a benchmark has one (error_vs_nfe, few_step, adaptive_defaults)",
+        help="the short version where a benchmark has one (error_vs_nfe, few_step, adaptive_defaults, memory)",
     )
     return parser
 

@@ -21,6 +21,10 @@ where :math:`x_\epsilon = x` and :math:`z = x_T`. :func:`logp` integrates the au
    (:func:`sdekit.solvers._odedriver.integrate`);
 4. assemble the log-density and its :class:`LikelihoodInfo` (:func:`_assemble`).
 
+Stages 2-4 run once per chunk of rows (``chunk_size=``, :func:`_solve_chunks`), with Hutchinson probes from
+per-block streams of the generator (:mod:`sdekit._random`), so a row's result does not depend on the chunking on
+fixed grids.
+
 The divergence is the trace of the Jacobian (:mod:`sdekit._traces`): ``"exact"`` (d vector-Jacobian
 products in one batched pass), ``"hutchinson"`` (probes drawn once per call and held fixed along the
 trajectory, so the ODE stays smooth and the result is an unbiased estimate up to solver error), or
@@ -43,25 +47,35 @@ from typing import Any
 import torch
 
 from ._checks import (
-    check_batch,
-    check_choice,
-    check_count,
     check_eps,
     check_generator,
-    check_model_output,
     check_positive,
 )
+from ._chunks import Stitched, check_chunk_size, chunk_rows, chunk_source, make_streams
 from ._dequantize import bits_per_dim, dequantize
 from ._keywords import suggest_keywords
-from ._likelihood_rhs import AugmentedFlow, NormalizedFlow, PlainFlow, per_sample_norm
-from ._model_errors import CheckedModel, GuardedModel
-from ._traces import PROBES, ExactTrace, HutchinsonTrace, draw_probes
-from .errors import ModelOutputError, NotAffineError, SolverDivergedError
+from ._likelihood_checks import (
+    DEFAULT_LIKELIHOOD_EPS,
+    EXACT_TRACE_LIMIT_DIM,
+    EXACT_TRACE_MAX_DIM,
+    check_adjoint,
+    check_data,
+    check_normalize,
+    check_options,
+    check_prior,
+    check_trace,
+    needs_graph,
+    resolve_trace,
+)
+from ._likelihood_rhs import AugmentedFlow, NormalizedFlow, PlainFlow
+from ._model_errors import CheckedModel
+from ._random import RandomSource
+from ._traces import ExactTrace, HutchinsonTrace, draw_probes
+from .errors import ModelOutputError, SolverDivergedError
 from .parameterization import model_parameterization, score_fn
-from .solvers._budget import ODE_MAX_STEPS, StepBudget, check_budget, check_step_cap
-from .solvers._odedriver import OdeRun, integrate, is_fixed_grid
-from .solvers._option import check_given
-from .solvers._torchdiffeq import backend_options, ode_method
+from .solvers._budget import StepBudget
+from .solvers._odedriver import OdeRun, integrate
+from .solvers._torchdiffeq import ode_method
 from .symbolic.sde import SDE
 
 __all__ = [
@@ -76,29 +90,6 @@ __all__ = [
 ]
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-DEFAULT_LIKELIHOOD_EPS: float = 1e-5
-r"""Default :math:`\epsilon` of :func:`logp`: the density returned is that of :math:`x_\epsilon`.
-
-Likelihoods are reported at :math:`\epsilon = 10^{-5}` (Song et al. 2021), smaller than the
-sampling default ``sde.default_eps`` (1e-3): :math:`p_\epsilon` should be as close to the data
-density as the model allows, while sampling only needs the end point to look like data."""
-
-EXACT_TRACE_MAX_DIM: int = 256
-"""``trace="auto"`` takes the exact trace for event dimensions up to this value, Hutchinson above.
-
-The exact trace costs one batched backward pass of d vector-Jacobian products per drift
-evaluation (about d times the work of one Hutchinson probe)."""
-
-EXACT_TRACE_LIMIT_DIM: int = 1024
-"""An explicit ``trace="exact"`` is refused above this event dimension (``ValueError`` naming ``"hutchinson"``).
-
-The exact trace costs d network passes (forward and backward) per drift evaluation. At d = 1024 (a 32 x 32 grey
-image) an adaptive solve of ~200 evaluations already makes ~200,000 of them per batch; CIFAR-10's d = 3072 would
-take ~600,000. Hutchinson's estimate (``trace="hutchinson"``) costs one backward pass per probe at any d and is
-unbiased: the error it adds to a dataset's mean log-likelihood shrinks like 1/sqrt(samples x probes)."""
-
-_TRACES = ("auto", "exact", "hutchinson")
 
 
 @dataclass
@@ -120,6 +111,7 @@ class LikelihoodInfo:
         seconds: wall time of the call.
         normalized: whether the ODE was integrated in the normalized coordinates
             :math:`w = (x - m(t))/c(t)` (see ``normalize=`` of :func:`logp`).
+        chunks: chunks of rows the batch was solved in (``chunk_size=``); ``nfe`` is the total over them.
     """
 
     nfe: int
@@ -133,6 +125,7 @@ class LikelihoodInfo:
     T: float
     seconds: float
     normalized: bool = False
+    chunks: int = 1
 
 
 @dataclass(frozen=True)
@@ -162,6 +155,8 @@ class _LogpConfig:
     budget: StepBudget | None
     """Attempted-steps budget of an adaptive solve (``options["max_num_steps"]``, default
     :data:`~sdekit.solvers._budget.ODE_MAX_STEPS`); None on a fixed grid."""
+    chunk_size: int | None = None
+    """Rows solved at a time (None: the whole batch)."""
 
 
 # --------------------------------------------------------------------------- stage 1: check the inputs
@@ -186,22 +181,25 @@ def _check_inputs(
     normalize: Any,
     adjoint: Any,
     adjoint_params: Any,
+    chunk_size: Any,
 ) -> _LogpConfig:
-    """Every argument of :func:`logp` checked once, up front (one model call); the first wrong one is reported."""
-    _check_data(model, sde, x)
+    """Every argument of :func:`logp` checked once, up front (one model call, on the first chunk); the first wrong
+    one is reported."""
+    check_data(model, sde, x)
+    chunk_size = check_chunk_size(chunk_size)
     method = ode_method(solver, caller="logp")
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     T = float(sde.T)
     eps = check_eps(DEFAULT_LIKELIHOOD_EPS if eps is None else eps, T)
-    trace_kind = _check_trace(trace, probe, n_probes, x[0].numel())
+    trace_kind = check_trace(trace, probe, n_probes, x[0].numel())
     parameterization = model_parameterization(model, parameterization)
-    prior = _check_prior(sde, prior, parameterization)
-    opts, budget = _check_options(method, options, steps, eps, T)
+    prior = check_prior(sde, prior, parameterization)
+    opts, budget = check_options(method, options, steps, eps, T, _ARGUMENTS)
     check_generator(generator)
     if create_graph is not None and not isinstance(create_graph, bool):
         raise TypeError(f"create_graph must be True, False or None (automatic), got {create_graph!r}")
-    normalized = _check_normalize(sde, normalize)
-    graph = _needs_graph(model, x, eps, create_graph)
+    normalized = check_normalize(sde, normalize)
+    graph = needs_graph(model, x if chunk_size is None else x[:chunk_size], eps, create_graph)
     return _LogpConfig(
         method=method,
         rtol=rtol,
@@ -217,143 +215,21 @@ def _check_inputs(
         options=opts,
         normalized=normalized,
         graph=graph,
-        adjoint_params=_check_adjoint(model, adjoint, adjoint_params, graph),
+        adjoint_params=check_adjoint(model, adjoint, adjoint_params, graph),
         budget=budget,
+        chunk_size=chunk_size,
     )
-
-
-def _check_data(model: Any, sde: Any, x: Any) -> None:
-    if not callable(model):
-        raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
-    check_batch(x, finite=True)
-
-
-def resolve_trace(trace: str, dim: int) -> str:
-    """The trace :func:`logp` takes for event dimension ``dim``: ``"exact"`` or ``"hutchinson"``.
-
-    ``"auto"`` is exact up to :data:`EXACT_TRACE_MAX_DIM` (256), Hutchinson above. An explicit ``"exact"`` above
-    :data:`EXACT_TRACE_LIMIT_DIM` (1024) raises ``ValueError`` naming ``trace="hutchinson"``.
-    """
-    check_choice("trace", trace, _TRACES)
-    if trace == "auto":
-        return "exact" if dim <= EXACT_TRACE_MAX_DIM else "hutchinson"
-    if trace == "exact" and dim > EXACT_TRACE_LIMIT_DIM:
-        raise ValueError(
-            f"trace='exact' is refused for event dimension {dim:,} > {EXACT_TRACE_LIMIT_DIM:,}: it costs {dim:,} "
-            f"network passes per drift evaluation; pass trace='hutchinson' (unbiased, one pass per probe; n_probes= "
-            f"sets the probes per sample)"
-        )
-    return trace
-
-
-def _check_trace(trace: Any, probe: Any, n_probes: Any, dim: int) -> str:
-    """The trace to take (``"auto"`` resolved by the event dimension ``dim``, see :func:`resolve_trace`)."""
-    kind = resolve_trace(trace, dim)
-    check_choice("probe", probe, PROBES)
-    check_count("n_probes", n_probes)
-    return kind
-
-
-def _check_prior(sde: SDE, prior: Any, parameterization: str) -> Any:
-    if not sde.is_affine and (prior is None or parameterization != "score"):
-        what = "a prior (pass prior=)" if prior is None else f"the {parameterization!r} parameterization"
-        raise NotAffineError(
-            f"{type(sde).__name__} is not affine, so it has no Gaussian marginal for {what}; pass prior= with "
-            f"log_prob(z) and a score model"
-        )
-    if prior is None:
-        prior = sde.prior
-    if not callable(getattr(prior, "log_prob", None)):
-        raise TypeError(f"prior must have a log_prob(z) method, got {type(prior).__name__}")
-    return prior
-
-
-def _check_options(
-    method: str, options: Any, steps: Any, eps: float, T: float
-) -> tuple[dict[str, Any], StepBudget | None]:
-    """torchdiffeq options for ``method``: the caller's (checked), ``step_size`` from ``steps`` (at most
-    :data:`~sdekit.solvers._budget.MAX_STEPS`), the per-sample norm; and the step budget of an adaptive solve
-    (``max_num_steps``, taken out of the options: the driver enforces it)."""
-    if options is not None and not isinstance(options, dict):
-        raise TypeError(f"options must be a dict of torchdiffeq options, got {type(options).__name__}")
-    opts = check_given(
-        options or {},
-        backend_options(method),
-        who=f"logp's options= for torchdiffeq's {method!r}",
-        arguments=_ARGUMENTS,
-        function="logp",
-        keyword=False,
-        note=" (torchdiffeq would ignore an unknown one)",
-    )
-    if is_fixed_grid(method):
-        if steps is None and "step_size" not in opts and "grid_constructor" not in opts:
-            raise ValueError(f"solver {method!r} takes fixed steps: pass steps=<number of steps> (or options=)")
-        if steps is not None:
-            opts["step_size"] = (T - eps) / check_step_cap(check_count("steps", steps))
-        elif "step_size" in opts:  # torchdiffeq would build the grid of (T - eps) / step_size steps
-            size = check_positive("options['step_size']", opts["step_size"])
-            check_step_cap((T - eps) / size, f"options['step_size']={size:g} ({(T - eps) / size:.3g} steps)")
-        return opts, None
-    if steps is not None:
-        raise ValueError(f"steps= is for fixed-grid solvers; {method!r} is adaptive (use rtol/atol)")
-    opts.setdefault("norm", per_sample_norm)
-    max_steps = check_budget("options['max_num_steps']", opts.pop("max_num_steps", ODE_MAX_STEPS))
-    budget = StepBudget(
-        max_steps,
-        steps_option="options['max_num_steps']",
-        fixed_hint="use a fixed-grid solver (solver='rk4', steps=n)",
-    )
-    return opts, budget
-
-
-def _check_normalize(sde: SDE, normalize: Any) -> bool:
-    """Whether to integrate in the normalized coordinates (default: for affine SDEs)."""
-    if normalize is not None and not isinstance(normalize, bool):
-        raise TypeError(f"normalize must be True, False or None (automatic), got {normalize!r}")
-    normalized = normalize is not False and sde.is_affine
-    if normalize is True and not normalized:
-        raise NotAffineError(
-            f"normalize=True integrates in w = (x - m(t)) / c(t), which needs an affine {type(sde).__name__} "
-            f"(f = a(t) x + b(t), g = g(t)); pass normalize=None or False"
-        )
-    return normalized
-
-
-def _needs_graph(model: Any, x: torch.Tensor, eps: float, create_graph: bool | None) -> bool:
-    """One model call at eps: checks its output, and whether the caller wants a graph through the model."""
-    t_eps = torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device)
-    with torch.enable_grad():
-        out = GuardedModel(model)(x.detach(), t_eps)
-    check_model_output(out, x, nonfinite_hint=f"t = eps = {eps:g}; check the model near t = 0")
-    if create_graph is not None:
-        return bool(create_graph) and torch.is_grad_enabled()
-    return torch.is_grad_enabled() and (x.requires_grad or out.requires_grad)
-
-
-def _check_adjoint(model: Any, adjoint: Any, adjoint_params: Any, graph: bool) -> tuple[torch.Tensor, ...] | None:
-    """The tensors to differentiate by the adjoint method, or None (no adjoint, or no graph: a plain solve)."""
-    if not isinstance(adjoint, bool):
-        raise TypeError(f"adjoint must be True or False, got {adjoint!r}")
-    if not (adjoint and graph):  # without a graph there is nothing to differentiate: plain solve
-        return None
-    if adjoint_params is None:
-        adjoint_params = tuple(model.parameters()) if isinstance(model, torch.nn.Module) else ()
-    adjoint_params = tuple(adjoint_params)
-    if not all(isinstance(p, torch.Tensor) for p in adjoint_params):
-        raise TypeError("adjoint_params must be an iterable of tensors (the parameters to differentiate)")
-    return adjoint_params
 
 
 # --------------------------------------------------------------------------- stage 2: the right-hand side
-def _build_rhs(config: _LogpConfig, model: CheckedModel, sde: SDE, x: torch.Tensor) -> AugmentedFlow:
-    """The augmented PF-ODE (x, log-density) with the configured trace, in x or in normalized coordinates."""
+def _build_rhs(
+    config: _LogpConfig, model: CheckedModel, sde: SDE, x: torch.Tensor, source: RandomSource
+) -> AugmentedFlow:
+    """The augmented PF-ODE (x, log-density) with the configured trace, in x or in normalized coordinates;
+    Hutchinson probes drawn from ``source``."""
     score = score_fn(model, sde, config.parameterization)
     if config.trace == "hutchinson":
-        trace: ExactTrace | HutchinsonTrace = HutchinsonTrace(
-            draw_probes(config.probe, config.n_probes, x, config.generator)
-        )
+        trace: ExactTrace | HutchinsonTrace = HutchinsonTrace(draw_probes(config.probe, config.n_probes, x, source))
     else:
         trace = ExactTrace(x)
     flags = {"graph": config.graph, "adjoint": config.adjoint_params is not None}
@@ -384,10 +260,8 @@ def _integrate(config: _LogpConfig, rhs: AugmentedFlow, x: torch.Tensor) -> OdeR
 
 
 # --------------------------------------------------------------------------- stage 4: assemble
-def _assemble(
-    config: _LogpConfig, rhs: AugmentedFlow, run: OdeRun, x: torch.Tensor, started: float
-) -> tuple[torch.Tensor, LikelihoodInfo]:
-    """``log p_T(z) + delta`` (checked finite) and its :class:`LikelihoodInfo`."""
+def _assemble(config: _LogpConfig, rhs: AugmentedFlow, run: OdeRun, x: torch.Tensor, nfe: int) -> list[torch.Tensor]:
+    """``[log p_T(z) + delta (checked finite), log p_T(z), delta, z]`` of one chunk (``nfe``: evaluations so far)."""
     xs, deltas = run.ys
     with torch.set_grad_enabled(config.graph):
         z, delta = rhs.finish(xs[-1], deltas[-1], config.eps, config.T)
@@ -398,7 +272,6 @@ def _assemble(
             f"{tuple(prior_lp.shape) if isinstance(prior_lp, torch.Tensor) else type(prior_lp).__name__}"
         )
     result = prior_lp.to(x.dtype) + delta
-    nfe = 1 + run.evaluations  # the input check's model call, then the solve's
     if not bool(torch.isfinite(result).all()):
         raise SolverDivergedError(
             f"the log-density came out non-finite ({int((~torch.isfinite(result)).sum())} of {x.shape[0]} samples); "
@@ -406,6 +279,35 @@ def _assemble(
             t=config.T,
             step=nfe,
         )
+    return [result, prior_lp, delta, z]
+
+
+def _solve_chunks(
+    config: _LogpConfig, model: Model, sde: SDE, x: torch.Tensor, started: float
+) -> tuple[torch.Tensor, LikelihoodInfo]:
+    """Stages 2-4 chunk by chunk (one chunk without ``chunk_size``); the log-density and the info of the batch.
+
+    Hutchinson probes come from per-block streams of ``generator``, so a row's probes do not depend on the chunks.
+    """
+    streams = make_streams(config.generator, x.shape) if config.trace == "hutchinson" else None
+    rows = chunk_rows(x.shape[0], config.chunk_size, x[0].numel())
+    out = Stitched(x.shape[0], (0, 0, 0, 0))
+    nfe, normalized = 1, False  # the input check's model call, then the solves'
+    checked = CheckedModel(model)
+    for a, b in rows:
+        xc = x[a:b]
+        rhs = _build_rhs(config, checked, sde, xc, chunk_source(streams, a, b))
+        try:
+            run = _integrate(config, rhs, xc)
+            out.put(a, b, _assemble(config, rhs, run, xc, nfe + run.evaluations))
+        except SolverDivergedError as err:
+            blame = checked.verdict(err)
+            if blame is None:
+                raise
+            raise blame from err
+        nfe += run.evaluations
+        normalized = rhs.normalized
+    result, prior_lp, delta, z = out.result()
     info = LikelihoodInfo(
         nfe=nfe,
         prior_logp=prior_lp,
@@ -417,7 +319,8 @@ def _assemble(
         eps=config.eps,
         T=config.T,
         seconds=time.perf_counter() - started,
-        normalized=rhs.normalized,
+        normalized=normalized,
+        chunks=len(rows),
     )
     return result, info
 
@@ -463,6 +366,7 @@ def logp(
     normalize: bool | None = None,
     adjoint: bool = False,
     adjoint_params: Any = None,
+    chunk_size: int | None = None,
     return_info: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, LikelihoodInfo]:
     r"""Log-density (nats) of ``x`` under the model's time-:math:`\epsilon` marginal, by the PF-ODE.
@@ -494,7 +398,9 @@ def logp(
         prior: anything with ``log_prob(z) -> (batch,)`` used for :math:`\log p_T`; default
             ``sde.prior`` = :math:`N(m(T), \sigma(T)^2 I)`, which is only approximately
             :math:`p_T` (exact comparisons pass the exact :math:`p_T`, e.g. an oracle's ``.at(sde.T)``).
-        generator: random generator for the Hutchinson probes.
+        generator: random generator for the Hutchinson probes: one number drawn from it seeds per-block streams
+            (:class:`sdekit._random.Streams`), so each sample's probes depend on its row, not on ``chunk_size``;
+            ``None``: torch's global generator, in chunk order.
         steps: number of uniform steps for fixed-grid methods (at most 10**7).
         options: extra torchdiffeq ``options``, checked against the method's declared keywords
             (``sdekit solvers --options dopri5``) by name, type and range. Adaptive methods default to
@@ -528,6 +434,13 @@ def logp(
             yes for affine SDEs, no otherwise; ``True`` on a non-affine SDE raises
             :class:`~sdekit.errors.NotAffineError`. For VP-type SDEs :math:`c = 1` and
             :math:`w = x`, so only the cost per evaluation changes.
+        chunk_size: solve at most this many rows at a time (a positive int; ``None``: the whole batch), so that
+            memory (states, solver stages, the divergence's autograd buffers) is bounded by the chunk; the
+            results and the info's tensors are concatenated, ``info.nfe`` sums the chunks. Without a graph
+            (``create_graph``) nothing of a finished chunk stays alive. Fixed-grid solvers give bit-identical
+            results for every ``chunk_size`` (with a ``generator`` for Hutchinson); adaptive ones choose one
+            step sequence per chunk (the same ``chunk_size`` gives the same bits, another one results that agree
+            to rtol/atol). See ``docs/likelihood.md``, "Chunks and determinism".
         return_info: also return a :class:`LikelihoodInfo`.
 
     Returns:
@@ -572,17 +485,9 @@ def logp(
         normalize=normalize,
         adjoint=adjoint,
         adjoint_params=adjoint_params,
+        chunk_size=chunk_size,
     )
-    checked = CheckedModel(model)
-    rhs = _build_rhs(config, checked, sde, x)
-    try:
-        run = _integrate(config, rhs, x)
-        result, info = _assemble(config, rhs, run, x, started)
-    except SolverDivergedError as err:
-        blame = checked.verdict(err)
-        if blame is None:
-            raise
-        raise blame from err
+    result, info = _solve_chunks(config, model, sde, x, started)
     return (result, info) if return_info else result
 
 

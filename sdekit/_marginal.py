@@ -91,11 +91,12 @@ class GaussianPrior:
     def sample(
         self,
         shape: tuple[int, ...],
-        generator: torch.Generator | None = None,
+        generator: _random.RandomSource = None,
         device: Any = None,
         dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """Draw a tensor of ``shape`` (batch first)."""
+        """Draw a tensor of ``shape`` (batch first) from ``generator`` (a ``torch.Generator``, per-block
+        :class:`~sdekit._random.Streams` or None)."""
         z = _random.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
         return self.mean + self.std * z
 

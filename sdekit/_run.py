@@ -31,6 +31,9 @@ class RunInfo:
         rejected: rejected steps (adaptive solvers; 0 otherwise).
         solver: canonical registry name of the solver used.
         seconds: wall time of the call.
+        chunks: chunks of rows the batch was processed in (``sample``'s ``chunk_size``; 1 otherwise). The counts
+            above are totals over the chunks: a fixed-step run of k evaluations per sample reports
+            ``nfe = k * chunks``.
     """
 
     nfe: int
@@ -39,11 +42,12 @@ class RunInfo:
     rejected: int
     solver: str
     seconds: float
+    chunks: int = 1
 
     @classmethod
-    def of(cls, stats: SolveStats, nfe: int, solver: str, started: float) -> RunInfo:
+    def of(cls, stats: SolveStats, nfe: int, solver: str, started: float, chunks: int = 1) -> RunInfo:
         """The info of a run that began at ``time.perf_counter() == started``."""
-        return cls(nfe, stats.steps, stats.accepted, stats.rejected, solver, time.perf_counter() - started)
+        return cls(nfe, stats.steps, stats.accepted, stats.rejected, solver, time.perf_counter() - started, chunks)
 
 
 def lookup_solver(solver: Any, example: str) -> tuple[str, Solver]:

@@ -22,7 +22,6 @@ See ``docs/sampling.md``.
 from __future__ import annotations
 
 import inspect
-import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -32,14 +31,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._checks import check_compute_dtype, check_float_dtype, check_generator, check_positive
+from ._chunks import Stitched, check_chunk_size, chunk_rows, chunk_source, make_streams
 from ._model_errors import CheckedModel
+from ._random import RandomSource
 from ._run import RunInfo, check_sde, check_steps, lookup_solver
+from ._sample_path import check_path_times, segment_steps, segments
 from .errors import SolverDivergedError, SolverError
 from .parameterization import model_parameterization, score_fn
 from .solvers import SamplingProblem, Solver, SolveStats
 from .solvers._base import ensure_finite
 from .solvers._defaults import default_sampler
-from .solvers._grids import explicit_times, solver_time_grid
+from .solvers._grids import explicit_times
 
 if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
@@ -74,6 +76,7 @@ class _Config:
     progress: bool
     options: dict[str, Any]
     nfe_budget: int | None
+    chunk_size: int | None
 
 
 class _CountingScore:
@@ -160,6 +163,7 @@ def sample(
     progress: bool = False,
     return_info: bool = False,
     ts: torch.Tensor | Sequence[float] | None = None,
+    chunk_size: int | None = None,
     **options: Any,
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     r"""Sample from the model by integrating from :math:`T` to :math:`\epsilon` (reverse SDE or PF-ODE).
@@ -198,7 +202,9 @@ def sample(
             passed to the solver; solvers without a corrector reject it.
         snr: signal-to-noise ratio of the Langevin corrector (passed on when not the default 0.16).
         denoise: final Tweedie denoising step at eps (affine SDEs only; +1 NFE).
-        generator: ``torch.Generator`` for the prior and the noise: the same seed gives the same samples.
+        generator: ``torch.Generator`` for the prior and the noise: the same seed gives bit-identical samples.
+            One number drawn from it seeds per-block streams (:class:`sdekit._random.Streams`), so each sample's
+            draws depend on its row, not on ``chunk_size``. ``None``: torch's global generator, in chunk order.
         device: device of the samples (default: ``x_T``'s, else the CPU).
         dtype: ``torch.float32`` (default: ``x_T``'s, else ``torch.get_default_dtype()``) or ``torch.float64``.
         progress: show a tqdm progress bar.
@@ -209,6 +215,12 @@ def sample(
             at the interior times: each segment gets the steps of the solver's full ``steps``-step grid
             (its default ``grid`` or ``grid=``) that fall in it (at least 1), on the same kind of grid, and
             multistep solvers restart their history at each cut.
+        chunk_size: draw, solve and denoise at most this many samples at a time (a positive int; ``None``: the
+            whole batch at once), so that memory is bounded by the chunk: results, ``path`` and the info's
+            counts (``nfe``, ``steps``, ...) cover all the chunks (``info.chunks`` of them). Fixed-step solvers
+            with a ``generator`` give bit-identical samples for every ``chunk_size``; adaptive ones choose their
+            steps per chunk (the same ``chunk_size`` gives the same bits, another one results that agree to the
+            tolerance). See ``docs/sampling.md``, "Determinism and chunks".
         **options: solver-specific options (declared on each solver: ``sdekit solvers --options NAME``,
             ``docs/solver_options.md``; checked by name, type and range before any work), and
             ``allow_unstable=True`` to run a solver whose ``can_sample`` is False (``reversible_heun``)
@@ -240,27 +252,51 @@ def sample(
     started = time.perf_counter()
     impl, cfg = _check_inputs(
         model, sde, shape, solver, steps, rtol, atol, eps, x_T, parameterization, corrector, snr, denoise,
-        generator, device, dtype, progress, ts, options,
+        generator, device, dtype, progress, ts, chunk_size, options,
     )  # fmt: skip
     with torch.no_grad():
-        x_T = (
-            cfg.x_T
-            if cfg.x_T is not None
-            else sde.prior.sample(cfg.shape, generator=cfg.generator, device=cfg.device, dtype=cfg.dtype)
-        )
         checked = CheckedModel(model)
         score = _CountingScore(score_fn(checked, sde, cfg.parameterization))
         try:
-            x, path, stats = _integrate(impl, cfg, sde, score, x_T)
-            x = _finish(cfg, sde, score, x, stats)
+            x, path, stats, chunks = _run_chunks(impl, cfg, sde, score)
         except SolverDivergedError as err:
             blame = checked.verdict(err)
             if blame is None:
                 raise
             raise blame from err
-    info = RunInfo.of(stats, score.nfe, cfg.name, started)
-    out = (x,) + ((torch.stack(path, dim=0),) if cfg.path_times is not None else ()) + ((info,) if return_info else ())
+    info = RunInfo.of(stats, score.nfe, cfg.name, started, chunks)
+    out = (x,) + ((path,) if path is not None else ()) + ((info,) if return_info else ())
     return out[0] if len(out) == 1 else out
+
+
+def _run_chunks(
+    impl: Solver, cfg: _Config, sde: SDE, score: _CountingScore
+) -> tuple[torch.Tensor, torch.Tensor | None, SolveStats, int]:
+    """Draw, solve and denoise chunk by chunk (one chunk without ``chunk_size``): samples, path, summed steps,
+    number of chunks. Each chunk draws from its own view of the run's per-block streams."""
+    streams = make_streams(cfg.generator, cfg.shape)
+    rows = chunk_rows(cfg.shape[0], cfg.chunk_size, math.prod(cfg.shape[1:]))
+    n_total = cfg.steps if cfg.steps is not None else (None if impl.adaptive else impl.default_steps)
+    bar = _Progress(cfg.progress, None if n_total is None else n_total * len(rows), f"sdekit.sample[{cfg.name}]")
+    out = Stitched(cfg.shape[0], (0, 1) if cfg.path_times is not None else (0,))
+    stats = SolveStats()
+    try:
+        for a, b in rows:
+            source = chunk_source(streams, a, b)
+            shape = (b - a, *cfg.shape[1:])
+            x_T = (
+                cfg.x_T[a:b]
+                if cfg.x_T is not None
+                else sde.prior.sample(shape, generator=source, device=cfg.device, dtype=cfg.dtype)
+            )
+            x, path, seg = _integrate(impl, cfg, sde, score, x_T, source, bar, n_total)
+            x = _finish(cfg, sde, score, x, seg)
+            out.put(a, b, [x] + ([torch.stack(path, dim=0)] if cfg.path_times is not None else []))
+            stats = SolveStats(stats.steps + seg.steps, stats.accepted + seg.accepted, stats.rejected + seg.rejected)
+    finally:
+        bar.close()
+    x, *path = out.result()
+    return x, (path[0] if path else None), stats, len(rows)
 
 
 def _check_inputs(
@@ -282,6 +318,7 @@ def _check_inputs(
     dtype: Any,
     progress: bool,
     ts: Any,
+    chunk_size: Any,
     options: dict[str, Any],
 ) -> tuple[Solver, _Config]:
     """Every argument of :func:`sample` checked once, up front: the solver and the frozen configuration."""
@@ -304,7 +341,7 @@ def _check_inputs(
         )
     grid_times = explicit_times(opts.get("grid"))
     T, eps = _run_span(sde, eps, grid_times)
-    path_times = _check_path_times(ts, T, eps, grid_times)
+    path_times = check_path_times(ts, T, eps, grid_times)
     default_tol = impl.recommended_rtol or DEFAULT_RTOL
     rtol = check_positive("rtol", default_tol if rtol is None else rtol)
     atol = check_positive("atol", default_tol if atol is None else atol)
@@ -319,9 +356,15 @@ def _check_inputs(
         steps, budget = _plan_steps(impl, name, steps, denoise, opts)
     else:
         steps, budget = _plan_grid(impl, name, steps, denoise, opts, grid_times.numel() - 1)
+    chunk_size = check_chunk_size(chunk_size)
+    if chunk_size is not None and chunk_size < shape[0] and opts.get("bm") is not None:
+        raise ValueError(
+            f"option bm is one Brownian motion for the whole batch of {shape[0]}, so chunk_size={chunk_size} cannot "
+            f"split it: drop chunk_size (or bm, to draw the noise from generator=)"
+        )
     config = _Config(
         name, shape, T, eps, path_times, steps, rtol, atol, parameterization, denoise, generator, x_T, dtype, device,
-        progress, opts, budget,
+        progress, opts, budget, chunk_size,
     )  # fmt: skip
     return impl, config
 
@@ -454,45 +497,48 @@ def _check_affine_needs(sde: SDE, x_T: torch.Tensor | None, denoise: bool, shape
 
 
 def _integrate(
-    impl: Solver, cfg: _Config, sde: SDE, score: _CountingScore, x_T: torch.Tensor
+    impl: Solver,
+    cfg: _Config,
+    sde: SDE,
+    score: _CountingScore,
+    x_T: torch.Tensor,
+    source: RandomSource,
+    bar: _Progress,
+    n_total: int | None,
 ) -> tuple[torch.Tensor, list[torch.Tensor], SolveStats]:
-    """Solve from T to eps, segment by segment through the requested path times; the end, the path and the steps."""
-    n_total = cfg.steps if cfg.steps is not None else (None if impl.adaptive else impl.default_steps)
-    bar = _Progress(cfg.progress, n_total, f"sdekit.sample[{cfg.name}]")
-    segments = _segments(cfg.T, cfg.eps, cfg.path_times)
-    split = _segment_steps(sde, impl, cfg.options, cfg.T, cfg.eps, n_total, segments)
+    """Solve from T to eps, segment by segment through the requested path times, drawing from ``source``; the end,
+    the path and the steps."""
+    spans = segments(cfg.T, cfg.eps, cfg.path_times)
+    split = segment_steps(sde, impl, cfg.options, cfg.T, cfg.eps, n_total, spans)
     x, path, stats = x_T, [], SolveStats()
-    try:
-        for (a, b), seg_steps in zip(segments, split, strict=True):
-            if cfg.path_times is not None and a in cfg.path_times:
-                path.append(x)
-            problem = SamplingProblem(
-                sde=sde,
-                score=score,
-                x_T=x,
-                t_start=a,
-                t_end=b,
-                steps=seg_steps if (cfg.steps is not None or not impl.adaptive) else None,
-                rtol=cfg.rtol,
-                atol=cfg.atol,
-                generator=cfg.generator,
-                progress=bar,
-                options=cfg.options,
-                nfe_budget=cfg.nfe_budget if len(segments) == 1 else None,
-            )
-            x, seg = impl.solve(problem)
-            stats = SolveStats(stats.steps + seg.steps, stats.accepted + seg.accepted, stats.rejected + seg.rejected)
-        if cfg.path_times is not None and cfg.eps in cfg.path_times:
+    for (a, b), seg_steps in zip(spans, split, strict=True):
+        if cfg.path_times is not None and a in cfg.path_times:
             path.append(x)
-    finally:
-        bar.close()
+        problem = SamplingProblem(
+            sde=sde,
+            score=score,
+            x_T=x,
+            t_start=a,
+            t_end=b,
+            steps=seg_steps if (cfg.steps is not None or not impl.adaptive) else None,
+            rtol=cfg.rtol,
+            atol=cfg.atol,
+            generator=source,
+            progress=bar,
+            options=cfg.options,
+            nfe_budget=cfg.nfe_budget if len(spans) == 1 else None,
+        )
+        x, seg = impl.solve(problem)
+        stats = SolveStats(stats.steps + seg.steps, stats.accepted + seg.accepted, stats.rejected + seg.rejected)
+    if cfg.path_times is not None and cfg.eps in cfg.path_times:
+        path.append(x)
     return x, path, stats
 
 
 def _finish(cfg: _Config, sde: SDE, score: _CountingScore, x: torch.Tensor, stats: SolveStats) -> torch.Tensor:
     """Tweedie's denoising step at eps (``denoise=True``); the samples, checked finite."""
     if cfg.denoise:
-        t_eps = torch.full((cfg.shape[0],), cfg.eps, dtype=x.dtype, device=x.device)
+        t_eps = torch.full((x.shape[0],), cfg.eps, dtype=x.dtype, device=x.device)
         k = sde.marginal.at(t_eps, x)
         x = (x - k.offset + k.sigma**2 * score(x, t_eps)) / k.alpha
     ensure_finite(
@@ -506,63 +552,6 @@ def _finish(cfg: _Config, sde: SDE, score: _CountingScore, x: torch.Tensor, stat
         step=stats.steps,
     )
     return x
-
-
-def _check_path_times(ts: Any, T: float, eps: float, grid_times: torch.Tensor | None = None) -> list[float] | None:
-    """``ts`` of :func:`sample` as a strictly decreasing list of floats in [eps, T], or None; with explicit
-    ``grid=`` times, each snapped onto its grid point (within 1e-6 T), which it must be."""
-    if ts is None:
-        return None
-    if isinstance(ts, torch.Tensor):
-        if ts.ndim != 1 or not (ts.is_floating_point() or ts.dtype in (torch.int32, torch.int64)):
-            raise ValueError(f"ts must be a 1-D real tensor of times, got shape {tuple(ts.shape)}, dtype {ts.dtype}")
-        times = [float(v) for v in ts.detach().cpu().to(torch.float64).tolist()]
-    elif isinstance(ts, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ts):
-        times = [float(v) for v in ts]
-    else:
-        raise TypeError(f"ts must be a 1-D tensor or a sequence of times, got {type(ts).__name__}")
-    if not times or not all(math.isfinite(v) for v in times):
-        raise ValueError("ts must be a non-empty sequence of finite times")
-    if any(b >= a for a, b in itertools.pairwise(times)):
-        raise ValueError(f"ts must be strictly decreasing (sampling runs from T down to eps), got {times}")
-    tol = 1e-6 * T  # float32 times (e.g. torch.linspace(T, eps, k)) snap onto T and eps
-    if times[0] > T + tol or times[-1] < eps - tol:
-        raise ValueError(f"ts must lie in [eps, T] = [{eps:g}, {T:g}], got [{times[-1]:g}, {times[0]:g}]")
-    times = [T if abs(v - T) <= tol else eps if abs(v - eps) <= tol else v for v in times]
-    if grid_times is not None:
-        nearest = [float(grid_times[int((grid_times - v).abs().argmin())]) for v in times]
-        off = [v for v, g in zip(times, nearest) if abs(v - g) > tol]
-        if off:
-            raise ValueError(f"with explicit grid= times, ts must be points of the grid; {off[0]:g} is not")
-        times = nearest
-    if any(b >= a for a, b in itertools.pairwise(times)):
-        raise ValueError(f"ts has times closer than {tol:g} to each other or to eps/T: {times}")
-    return times
-
-
-def _segment_steps(
-    sde: SDE, impl: Any, opts: dict[str, Any], T: float, eps: float, n_total: int | None, segments: list
-) -> list[int | None]:
-    """Steps of each (start, end) segment: the share of the solver's own n_total-step grid that lies in it.
-
-    The full grid (kind from ``grid=`` or the solver's default :attr:`~sdekit.solvers.Solver.grid`) is
-    built once; each interior cut takes the index of its nearest grid time, and a segment gets the
-    index difference (at least 1), so the steps add up to n_total and follow the grid's density (e.g.
-    log-SNR: most steps at small t). One segment (no interior ``ts``): n_total itself.
-    """
-    if n_total is None:
-        return [None] * len(segments)
-    if len(segments) == 1:
-        return [n_total]
-    full = solver_time_grid(sde, T, eps, n_total, impl, opts)
-    idx = [0] + [int((full - b).abs().argmin()) for _, b in segments[:-1]] + [n_total]
-    return [max(1, hi - lo) for lo, hi in itertools.pairwise(idx)]
-
-
-def _segments(T: float, eps: float, path_times: list[float] | None) -> list[tuple[float, float]]:
-    """Consecutive (start, end) pairs from T down to eps through the requested output times."""
-    cuts = [T, *(v for v in (path_times or []) if eps < v < T), eps]
-    return list(itertools.pairwise(cuts))
 
 
 _ARGUMENTS: tuple[str, ...] = (*(p for p in inspect.signature(sample).parameters if p != "options"), "allow_unstable")

@@ -111,10 +111,13 @@ class HutchinsonTrace:
         return out, hutchinson_trace(out, x, self.probes, create_graph)
 
 
-def draw_probes(kind: str, n: int, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """``n`` probes shaped like ``like`` (shape (n, *like.shape)): ``"rademacher"`` (±1) or ``"gaussian"``."""
+def draw_probes(kind: str, n: int, like: torch.Tensor, generator: _random.RandomSource) -> torch.Tensor:
+    """``n`` probes shaped like ``like`` (shape (n, *like.shape)): ``"rademacher"`` (±1) or ``"gaussian"``.
+
+    Dimension 1 is the batch: with per-block :class:`~sdekit._random.Streams` a sample's probes depend on its
+    row, not on the chunk it is computed in."""
     shape = (n, *like.shape)
     if kind == "gaussian":
-        return _random.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
-    bits = _random.randint(0, 2, shape, generator=generator, device=like.device)
+        return _random.randn(shape, generator=generator, dtype=like.dtype, device=like.device, batch_dim=1)
+    bits = _random.randint(0, 2, shape, generator=generator, device=like.device, batch_dim=1)
     return (2 * bits - 1).to(like.dtype)

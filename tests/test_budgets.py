@@ -163,7 +163,7 @@ def test_logp_stops_after_max_num_steps() -> None:
 
 def test_logp_default_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without options, logp runs under ODE_MAX_STEPS (lowered here so that the hopeless solve is short)."""
-    monkeypatch.setattr(sdekit._likelihood, "ODE_MAX_STEPS", 25)
+    monkeypatch.setattr(sdekit._likelihood_checks, "ODE_MAX_STEPS", 25)
     model = Counting(oscillating)
     with pytest.raises(SolverError, match=r"options\['max_num_steps'\]=25") as info:
         sdekit.logp(model, VP, torch.randn(4, 2, generator=_gen()))

@@ -332,9 +332,9 @@ def test_parquet_without_pyarrow_is_an_option_error(tmp_path, monkeypatch, capsy
 
 
 def test_the_choices_are_the_library_s():
-    from sdekit import _likelihood, _logp_cli, _traces, parameterization
+    from sdekit import _likelihood_checks, _logp_cli, _traces, parameterization
 
-    assert _logp_cli._TRACES == _likelihood._TRACES
+    assert _logp_cli._TRACES == _likelihood_checks._TRACES
     assert _logp_cli._PROBES == _traces.PROBES
     assert _logp_cli._PARAMETERIZATIONS == parameterization.PARAMETERIZATIONS
     assert DEFAULT_CHUNK_SIZE == 512

@@ -14,6 +14,7 @@ from _mixtures import small_mixture as _mixture
 
 import sdekit
 from sdekit._load import SHORT_NAMES
+from sdekit._random import Streams
 from sdekit._stats import random_directions, sliced_ks
 from sdekit.analytic import GaussianMixture
 from sdekit.errors import ModelOutputError, SdekitError, SolverDivergedError, SolverError, UnknownSolverError
@@ -132,7 +133,9 @@ def test_x_T_respected(vp: sdekit.SDE) -> None:
     c = sdekit.sample(oracle, vp, (128, 2), solver="ode", x_T=x_T + 0.1)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.allclose(a, c)
-    # default x_T is sde.prior.sample(shape, generator=...) drawn first from the generator
+    # default x_T is sde.prior.sample(shape, generator=...), drawn first from the per-block streams of the generator
+    x_T = vp.prior.sample((128, 2), generator=Streams.of(_gen(5), 128, 2), dtype=F64)
+    a = sdekit.sample(oracle, vp, (128, 2), solver="ode", x_T=x_T)
     d = sdekit.sample(oracle, vp, (128, 2), solver="ode", generator=_gen(5), dtype=F64)
     torch.testing.assert_close(a, d, rtol=0, atol=0)
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from .. import _random
 from ..errors import SolverDivergedError, SolverError
 from ._budget import SDE_MAX_REJECTED, SDE_MAX_STEPS
 from ._grids import GRIDS, _scales, valid_grid
@@ -46,7 +47,10 @@ class SamplingProblem:
     steps: int | None
     rtol: float
     atol: float
-    generator: torch.Generator | None
+    generator: _random.RandomSource
+    """Source of every draw of the solve: :func:`sdekit.sample` passes per-block :class:`~sdekit._random.Streams`
+    (or None for torch's global generator); draw through :mod:`sdekit._random` (e.g.
+    :meth:`~sdekit.solvers._native.StepContext.noise`), never ``torch.randn(generator=...)``."""
     progress: Callable[[int], None]
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     nfe_budget: int | None = None

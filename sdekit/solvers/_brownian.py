@@ -51,7 +51,8 @@ class FixedStepBrownian(BaseBrownian):
     Args:
         size: shape of one increment, ``(batch, d)``.
         dtype, device: of the increments.
-        generator: source of randomness (``None``: torch's global generator).
+        generator: source of randomness: a ``torch.Generator``, per-block :class:`~sdekit._random.Streams`
+            (:func:`sdekit.sample`) or ``None`` (torch's global generator).
         levy_area: also provide the space-time Lévy area (``return_U=True``), as ``srk`` needs.
     """
 
@@ -62,7 +63,7 @@ class FixedStepBrownian(BaseBrownian):
         size: tuple[int, ...],
         dtype: torch.dtype,
         device: torch.device | str | None,
-        generator: torch.Generator | None = None,
+        generator: _random.RandomSource = None,
         levy_area: bool = False,
     ) -> None:
         self._size = torch.Size(size)

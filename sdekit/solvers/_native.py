@@ -77,7 +77,7 @@ class StepContext:
         t: the grid as Python floats.
         tx: the grid in x's dtype/device, shape (n + 1, batch), so ``tx[i]`` is the
             (batch,) time tensor the score takes (a view: no copy per step).
-        generator: the problem's generator.
+        generator: the problem's source of randomness (see :attr:`SamplingProblem.generator`).
     """
 
     def __init__(self, problem: SamplingProblem, times: torch.Tensor):
@@ -93,7 +93,8 @@ class StepContext:
         return self.problem.score(x, self.tx[i])
 
     def noise(self, like: torch.Tensor) -> torch.Tensor:
-        """Standard normal noise shaped like ``like`` from the problem's generator."""
+        """Standard normal noise shaped like ``like`` (batch first) from the problem's generator: the one way a
+        native solver draws, so that every row's noise is independent of the chunking (``chunk_size``)."""
         return _random.randn(like.shape, generator=self.generator, dtype=like.dtype, device=like.device)
 
 

@@ -38,6 +38,7 @@ from torchsde import BaseBrownian, BrownianInterval
 from torchsde._core import base_sde as _ts_base
 from torchsde._core import methods as _ts_methods
 
+from .. import _random
 from .._checks import warn_user
 from .._model_errors import is_model_error
 from ..errors import SolverDivergedError, SolverError
@@ -459,7 +460,7 @@ def drive(
     plan: Fixed | Adaptive,
     *,
     bm: BaseBrownian | None,
-    generator: torch.Generator | None,
+    generator: _random.RandomSource,
     progress: Progress,
 ) -> tuple[list[torch.Tensor], SolveStats]:
     """Integrate ``time_map``'s SDE from the flat state ``y0`` with ``method`` following ``plan``.
@@ -494,7 +495,7 @@ def drive(
 
 
 def _brownian(
-    y0: torch.Tensor, plan: Fixed | Adaptive, generator: torch.Generator | None, levy_area: bool
+    y0: torch.Tensor, plan: Fixed | Adaptive, generator: _random.RandomSource, levy_area: bool
 ) -> BaseBrownian:
     """Fresh fixed-step increments, or a :class:`torchsde.BrownianInterval` over the plan's span seeded from
     ``generator`` (adaptive runs: step doubling queries overlapping intervals)."""
@@ -537,7 +538,10 @@ def _torchsde_solver(method: TorchsdeMethod, flat: FlatSDE, bm: BaseBrownian, pl
         raise SolverError(f"torchsde cannot run {method.name!r} on {flat.time_map.sde!r}: {err}") from err
 
 
-def _entropy(generator: torch.Generator | None) -> int:
-    """A BrownianInterval seed drawn from ``generator`` (or torch's global generator)."""
+def _entropy(generator: _random.RandomSource) -> int:
+    """A BrownianInterval seed drawn from ``generator`` (or torch's global generator); for :class:`~sdekit._random.
+    Streams`, a hash of their seed and rows (the same chunk of the same run always gets the same path)."""
+    if isinstance(generator, _random.Streams):
+        return generator.entropy()
     device = generator.device if generator is not None else "cpu"
     return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=device).item())

@@ -20,6 +20,7 @@ import torch
 from _mixtures import small_mixture as _mixture
 
 import sdekit
+from sdekit._random import Streams
 from sdekit._stats import random_directions, sliced_ks
 from sdekit.analytic import GaussianMixture
 from sdekit.errors import SolverDivergedError, SolverError
@@ -320,5 +321,7 @@ def test_ald_runs_annealed_langevins_update() -> None:
     x_T = sde.prior.sample((64, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     kw = dict(solver="ald", steps=n, step_lr=step_lr, n_steps_each=k, grid="logsnr", x_T=x_T, denoise=False)
     ald = sdekit.sample(score_t, sde, (64, 1), generator=torch.Generator().manual_seed(1), **kw)
-    ncsn = sdekit.annealed_langevin(score_sigma, x_T, sigmas, step_lr, k, generator=torch.Generator().manual_seed(1))
+    # sample draws from per-block streams of its generator; 64 rows are one block, i.e. one torch.Generator
+    block = Streams.of(torch.Generator().manual_seed(1), 64, 1).generator(0)
+    ncsn = sdekit.annealed_langevin(score_sigma, x_T, sigmas, step_lr, k, generator=block)
     torch.testing.assert_close(ald, ncsn, rtol=1e-10, atol=1e-10)

@@ -17,6 +17,7 @@ import torch
 import torchsde
 
 import sdekit
+from sdekit._random import Streams
 from sdekit.analytic import GaussianMixture
 from sdekit.solvers import SamplingProblem, get
 from sdekit.solvers import _torchsde_driver as driver
@@ -138,7 +139,8 @@ def test_fused_euler_matches_torchsde_euler(sde_name: str) -> None:
     x_T = sde.prior.sample((32, 2), generator=_gen(0), dtype=F64)
     kw = dict(solver="euler", steps=50, x_T=x_T, denoise=False)
     fused = sdekit.sample(oracle, sde, (32, 2), generator=_gen(5), **kw)
-    generic = sdekit.sample(oracle, sde, (32, 2), bm=FixedStepBrownian((32, 2), F64, "cpu", _gen(5)), **kw)
+    streams = Streams.of(_gen(5), 32, 2)  # what sample draws from with generator=_gen(5)
+    generic = sdekit.sample(oracle, sde, (32, 2), bm=FixedStepBrownian((32, 2), F64, "cpu", streams), **kw)
     torch.testing.assert_close(fused, generic, rtol=1e-10, atol=1e-10)
 
 
