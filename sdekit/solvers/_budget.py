@@ -41,6 +41,7 @@ import math
 from typing import Any
 
 from ..errors import SolverError
+from ._option import Option
 
 __all__ = [
     "MAX_STEPS",
@@ -131,3 +132,21 @@ class StepBudget:
             f"rtol = {rtol:g}, atol = {atol:g} (check the model). Raise {option}= (None: no limit), loosen rtol/atol, "
             f"or {self.fixed_hint}"
         )
+
+
+def budget_options(max_steps: int, max_rejected: int) -> dict[str, Option]:
+    """The declared options ``max_steps`` / ``max_rejected`` of an adaptive solver family, with its defaults."""
+    return {
+        "max_steps": Option.positive_int(
+            max_steps,
+            "attempted steps (accepted + rejected) of an adaptive run before it stops with SolverError",
+            none=True,
+            default_note="None: no limit",
+        ),
+        "max_rejected": Option.positive_int(
+            max_rejected,
+            "rejected steps of an adaptive run before it stops with SolverError",
+            none=True,
+            default_note="None: no limit",
+        ),
+    }

@@ -47,7 +47,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 
 from ..errors import SolverError, UnknownSolverError
 from ._base import SamplingProblem, Solver, SolveStats, ensure_finite
-from ._budget import ODE_MAX_REJECTED, ODE_MAX_STEPS, StepBudget, check_budget
+from ._budget import ODE_MAX_REJECTED, ODE_MAX_STEPS, StepBudget, budget_options, check_budget
 from ._grids import log_snr, resolve_grid, solver_time_grid, t_of_log_snr
 from ._odedriver import integrate, is_fixed_grid
 from ._option import Option
@@ -376,18 +376,7 @@ class AdaptiveTorchdiffeq(TorchdiffeqSolver):
 
     options_declared: ClassVar[Mapping[str, Option]] = {
         **ADAPTIVE_OPTIONS,
-        "max_steps": Option.positive_int(
-            ODE_MAX_STEPS,
-            "attempted steps (accepted + rejected) before the solve stops with SolverError",
-            none=True,
-            default_note="None: no limit",
-        ),
-        "max_rejected": Option.positive_int(
-            ODE_MAX_REJECTED,
-            "rejected steps before the solve stops with SolverError",
-            none=True,
-            default_note="None: no limit",
-        ),
+        **budget_options(ODE_MAX_STEPS, ODE_MAX_REJECTED),
     }
 
 

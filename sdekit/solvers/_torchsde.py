@@ -62,7 +62,7 @@ from torchsde import BaseBrownian
 
 from ..errors import SolverError
 from ._base import SamplingProblem, SimulationProblem, Solver, SolveStats
-from ._budget import SDE_MAX_REJECTED, SDE_MAX_STEPS, StepBudget, check_budget
+from ._budget import SDE_MAX_REJECTED, SDE_MAX_STEPS, StepBudget, budget_options, check_budget
 from ._grids import solver_time_grid
 from ._option import Option
 from ._registry import register
@@ -111,16 +111,7 @@ class TorchsdeSolver(Solver):
         "dt_min": Option.positive(
             1e-5, "smallest step of an adaptive run: a step this small is accepted whatever its error (torchsde warns)"
         ),
-        "max_steps": Option.positive_int(
-            SDE_MAX_STEPS,
-            "attempted steps (accepted + rejected) of an adaptive run before it stops with SolverError",
-            none=True,
-        ),
-        "max_rejected": Option.positive_int(
-            SDE_MAX_REJECTED,
-            "rejected steps of an adaptive run before it stops with SolverError",
-            none=True,
-        ),
+        **budget_options(SDE_MAX_STEPS, SDE_MAX_REJECTED),
     }
 
     def _solve(self, problem: SamplingProblem) -> tuple[torch.Tensor, SolveStats]:
