@@ -137,6 +137,7 @@ def _nan_x() -> dict[str, torch.Tensor]:
     return {"x": x}
 
 
+CHUNK = ("chunk_size must be a positive int", "or None")  # words of a bad chunk_size
 HUGE = ("steps=", "limit of 10,000,000 fixed steps", "take at most")  # words of the refusal of a huge step count
 
 CASES = [
@@ -215,8 +216,8 @@ CASES = [
          ("non-finite", "returned non-finite values for a moderate input"), max_calls=200, fault=_nan_below(0.5)),
     Case("sample-model-nan-first-call", lambda i, m: _sample(i, m), ModelOutputError,
          ("returned non-finite values at t = 1", "check the model"), max_calls=1, fault=_nan_below(2.0)),
-    Case("sample-chunk-size-zero", lambda i, m: _sample(i, m, chunk_size=0), ValueError, ("chunk_size must be a positive int", "or None")),
-    Case("sample-chunk-size-float", lambda i, m: _sample(i, m, chunk_size=2.5), TypeError, ("chunk_size must be a positive int", "or None")),
+    Case("sample-chunk-size-zero", lambda i, m: _sample(i, m, chunk_size=0), ValueError, CHUNK),
+    Case("sample-chunk-size-float", lambda i, m: _sample(i, m, chunk_size=2.5), TypeError, CHUNK),
     Case("sample-chunk-size-with-bm", lambda i, m: _sample(i, m, solver="srk", steps=None, chunk_size=2,
          bm=__import__("torchsde").BrownianInterval(0.0, 1.0, size=(8, 2))), ValueError,
          ("option bm is one Brownian motion", "drop chunk_size")),
@@ -265,7 +266,7 @@ CASES = [
     Case("logp-stiff-model-budget", lambda i, m: _logp(i, m, options={"max_num_steps": 100}), SolverError,
          ("max_num_steps']=100", "Raise options['max_num_steps']="), tensors=X,
          max_calls=2 * (6 * 100 + 10), fault=lambda x, t, n: -1e6 * x),
-    Case("logp-chunk-size", lambda i, m: _logp(i, m, chunk_size=-1), ValueError, ("chunk_size must be a positive int", "or None"), tensors=X),
+    Case("logp-chunk-size", lambda i, m: _logp(i, m, chunk_size=-1), ValueError, CHUNK, tensors=X),
     Case("logp-rtol-zero", lambda i, m: _logp(i, m, rtol=0.0), ValueError, ("rtol",), tensors=X),
     Case("logp-model-changes-shape", lambda i, m: _logp(i, m), ModelOutputError,
          ("must return a tensor shaped like x",), tensors=X, max_calls=3,
