@@ -9,10 +9,13 @@ random numbers (per-block streams, base seed broadcast from rank 0) as one proce
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -172,3 +175,42 @@ def test_world_of_one_runs_locally(tmp_path: Path) -> None:
     finally:
         torch.distributed.destroy_process_group()
     assert torch.equal(x, sdekit.sample(model, sde, (6, 2), solver="euler", steps=3, generator=_gen()))
+
+
+# --------------------------------------------------------------------------- sdekit logp under torchrun
+TESTS = Path(__file__).resolve().parent
+CLI = ["--model", "_cli_models:model", "--sde", "_cli_models:SDE", "--no-progress", "--trace", "hutchinson"]
+
+
+def _torchrun(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc-per-node 2 -m sdekit logp ...`` (standalone: a free local rendezvous port)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.fspath(TESTS), os.environ.get("PYTHONPATH", "")])}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [os.fspath(torchrun), "--standalone", f"--nproc-per-node={WORLD}", "-m", "sdekit", "logp", *CLI]
+    return subprocess.run([*cmd, *map(str, argv)], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow  # two torchrun launches of 2 processes: ~30 s on 2 shared cores
+def test_cli_sharded_by_rank_writes_the_single_process_file_and_resumes(tmp_path: Path) -> None:
+    """2 ranks deal the 4 chunks (adaptive dopri5, Hutchinson probes seeded per chunk) and rank 0 writes the same
+    bytes as one process; deleting two finished chunks and rerunning recomputes exactly those."""
+    from sdekit.cli import main  # lazy: the CLI only for this test
+
+    sys.path.insert(0, os.fspath(TESTS))
+    import _cli_models  # lazy: the models of tests/test_logp_cli.py, importable from tests/
+
+    x = _cli_models.MIXTURE.sample(20, generator=torch.Generator().manual_seed(0)).double().numpy()
+    np.save(tmp_path / "x.npy", x)
+    args = ("--data", tmp_path / "x.npy", "--chunk-size", 6, "--seed", 3, "--rtol", 1e-4, "--atol", 1e-4)
+    assert main(["logp", *CLI, *map(str, args), "--out", str(tmp_path / "one.npy")]) == 0
+    run = _torchrun(*args, "--out", tmp_path / "two.npy", "--keep-parts")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "two.npy").read_bytes() == (tmp_path / "one.npy").read_bytes()
+    assert run.stdout.count("20 rows") == 1 and "computed 4 chunk(s)" in run.stdout  # rank 0 reports the total
+    for index in (1, 2):
+        (tmp_path / "two.npy.parts" / f"chunk-00000{index}.npy").unlink()
+    run = _torchrun(*args, "--out", tmp_path / "two.npy")
+    assert run.returncode == 0, run.stderr
+    assert "computed 2 chunk(s)" in run.stdout and "2 chunk(s) were already done" in run.stdout
+    assert (tmp_path / "two.npy").read_bytes() == (tmp_path / "one.npy").read_bytes()
+    assert not (tmp_path / "two.npy.parts").exists()
