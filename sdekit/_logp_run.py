@@ -537,7 +537,7 @@ def _main(args: argparse.Namespace, ranks: _Ranks) -> int:
     errors = ranks.collect(error)  # every rank checked the options before rank 0 touches the parts directory
     first = next((e for e in errors if e is not None), None)
     if first is not None:
-        if ranks.rank == 0 or error is not None and errors[0] is None:
+        if ranks.rank == 0 or (error is not None and errors[0] is None):
             print(error or first, file=sys.stderr)
         return 2
     assert job is not None
