@@ -14,11 +14,14 @@ import time
 
 MODULES: list[str] = [
     "step_cost", "likelihood", "likelihood_fixed_grid", "error_vs_nfe", "grids", "few_step", "adaptive_defaults",
-    "memory",
+    "memory", "distributed",
 ]  # fmt: skip
 """Benchmark modules under ``benchmarks/``, run in this order."""
 
 ABOUT: dict[str, str] = {
+    "distributed": "Throughput of sample (euler, 50 steps) and logp (rk4, 10 steps, exact trace) with a small MLP "
+    "and distributed=True on 1 and 2 processes (torchrun, gloo, one thread each) and the scaling efficiency. "
+    "About 2 minutes; --quick about 40 s.",
     "step_cost": "Cost per step of fixed-step sampling (VPSDE reverse SDE, 200 steps, float32, batches 64x2 and "
     "4096x2): sdekit euler and srk against a hand-written Euler-Maruyama loop and against torchsde with its "
     "default BrownianInterval. Prints microseconds per step and the ratio to the hand loop. About 15 s.",

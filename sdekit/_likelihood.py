@@ -41,7 +41,7 @@ import functools
 import inspect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -51,8 +51,9 @@ from ._checks import (
     check_generator,
     check_positive,
 )
-from ._chunks import Stitched, check_chunk_size, chunk_rows, chunk_source, make_streams
+from ._chunks import check_chunk_size, chunk_source
 from ._dequantize import bits_per_dim, dequantize
+from ._distributed import Plan, graph_option, plan_chunks
 from ._keywords import suggest_keywords
 from ._likelihood_checks import (
     DEFAULT_LIKELIHOOD_EPS,
@@ -157,6 +158,8 @@ class _LogpConfig:
     :data:`~sdekit.solvers._budget.ODE_MAX_STEPS`); None on a fixed grid."""
     chunk_size: int | None = None
     """Rows solved at a time (None: the whole batch)."""
+    plan: Plan = field(default_factory=lambda: Plan([], []))
+    """The chunks and which of them this rank solves (:mod:`sdekit._distributed`)."""
 
 
 # --------------------------------------------------------------------------- stage 1: check the inputs
@@ -182,11 +185,13 @@ def _check_inputs(
     adjoint: Any,
     adjoint_params: Any,
     chunk_size: Any,
+    distributed: Any = False,
+    gather: Any = "all",
 ) -> _LogpConfig:
     """Every argument of :func:`logp` checked once, up front (one model call, on the first chunk); the first wrong
     one is reported."""
     check_data(model, sde, x)
-    chunk_size = check_chunk_size(chunk_size)
+    plan, chunk_size = plan_chunks(distributed, gather, x.shape[0], check_chunk_size(chunk_size), x[0].numel())
     method = ode_method(solver, caller="logp")
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     T = float(sde.T)
@@ -218,6 +223,7 @@ def _check_inputs(
         adjoint_params=check_adjoint(model, adjoint, adjoint_params, graph),
         budget=budget,
         chunk_size=chunk_size,
+        plan=plan,
     )
 
 
@@ -285,14 +291,16 @@ def _assemble(config: _LogpConfig, rhs: AugmentedFlow, run: OdeRun, x: torch.Ten
 def _solve_chunks(
     config: _LogpConfig, model: Model, sde: SDE, x: torch.Tensor, started: float
 ) -> tuple[torch.Tensor, LikelihoodInfo]:
-    """Stages 2-4 chunk by chunk (one chunk without ``chunk_size``); the log-density and the info of the batch.
+    """Stages 2-4 chunk by chunk (one chunk without ``chunk_size``; this rank's chunks of ``plan``, then one gather:
+    :mod:`sdekit._distributed`); the log-density and the info of the batch.
 
     Hutchinson probes come from per-block streams of ``generator``, so a row's probes do not depend on the chunks.
     """
-    streams = make_streams(config.generator, x.shape) if config.trace == "hutchinson" else None
-    rows = chunk_rows(x.shape[0], config.chunk_size, x[0].numel())
-    out = Stitched(x.shape[0], (0, 0, 0, 0))
-    nfe, normalized = 1, False  # the input check's model call, then the solves'
+    plan = config.plan
+    streams = plan.streams(config.generator, x.shape) if config.trace == "hutchinson" else None
+    rows = plan.local_rows
+    out = plan.collector(x.shape[0], (0, 0, 0, 0))
+    nfe, normalized = 1, config.normalized  # the input check's model call, then the solves'
     checked = CheckedModel(model)
     for a, b in rows:
         xc = x[a:b]
@@ -309,7 +317,7 @@ def _solve_chunks(
         normalized = rhs.normalized
     result, prior_lp, delta, z = out.result()
     info = LikelihoodInfo(
-        nfe=nfe,
+        nfe=plan.total([nfe])[0],
         prior_logp=prior_lp,
         delta_logp=delta,
         z=z,
@@ -320,7 +328,7 @@ def _solve_chunks(
         T=config.T,
         seconds=time.perf_counter() - started,
         normalized=normalized,
-        chunks=len(rows),
+        chunks=len(plan.rows),
     )
     return result, info
 
@@ -367,8 +375,10 @@ def logp(
     adjoint: bool = False,
     adjoint_params: Any = None,
     chunk_size: int | None = None,
+    distributed: bool = False,
+    gather: str = "all",
     return_info: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, LikelihoodInfo]:
+) -> torch.Tensor | tuple[torch.Tensor, LikelihoodInfo] | None:
     r"""Log-density (nats) of ``x`` under the model's time-:math:`\epsilon` marginal, by the PF-ODE.
 
     .. math::
@@ -441,6 +451,14 @@ def logp(
             results for every ``chunk_size`` (with a ``generator`` for Hutchinson); adaptive ones choose one
             step sequence per chunk (the same ``chunk_size`` gives the same bits, another one results that agree
             to rtol/atol). See ``docs/likelihood.md``, "Chunks and determinism".
+        distributed: under an initialised ``torch.distributed`` process group, every rank (each passing the same
+            ``x`` and arguments) solves whole chunks (chunk i on rank ``i % world_size``; without ``chunk_size``
+            about one chunk per rank, :func:`sdekit._distributed.default_chunk_size`) and the chunks are gathered at
+            the end: bit-identical to one process with the same seed and ``chunk_size``. No autograd graph
+            (``create_graph`` defaults to False; True is refused); ``info.nfe`` is the total over the ranks. See
+            ``docs/distributed.md``.
+        gather: with ``distributed=True``: ``"all"`` (every rank gets the result) or ``"rank0"`` (rank 0 gets
+            it; the other ranks get None, and None for the info's tensors).
         return_info: also return a :class:`LikelihoodInfo`.
 
     Returns:
@@ -465,6 +483,7 @@ def logp(
         bpd = sdekit.bits_per_dim(lp, x, data_range="[-1,1]")
     """
     started = time.perf_counter()
+    create_graph = graph_option(distributed, create_graph)
     config = _check_inputs(
         model,
         sde,
@@ -486,6 +505,8 @@ def logp(
         adjoint=adjoint,
         adjoint_params=adjoint_params,
         chunk_size=chunk_size,
+        distributed=distributed,
+        gather=gather,
     )
     result, info = _solve_chunks(config, model, sde, x, started)
     return (result, info) if return_info else result

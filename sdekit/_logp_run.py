@@ -286,12 +286,16 @@ def _manifest(args: argparse.Namespace, job: dict[str, Any], fingerprint: str | 
     }
 
 
-def _prepare(args: argparse.Namespace) -> _Job:
-    """Check every option, cheapest first, creating nothing; :class:`OptionError` names the first wrong one."""
+def _prepare(args: argparse.Namespace, ranks: _Ranks) -> _Job:
+    """Check every option, cheapest first, creating nothing; :class:`OptionError` names the first wrong one.
+    Under torchrun, ``--device cuda`` means each rank's own GPU (``cuda:LOCAL_RANK``)."""
     _check_numbers(args)
     out, fmt = _check_out(args.out, args.data, args.overwrite)
     data = _open_data(args.data)
-    device = check_device(args.device)
+    named = check_device(args.device)
+    device = named
+    if ranks.world > 1 and named.type == "cuda" and named.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.float64 if data.dtype.itemsize == 8 else torch.float32)
     sde = _load_sde(args.sde)
     options = _solver_options(args, sde, int(math.prod(data.shape[1:])))
@@ -300,7 +304,7 @@ def _prepare(args: argparse.Namespace) -> _Job:
     _probe_model(model, data, args, options["eps"], like)
     digest = _scan(data, args.data)
     parts = {"data": data, "data_path": Path(args.data).expanduser(), "sde": sde, "options": options}
-    manifest = _manifest(args, {**parts, "dtype": dtype, "device": device}, fingerprint, digest)
+    manifest = _manifest(args, {**parts, "dtype": dtype, "device": named}, fingerprint, digest)
     _check_parts(out, manifest, args.overwrite)
     return _Job(out, fmt, data, parts["data_path"], model, sde, device, dtype, options, manifest, args)
 
@@ -339,18 +343,18 @@ def _chunk_logp(job: _Job, store: ChunkStore, index: int) -> tuple[np.ndarray, i
     return lp.detach().to(device="cpu", dtype=torch.float64).numpy(), info.nfe
 
 
-def _progress(job: _Job, total: int, initial: int) -> Any:
+def _progress(job: _Job, total: int, initial: int, rank: int) -> Any:
     # lazy: tqdm only for the run
     from tqdm.auto import tqdm
 
-    disable = True if job.args.no_progress else None  # None: shown on a terminal only
+    disable = True if job.args.no_progress or rank != 0 else None  # None: shown on a terminal only
     return tqdm(total=total, initial=initial, unit="row", desc="logp", file=sys.stderr, disable=disable)
 
 
-def _compute(job: _Job, store: ChunkStore, todo: list[int], done_rows: int) -> int:
-    """Compute and write the chunks ``todo``; return the model evaluations."""
+def _compute(job: _Job, store: ChunkStore, todo: list[int], done_rows: int, rank: int = 0) -> int:
+    """Compute and write the chunks ``todo``; return the model evaluations (a progress bar on rank 0 only)."""
     nfe = 0
-    with _progress(job, store.rows, done_rows) as bar:
+    with _progress(job, store.rows, done_rows, rank) as bar:
         for index in todo:
             try:
                 values, calls = _chunk_logp(job, store, index)
@@ -398,7 +402,50 @@ def _summary(job: _Job, store: ChunkStore, stats: _Stats, computed: int, nfe: in
         print(f"  {bpd:.6g} bits/dim of {job.args.n_bits}-bit data dequantized to {job.args.data_range}")
 
 
-def _execute(job: _Job) -> int:
+@dataclass
+class _Ranks:
+    """This process's rank among ``world`` ``sdekit logp`` processes (``torchrun``: ``WORLD_SIZE`` > 1), and whether
+    it made the process group (then it destroys it at the end). Ranks exchange only small Python objects (the
+    results go through the parts directory), over gloo, outside any solve."""
+
+    rank: int = 0
+    world: int = 1
+    created: bool = False
+
+    @classmethod
+    def join(cls) -> _Ranks:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return cls()
+        # a long timeout: ranks wait at the end for the slowest one (torchrun stops them all if one fails)
+        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+        return cls(dist.get_rank(), dist.get_world_size(), True)
+
+    def share(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank."""
+        if self.world == 1:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def collect(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, in rank order."""
+        if self.world == 1:
+            return [value]
+        out: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(out, value)
+        return out
+
+    def leave(self) -> None:
+        if self.created:
+            torch.distributed.destroy_process_group()
+
+
+def _open_store(job: _Job) -> tuple[ChunkStore, Lock, int | None, set[int], list[str]]:
+    """Rank 0's set-up of the parts directory: --overwrite, the manifest, the lock, the finished chunks."""
     store = ChunkStore(parts_dir(job.out), job.manifest["rows"], job.args.chunk_size)
     if job.args.overwrite:
         if store.directory.exists():
@@ -408,20 +455,48 @@ def _execute(job: _Job) -> int:
     lock = Lock(store.directory)
     holder = lock.acquire()
     if holder is not None:
-        print(
-            f"sdekit logp: error: --out {os.fspath(job.out)!r}: another sdekit logp (pid {holder or '?'}) is "
-            "writing this result; wait for it to finish or choose another --out",
-            file=sys.stderr,
-        )
+        return store, lock, holder, set(), []
+    done, discarded = store.finished()
+    return store, lock, None, done, discarded
+
+
+def _execute(job: _Job, ranks: _Ranks) -> int:
+    """Compute the missing chunks and assemble the result. With several ranks, rank 0 alone touches the manifest,
+    the lock, leftovers and the result; the missing chunks are dealt round-robin (rank r computes ``todo[r::W]``),
+    each rank writing its own chunk files; the ranks meet before (rank 0's set-up) and after the work."""
+    if ranks.rank == 0:
+        store, lock, holder, done, discarded = _open_store(job)
+        setup = (holder, sorted(done), discarded)
+    else:
+        store, lock = ChunkStore(parts_dir(job.out), job.manifest["rows"], job.args.chunk_size), None
+    holder, done_list, discarded = ranks.share(setup if ranks.rank == 0 else None)
+    if holder is not None:
+        if ranks.rank == 0:
+            print(
+                f"sdekit logp: error: --out {os.fspath(job.out)!r}: another sdekit logp (pid {holder or '?'}) is "
+                "writing this result; wait for it to finish or choose another --out",
+                file=sys.stderr,
+            )
         return 2
     try:
-        done, discarded = store.finished()
-        if discarded:
+        if discarded and ranks.rank == 0:
             print(f"sdekit logp: discarded {', '.join(discarded)} (left by a killed run)", file=sys.stderr)
+        done = set(done_list)
         todo = [i for i in range(store.n_chunks) if i not in done]
         started = time.perf_counter()
         done_rows = sum(stop - start for start, stop in map(store.bounds, done))
-        nfe = _compute(job, store, todo, done_rows)
+        failed: BaseException | None = None
+        try:
+            nfe = _compute(job, store, todo[ranks.rank :: ranks.world], done_rows, ranks.rank)
+        except Exception as err:  # the other ranks learn of it at the meeting below, then it is raised
+            failed, nfe = err, 0
+        reports = ranks.collect((nfe, failed is None))
+        if failed is not None:
+            raise failed
+        if not all(ok for _, ok in reports):
+            return 1  # another rank failed and reported it
+        if ranks.rank != 0:
+            return 0
         seconds = time.perf_counter() - started
         stats = _Stats()
         values = (stats.add(v) for v in store.values())
@@ -430,10 +505,11 @@ def _execute(job: _Job) -> int:
         else:
             write_parquet(job.out, values)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
     if not job.args.keep_parts:
         store.remove()
-    _summary(job, store, stats, len(todo), nfe, seconds)
+    _summary(job, store, stats, len(todo), sum(n for n, _ in reports), seconds)
     return 0
 
 
@@ -442,14 +518,31 @@ def main(args: argparse.Namespace) -> int:
 
     A failure in a chunk prints which chunk and what is kept, then: an sdekit error (the solve diverged, ...)
     is one line and exit code 1; anything else (the model's own exception) propagates with its traceback.
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank checks the options and computes its share of the chunks;
+    rank 0 writes the result (``docs/distributed.md``).
     """
+    ranks = _Ranks.join()
     try:
-        job = _prepare(args)
+        return _main(args, ranks)
+    finally:
+        ranks.leave()
+
+
+def _main(args: argparse.Namespace, ranks: _Ranks) -> int:
+    try:
+        job = _prepare(args, ranks)
+        error = None
     except OptionError as err:
-        print(f"sdekit logp: error: {' '.join(str(err).split())}", file=sys.stderr)
+        job, error = None, f"sdekit logp: error: {' '.join(str(err).split())}"
+    errors = ranks.collect(error)  # every rank checked the options before rank 0 touches the parts directory
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        if ranks.rank == 0 or (error is not None and errors[0] is None):
+            print(error or first, file=sys.stderr)
         return 2
+    assert job is not None
     try:
-        return _execute(job)
+        return _execute(job, ranks)
     except KeyboardInterrupt:
         return 130
     except SdekitError as err:

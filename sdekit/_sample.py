@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._checks import check_compute_dtype, check_float_dtype, check_generator, check_positive
-from ._chunks import Stitched, check_chunk_size, chunk_rows, chunk_source, make_streams
+from ._chunks import check_chunk_size, chunk_source
+from ._distributed import plan_chunks
 from ._model_errors import CheckedModel
 from ._random import RandomSource
 from ._run import RunInfo, check_sde, check_steps, lookup_solver
@@ -164,8 +165,10 @@ def sample(
     return_info: bool = False,
     ts: torch.Tensor | Sequence[float] | None = None,
     chunk_size: int | None = None,
+    distributed: bool = False,
+    gather: str = "all",
     **options: Any,
-) -> torch.Tensor | tuple[torch.Tensor, ...]:
+) -> torch.Tensor | tuple[torch.Tensor, ...] | None:
     r"""Sample from the model by integrating from :math:`T` to :math:`\epsilon` (reverse SDE or PF-ODE).
 
     .. math::
@@ -221,6 +224,15 @@ def sample(
             with a ``generator`` give bit-identical samples for every ``chunk_size``; adaptive ones choose their
             steps per chunk (the same ``chunk_size`` gives the same bits, another one results that agree to the
             tolerance). See ``docs/sampling.md``, "Determinism and chunks".
+        distributed: under an initialised ``torch.distributed`` process group, every rank solves whole chunks
+            (chunk i on rank ``i % world_size``; without ``chunk_size``, about one chunk per rank:
+            :func:`sdekit._distributed.default_chunk_size`) and the chunks are gathered at the end (the only
+            communication, besides one broadcast of the seed): bit-identical to one process with the same seed and
+            ``chunk_size``. Every rank makes the same call (same arguments); the streams' seed is drawn from every
+            rank's generator and rank 0's is used. Counts of the info are totals over the ranks. See
+            ``docs/distributed.md``.
+        gather: with ``distributed=True``: ``"all"`` (every rank gets the samples) or ``"rank0"`` (rank 0 gets
+            them, the other ranks None for the samples and the path).
         **options: solver-specific options (declared on each solver: ``sdekit solvers --options NAME``,
             ``docs/solver_options.md``; checked by name, type and range before any work), and
             ``allow_unstable=True`` to run a solver whose ``can_sample`` is False (``reversible_heun``)
@@ -258,27 +270,31 @@ def sample(
         checked = CheckedModel(model)
         score = _CountingScore(score_fn(checked, sde, cfg.parameterization))
         try:
-            x, path, stats, chunks = _run_chunks(impl, cfg, sde, score)
+            x, path, stats, chunks, nfe = _run_chunks(impl, cfg, sde, score, distributed, gather)
         except SolverDivergedError as err:
             blame = checked.verdict(err)
             if blame is None:
                 raise
             raise blame from err
-    info = RunInfo.of(stats, score.nfe, cfg.name, started, chunks)
-    out = (x,) + ((path,) if path is not None else ()) + ((info,) if return_info else ())
+    info = RunInfo.of(stats, nfe, cfg.name, started, chunks)
+    out = (x,) + ((path,) if cfg.path_times is not None else ()) + ((info,) if return_info else ())
     return out[0] if len(out) == 1 else out
 
 
 def _run_chunks(
-    impl: Solver, cfg: _Config, sde: SDE, score: _CountingScore
-) -> tuple[torch.Tensor, torch.Tensor | None, SolveStats, int]:
-    """Draw, solve and denoise chunk by chunk (one chunk without ``chunk_size``): samples, path, summed steps,
-    number of chunks. Each chunk draws from its own view of the run's per-block streams."""
-    streams = make_streams(cfg.generator, cfg.shape)
-    rows = chunk_rows(cfg.shape[0], cfg.chunk_size, math.prod(cfg.shape[1:]))
+    impl: Solver, cfg: _Config, sde: SDE, score: _CountingScore, distributed: Any, gather: Any
+) -> tuple[torch.Tensor | None, torch.Tensor | None, SolveStats, int, int]:
+    """Draw, solve and denoise chunk by chunk (one chunk without ``chunk_size``; this rank's chunks with
+    ``distributed``, :mod:`sdekit._distributed`): samples, path, summed steps, number of chunks, model evaluations.
+    Each chunk draws from its own view of the run's per-block streams."""
+    plan, _ = plan_chunks(distributed, gather, cfg.shape[0], cfg.chunk_size, math.prod(cfg.shape[1:]))
+    if plan.distributed and cfg.options.get("bm") is not None:
+        raise ValueError("option bm is one Brownian motion for the whole batch: it cannot be split across ranks")
+    streams = plan.streams(cfg.generator, cfg.shape)
+    rows = plan.local_rows
     n_total = cfg.steps if cfg.steps is not None else (None if impl.adaptive else impl.default_steps)
     bar = _Progress(cfg.progress, None if n_total is None else n_total * len(rows), f"sdekit.sample[{cfg.name}]")
-    out = Stitched(cfg.shape[0], (0, 1) if cfg.path_times is not None else (0,))
+    out = plan.collector(cfg.shape[0], (0, 1) if cfg.path_times is not None else (0,))
     stats = SolveStats()
     try:
         for a, b in rows:
@@ -296,7 +312,8 @@ def _run_chunks(
     finally:
         bar.close()
     x, *path = out.result()
-    return x, (path[0] if path else None), stats, len(rows)
+    totals = plan.total([stats.steps, stats.accepted, stats.rejected, score.nfe])
+    return x, (path[0] if path else None), SolveStats(*totals[:3]), len(plan.rows), totals[3]
 
 
 def _check_inputs(
