@@ -29,11 +29,11 @@ if TYPE_CHECKING:  # the same names for type checkers and the API docs; imported
     from .symbolic import t, x
     from .symbolic.sde import SDE
     from .symbolic.zoo import (
+        CLDSDE,
         EDMSDE,
         VESDE,
         VPSDE,
         BrownianMotion,
-        CLDSDE,
         CosineVPSDE,
         DiscreteVPSDE,
         OrnsteinUhlenbeck,

@@ -85,6 +85,8 @@ class CompiledMatrix:
         self.rows, self.cols = self.matrix.shape
         self._entries = [[None if e == 0 else _Entry(e, state, t) for e in row] for row in self.matrix.tolist()]
         self.depends_on_state = any(e is not None and e.depends_on_state for row in self._entries for e in row)
+        self.correction: CompiledVector | None = None
+        """The Itô-to-Stratonovich drift term of this diffusion (set by the SDE that compiled it)."""
 
     def __call__(self, X: torch.Tensor, t: Any) -> torch.Tensor:
         comps = _components(X, self.k)

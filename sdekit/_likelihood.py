@@ -49,6 +49,7 @@ from ._checks import (
     check_generator,
     check_model_output,
     check_positive,
+    check_scalar_sde,
 )
 from ._dequantize import bits_per_dim, dequantize
 from ._keywords import suggest_keywords
@@ -216,6 +217,7 @@ def _check_data(model: Any, sde: Any, x: Any) -> None:
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
+    check_scalar_sde(sde, "sdekit.logp")
     check_batch(x, finite=True)
 
 

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._checks import check_compute_dtype, check_float_dtype, check_generator, check_positive
+from ._checks import check_compute_dtype, check_float_dtype, check_generator, check_positive, check_scalar_sde
 from ._model_errors import CheckedModel
-from ._run import RunInfo, check_sde, check_steps, lookup_solver
+from ._run import RunInfo, check_steps, lookup_solver
 from .errors import SolverDivergedError, SolverError
 from .parameterization import model_parameterization, score_fn
 from .solvers import SamplingProblem, Solver, SolveStats
@@ -287,7 +287,7 @@ def _check_inputs(
     """Every argument of :func:`sample` checked once, up front: the solver and the frozen configuration."""
     if not callable(model):
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
-    sde = check_sde(sde)
+    sde = check_scalar_sde(sde, "sdekit.sample")
     shape = _check_shape(shape)
     steps = check_steps(steps, " (adaptive / solver default)")
     if solver is None:

@@ -127,7 +127,10 @@ def drift_fn(sde: SDE) -> CompiledVector:
 
 def diffusion_fn(sde: SDE) -> CompiledMatrix:
     """Compiled G: ``diffusion_fn(X, t)`` -> ``(batch, k, m, *event_shape)``; ``.matvec(X, t, v)`` = G v."""
-    return CompiledMatrix(sde.g.applyfunc(sde.subs), sde.state_symbols, T_SYM)
+    G = CompiledMatrix(sde.g.applyfunc(sde.subs), sde.state_symbols, T_SYM)
+    correction = C.stratonovich_correction(sde.g, sde.state_symbols).applyfunc(sde.subs)
+    G.correction = CompiledVector(list(correction), sde.state_symbols, T_SYM)  # Itô -> Stratonovich drift term
+    return G
 
 
 def marginal(sde: SDE) -> VectorGaussianMarginal:
@@ -214,7 +217,8 @@ def latex(sde: SDE) -> str:
             if any(e != 0 for e in m.offset_expr):
                 lines.append(rf"m(t) = {L(m.offset_expr)}")
             lines.append(rf"\Sigma(t) = {L(m.cov_expr)}")
-    lines.append(rf"\text{{reverse: }} d{L(X)} = {L(sde.reverse(_callable).displayed_drift)}\,dt + {L(sde.g)}\,d\bar W_t")
+    reverse = sde.reverse(_callable).displayed_drift
+    lines.append(rf"\text{{reverse: }} d{L(X)} = {L(reverse)}\,dt + {L(sde.g)}\,d\bar W_t")
     lines.append(rf"\text{{PF-ODE: }} \frac{{d}}{{dt}}{L(X)} = {L(sde.probability_flow(_callable).displayed_drift)}")
     return "\\begin{aligned}" + r" \\ ".join(lines) + "\\end{aligned}"
 

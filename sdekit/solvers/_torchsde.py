@@ -202,6 +202,7 @@ class Euler(TorchsdeSolver):
     r"""Euler–Maruyama on the reverse SDE: :math:`y_{n+1} = y_n + F h + G\,\Delta B`."""
 
     name = "euler"
+    noise_types = ("additive", "diagonal", "general")
     method = "euler"
     recommended_steps = 400
     strong_order = 0.5
@@ -259,6 +260,7 @@ class Heun(TorchsdeSolver):
     r"""Stochastic Heun (Stratonovich; the Itô-to-Stratonovich drift correction is applied)."""
 
     name = "heun"
+    noise_types = ("additive", "diagonal", "general")
     method = "heun"
     recommended_steps = 50
     sde_type = "stratonovich"
@@ -273,6 +275,7 @@ class Midpoint(TorchsdeSolver):
     r"""Stochastic midpoint (Stratonovich; the Itô-to-Stratonovich drift correction is applied)."""
 
     name = "midpoint"
+    noise_types = ("additive", "diagonal", "general")
     method = "midpoint"
     recommended_steps = 50
     sde_type = "stratonovich"

@@ -137,7 +137,7 @@ def evaluate(
             ) from err
     drift, diffusion = results["drift"], results["diffusion"]
     entries = list(drift) if isinstance(drift, (tuple, list, sp.MatrixBase)) else [drift]
-    if isinstance(drift, sp.MatrixBase) and 1 not in drift.shape or len(entries) != k:
+    if (isinstance(drift, sp.MatrixBase) and 1 not in drift.shape) or len(entries) != k:
         raise SDEDeclarationError(
             f"{cls}.drift returned {drift!r}; a {k}-component SDE's drift({names}, t) returns {k} expressions, one "
             f"per component {tuple(s.name for s in state)}"
