@@ -300,5 +300,5 @@ class VectorGaussianMarginal:
 
 def _given(given: str) -> str:
     if given not in ("state", "data"):
-        raise ValueError(f"given must be 'state' (condition on all of X_0) or 'data' (its data components), not {given!r}")
+        raise ValueError(f"given must be 'state' (all of X_0 is given) or 'data' (its data components), not {given!r}")
     return given
