@@ -158,7 +158,6 @@ class _VectorDynamics:
         if self.symbolic:
             self.score_expr = sp.Matrix([sde.sympify(e) for e in score])
             self.f = sde.f - self._k * C.divergence(D, state) - self._k * D * self.score_expr
-            self._compiled = CompiledVector([sde.subs(e) for e in self.f], state, T_SYM)
             self.score = None
         else:
             if not callable(score):
@@ -170,13 +169,17 @@ class _VectorDynamics:
 
     def drift(self, X: torch.Tensor, t: Any) -> torch.Tensor:
         """Drift at forward time t (number, 0-d or (batch,) tensor); X of shape (batch, k, *event_shape)."""
-        if self.symbolic:
+        if self.symbolic:  # compiled on first use: a score with free symbols is still displayable
             return self._compiled(X, t)
         tb = torch.as_tensor(t, dtype=X.dtype, device=X.device)
         tb = tb.expand(X.shape[0]) if tb.ndim == 0 else tb
         k = float(self._k)
         out = self.sde.drift_fn(X, t) - k * self._D.matvec(X, t, self.score(X, tb))
         return out - k * self._div(X, t) if self._div is not None else out
+
+    @functools.cached_property
+    def _compiled(self) -> CompiledVector:
+        return CompiledVector([self.sde.subs(e) for e in self.f], self.sde.state_symbols, T_SYM)
 
     @functools.cached_property
     def displayed_drift(self) -> sp.Matrix:
