@@ -84,7 +84,7 @@ def test_cld_closed_form_equals_the_papers_formulas(cld):
 
 
 def test_cld_covariance_equals_an_independent_lyapunov_solution(cld):
-    Phi, mean, S = _lyapunov(lambda t: A_CLD, lambda t: np.zeros(2), lambda t: D_CLD, TIMES)
+    Phi, _, S = _lyapunov(lambda t: A_CLD, lambda t: np.zeros(2), lambda t: D_CLD, TIMES)
     t = torch.tensor(TIMES, dtype=torch.float64)
     np.testing.assert_allclose(cld.marginal.cov(t).numpy(), S, rtol=0, atol=1e-8)
     np.testing.assert_allclose(cld.marginal.alpha(t).numpy(), Phi, rtol=0, atol=1e-8)

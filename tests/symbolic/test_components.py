@@ -65,9 +65,7 @@ def test_a_parameter_shadowing_an_sde_member_is_refused_for_k_components_too():
 
 def test_an_initial_covariance_that_is_not_psd_is_refused():
     with pytest.raises(SDEDeclarationError, match="positive semi-definite"):
-        _declare(
-            lambda s, x, v, t: (v, -x), lambda s, x, v, t: (1, 1), initial_covariance=lambda s: sp.diag(0, -1)
-        )
+        _declare(lambda s, x, v, t: (v, -x), lambda s, x, v, t: (1, 1), initial_covariance=lambda s: sp.diag(0, -1))
 
 
 def _noise(diffusion):
@@ -131,7 +129,7 @@ def test_state_dependent_diffusion_and_scalar_time():
     sde = _declare(lambda s, x, v, t: (v * t, -x), lambda s, x, v, t: sp.Matrix([[sp.exp(-(x**2)), v], [0, 1]]))
     X = torch.tensor([[0.3, -0.7], [1.1, 2.0]], dtype=torch.float64)  # event_shape ()
     G = sde.diffusion_fn(X, 0.5)
-    torch.testing.assert_close(G[:, 0, 0], torch.exp(-X[:, 0] ** 2))
+    torch.testing.assert_close(G[:, 0, 0], torch.exp(-(X[:, 0] ** 2)))
     torch.testing.assert_close(G[:, 0, 1], X[:, 1])
     torch.testing.assert_close(sde.drift_fn(X, 0.5)[:, 0], 0.5 * X[:, 1])
 
@@ -141,11 +139,11 @@ def test_affine_detection():
     nonlinear = _declare(lambda s, x, v, t: (v, -sp.sin(x)), lambda s, x, v, t: (0, 1))
     assert not nonlinear.is_affine
     with pytest.raises(NotAffineError, match="not affine"):
-        nonlinear.marginal  # noqa: B018
+        _ = nonlinear.marginal
     multiplicative = _declare(lambda s, x, v, t: (v, -x), lambda s, x, v, t: (0, v))
     assert not multiplicative.is_affine
     with pytest.raises(NotAffineError, match="depends on the state"):
-        multiplicative.marginal  # noqa: B018
+        _ = multiplicative.marginal
     A, b = Coupled()._affine.A, Coupled()._affine.b
     a, t = Coupled().symbols["a"], sdekit.t
     assert A == sp.Matrix([[-a, 1], [0, -2]]) and b == sp.Matrix([0, t])
