@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the same names for type checkers and the API docs; imported
     from .symbolic import t, x
     from .symbolic.sde import SDE
     from .symbolic.zoo import (
+        CLDSDE,
         EDMSDE,
         VESDE,
         VPSDE,
@@ -72,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     "VESDE": ".symbolic.zoo",
     "VPSDE": ".symbolic.zoo",
     "BrownianMotion": ".symbolic.zoo",
+    "CLDSDE": ".symbolic.zoo",
     "CosineVPSDE": ".symbolic.zoo",
     "DiscreteVPSDE": ".symbolic.zoo",
     "OrnsteinUhlenbeck": ".symbolic.zoo",
@@ -108,6 +110,7 @@ __all__ = [
     "OrnsteinUhlenbeck",
     "BrownianMotion",
     "DiscreteVPSDE",
+    "CLDSDE",
     "GaussianMarginal",
     "GaussianKernel",
     "GaussianPrior",

@@ -24,6 +24,7 @@ __all__ = [
     "check_generator",
     "check_model_output",
     "check_positive",
+    "check_scalar_sde",
     "check_sde",
     "warn_user",
 ]
@@ -149,4 +150,16 @@ def check_sde(sde: Any) -> Any:
 
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
+    return sde
+
+
+def check_scalar_sde(sde: Any, what: str) -> Any:
+    """``sde`` if it is a scalar :class:`sdekit.SDE` (no ``components``), else a TypeError or a ValueError saying that
+    ``what`` does not take k-component SDEs yet (use ``sde.marginal`` and ``sdekit.simulate``)."""
+    sde = check_sde(sde)
+    if sde.components is not None:
+        raise ValueError(
+            f"{what} does not take k-component SDEs yet ({sde!r} has components {sde.components}); its marginal "
+            f"(sde.marginal), reverse SDE, PF-ODE and sdekit.simulate do"
+        )
     return sde

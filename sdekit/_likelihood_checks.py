@@ -13,6 +13,7 @@ from ._checks import (
     check_count,
     check_model_output,
     check_positive,
+    check_scalar_sde,
 )
 from ._likelihood_rhs import per_sample_norm
 from ._model_errors import GuardedModel
@@ -67,6 +68,7 @@ def check_data(model: Any, sde: Any, x: Any) -> None:
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
+    check_scalar_sde(sde, "sdekit.logp")
     check_batch(x, finite=True)
 
 

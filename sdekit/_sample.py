@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._checks import check_compute_dtype, check_float_dtype, check_generator, check_positive
+from ._checks import check_compute_dtype, check_float_dtype, check_generator, check_positive, check_scalar_sde
 from ._chunks import check_chunk_size, chunk_source
 from ._distributed import plan_chunks
 from ._model_errors import CheckedModel
 from ._random import RandomSource
-from ._run import RunInfo, check_sde, check_steps, lookup_solver
+from ._run import RunInfo, check_steps, lookup_solver
 from ._sample_path import check_path_times, segment_steps, segments
 from .errors import SolverDivergedError, SolverError
 from .parameterization import model_parameterization, score_fn
@@ -341,7 +341,7 @@ def _check_inputs(
     """Every argument of :func:`sample` checked once, up front: the solver and the frozen configuration."""
     if not callable(model):
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
-    sde = check_sde(sde)
+    sde = check_scalar_sde(sde, "sdekit.sample")
     shape = _check_shape(shape)
     steps = check_steps(steps, " (adaptive / solver default)")
     if solver is None:

@@ -35,6 +35,7 @@ from ._run import RunInfo, check_sde, check_steps, lookup_solver
 from .errors import SolverError
 from .solvers import SimulationProblem, Solver
 from .solvers._budget import SDE_MAX_REJECTED, SDE_MAX_STEPS, check_budget, check_step_cap
+from .solvers._torchsde_driver import brownian_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
@@ -161,7 +162,7 @@ def _check_inputs(
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be a positive integer, got {check_every!r}")
     if bm is not None:
-        _check_bm(bm, x0, generator, times[0], times[-1])
+        _check_bm(bm, sde, x0, generator, times[0], times[-1])
     problem = SimulationProblem(
         sde, x0, tuple(times), steps, dt, rtol, atol, generator, bm, check_every, max_steps, max_rejected
     )
@@ -182,9 +183,9 @@ def _check_solver(solver: Any, sde: SDE) -> tuple[str, Solver]:
     return name, impl
 
 
-def _check_bm(bm: Any, x0: torch.Tensor, generator: Any, t0: float, t1: float) -> None:
+def _check_bm(bm: Any, sde: SDE, x0: torch.Tensor, generator: Any, t0: float, t1: float) -> None:
     """A user's Brownian motion: torchsde's, shaped ``(batch, d)`` like the flat x0, covering ``[t0, t1]``."""
-    shape = (x0.shape[0], x0[0].numel())
+    shape = brownian_size(sde, tuple(x0.shape))
     if not isinstance(bm, BaseBrownian):
         raise TypeError(f"bm must be a torchsde Brownian motion (BaseBrownian), got {type(bm).__name__}")
     if tuple(bm.shape) != shape:

@@ -62,7 +62,7 @@ from ._checks import (
     check_eps,
     check_generator,
     check_model_output,
-    check_sde,
+    check_scalar_sde,
 )
 from ._traces import PROBES, draw_probes, drift_and_exact_trace, hutchinson_trace
 from .parameterization import marginal_coefficients, model_parameterization, to_score
@@ -96,7 +96,7 @@ _T_SLACK = 1e-6  # relative tolerance of the [eps, T] check of dsm(t=...): eps o
 
 # --------------------------------------------------------------------------- checks
 def _check_sde(sde: Any) -> SDE:
-    check_sde(sde)
+    check_scalar_sde(sde, "sdekit.losses")
     sde.marginal  # noqa: B018 - raises NotAffineError (with the reason) for a non-affine SDE
     return sde
 

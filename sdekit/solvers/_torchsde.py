@@ -193,6 +193,7 @@ class Euler(TorchsdeSolver):
     r"""Euler–Maruyama on the reverse SDE: :math:`y_{n+1} = y_n + F h + G\,\Delta B`."""
 
     name = "euler"
+    noise_types = ("additive", "diagonal", "general")
     method = "euler"
     recommended_steps = 400
     strong_order = 0.5
@@ -250,6 +251,7 @@ class Heun(TorchsdeSolver):
     r"""Stochastic Heun (Stratonovich; the Itô-to-Stratonovich drift correction is applied)."""
 
     name = "heun"
+    noise_types = ("additive", "diagonal", "general")
     method = "heun"
     recommended_steps = 50
     sde_type = "stratonovich"
@@ -264,6 +266,7 @@ class Midpoint(TorchsdeSolver):
     r"""Stochastic midpoint (Stratonovich; the Itô-to-Stratonovich drift correction is applied)."""
 
     name = "midpoint"
+    noise_types = ("additive", "diagonal", "general")
     method = "midpoint"
     recommended_steps = 50
     sde_type = "stratonovich"

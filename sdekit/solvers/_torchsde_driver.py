@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_MATRIX_METHODS = ("euler", "heun", "midpoint", "milstein", "srk")
+"""torchsde methods that use only ``g_prod`` for a non-diagonal k x m diffusion (milstein and srk: additive only)."""
 Progress = Callable[[int], None]
 Step = Callable[[Any, Any, torch.Tensor], torch.Tensor]
 
@@ -81,7 +83,31 @@ class TorchsdeMethod(Protocol):
 
 def _float_coefficients(sde: SDE) -> FloatCoefficients | None:
     """Plain-float coefficient functions of an affine SDE that has them, else None."""
-    return sde.affine_coefficients.floats if sde.is_affine else None
+    return sde.affine_coefficients.floats if sde.is_affine and sde.components is None else None
+
+
+def torchsde_noise(sde: SDE, additive_scheme: bool) -> str:
+    """The noise type torchsde is told: ``"additive"`` (methods with a cheaper additive scheme, state-free noise),
+    ``"diagonal"`` (elementwise g: scalar SDEs, and k-component SDEs whose G is a diagonal k x k matrix) or
+    ``"general"`` (any other k x m matrix G, applied per event position through ``g_prod``)."""
+    if sde.components is not None and not _diagonal_matrix(sde):
+        return "additive" if (additive_scheme and sde.noise_type == "additive") else "general"
+    return "additive" if (additive_scheme and sde.noise_type == "additive") else "diagonal"
+
+
+def _diagonal_matrix(sde: SDE) -> bool:
+    G = sde.diffusion_fn
+    return G.rows == G.cols and all(G.matrix[i, j] == 0 for i in range(G.rows) for j in range(G.cols) if i != j)
+
+
+def brownian_size(sde: SDE, x0_shape: tuple[int, ...]) -> tuple[int, int]:
+    """The flat Brownian motion's shape ``(batch, m * positions)``: like the state except for a k x m diffusion
+    with m != k (k-component SDEs)."""
+    batch, d = x0_shape[0], math.prod(x0_shape[1:])
+    if sde.components is None:
+        return batch, d
+    G = sde.diffusion_fn
+    return batch, d // G.rows * G.cols
 
 
 # --------------------------------------------------------------------------- time maps
@@ -146,7 +172,9 @@ class Forward(TimeMap):
             b = self.coefficients.b(t)
             return out + b if b != 0 else out
         out = self.sde.drift_fn(x, t)
-        if self.correct:
+        if self.correct and self.sde.components is not None:  # c_i = 1/2 sum_jl G_lj d_l G_ij
+            out = out - self.sde.diffusion_fn.correction(x, t)
+        elif self.correct:
             out = out - 0.25 * self.sde.dg2_dx_fn(x, t)
         return torch.broadcast_to(out, x.shape).reshape(y.shape)
 
@@ -220,6 +248,8 @@ class FlatSDE:
         self.event_shape = tuple(event_shape)
         self.flat = len(self.event_shape) == 1
         self.watch = watch and time_map.watch_drift_inputs
+        self.matrix = time_map.sde.components is not None and not _diagonal_matrix(time_map.sde)
+        """A k-component SDE whose G is not a diagonal k x k matrix: ``g_prod`` applies G per event position."""
         self.calls = 0
         self._last: tuple[Any, torch.Tensor | None, torch.Tensor | None] = (None, None, None)
 
@@ -248,6 +278,8 @@ class FlatSDE:
         if coefficients is not None:
             return torch.full_like(y, coefficients.g(t))
         x = self.view(y)
+        if self.time_map.sde.components is not None:  # the diagonal of G (noise types "diagonal"/"additive")
+            return self.time_map.sde.diffusion_fn.diagonal(x, t).reshape(y.shape)
         return torch.broadcast_to(self.time_map.sde.diffusion_fn(x, t), x.shape).reshape(y.shape)
 
     def g_prod(self, s: Any, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -255,6 +287,9 @@ class FlatSDE:
         coefficients = self.time_map.coefficients
         if coefficients is not None:
             return v * coefficients.g(self.time_map.t(s))
+        if self.matrix:
+            x, G = self.view(y), self.time_map.sde.diffusion_fn  # k x m matrix per event position: G v
+            return G.matvec(x, self.time_map.t(s), v.view(y.shape[0], G.cols, *x.shape[2:])).reshape(y.shape)
         return self.g(s, y) * v
 
     def f_and_g(self, s: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -470,10 +505,16 @@ def drive(
     the draws from ``generator``; without it, reverse-time Euler on an affine SDE takes the :class:`FusedEuler` step.
     """
     sde = time_map.sde
-    noise_type = "additive" if (method.additive_scheme and sde.noise_type == "additive") else "diagonal"
+    noise_type = torchsde_noise(sde, method.additive_scheme)
     adaptive = isinstance(plan, Adaptive)
     flat = FlatSDE(time_map, event_shape, noise_type, method.sde_type, watch=adaptive)
-    brownian = bm if bm is not None else _brownian(y0, plan, generator, method.levy_area)
+    if flat.matrix and method.method not in _MATRIX_METHODS:
+        raise SolverError(
+            f"{method.name!r} needs the dense diffusion matrix of the flattened state, which sdekit does not build "
+            f"for a k-component SDE with a non-diagonal G; use one of {', '.join(_MATRIX_METHODS)}"
+        )
+    size = brownian_size(sde, (y0.shape[0], *event_shape))
+    brownian = bm if bm is not None else _brownian(size, y0, plan, generator, method.levy_area)
     solver = _torchsde_solver(method, flat, brownian, plan)
     label = time_map.label(method.name)
     if isinstance(plan, Adaptive):
@@ -495,17 +536,17 @@ def drive(
 
 
 def _brownian(
-    y0: torch.Tensor, plan: Fixed | Adaptive, generator: _random.RandomSource, levy_area: bool
+    size: tuple[int, int], y0: torch.Tensor, plan: Fixed | Adaptive, generator: _random.RandomSource, levy_area: bool
 ) -> BaseBrownian:
     """Fresh fixed-step increments, or a :class:`torchsde.BrownianInterval` over the plan's span seeded from
     ``generator`` (adaptive runs: step doubling queries overlapping intervals)."""
     if isinstance(plan, Fixed):
-        return FixedStepBrownian(tuple(y0.shape), y0.dtype, y0.device, generator, levy_area=levy_area)
+        return FixedStepBrownian(size, y0.dtype, y0.device, generator, levy_area=levy_area)
     s0, s1 = plan.span
     return BrownianInterval(
         t0=s0,
         t1=s1,
-        size=tuple(y0.shape),
+        size=size,
         dtype=y0.dtype,
         device=y0.device,
         entropy=_entropy(generator),

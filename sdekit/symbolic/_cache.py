@@ -37,7 +37,7 @@ from typing import TypeVar
 
 import sympy as sp
 
-from . import _integrate, derive
+from . import _components, _integrate, derive
 
 __all__ = ["cache_dir", "cached_derivation"]
 
@@ -59,7 +59,7 @@ def cache_dir() -> Path | None:
 def _code_fingerprint() -> str:
     digest = hashlib.sha256()
     digest.update(f"sympy {sp.__version__} python {sys.version_info[:2]}".encode())
-    for module in (derive, _integrate):
+    for module in (derive, _integrate, _components):
         digest.update(Path(module.__file__).read_bytes())  # type: ignore[arg-type]
     return digest.hexdigest()
 

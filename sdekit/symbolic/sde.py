@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import sympy as sp
 
+from .. import _vector
 from .._coefficients import AffineCoefficients, FloatCoefficients
 from .._dynamics import ProbabilityFlowODE, ReverseSDE
 from .._marginal import GaussianMarginal
 from ..compile import CompiledExpr, compile_expr, compile_float_fn, compile_time_fn
 from ..errors import NotAffineError, SDEDeclarationError, SdekitError
-from . import derive
+from . import _components, derive
 from ._cache import cached_derivation
 from ._symbols import t as T_SYM
 from ._symbols import x as X_SYM
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SDE"]
 
-_RESERVED = frozenset({"T", "default_eps"})
+_RESERVED = frozenset({"T", "default_eps", "components", "data_components"})
 _SYMBOLIC_CACHE: dict[tuple[type, tuple[tuple[str, int], ...]], dict[str, Any]] = {}
 
 
@@ -149,6 +150,13 @@ class SDE:
     default_eps: ClassVar[float] = 1e-3
     """Default smallest time for sampling and likelihoods (the SDE is not run down to 0)."""
 
+    components: ClassVar[tuple[str, ...] | None] = None
+    """Names of the k components of a k-component SDE (``("x", "v")``; docs/architecture.md); None: scalar SDE."""
+
+    data_components: ClassVar[tuple[str, ...] | None] = None
+    """k-component SDEs: the components that hold data (default: all); the others start from
+    :meth:`initial_covariance` (CLD: ``("x",)``, the velocity starts from N(0, gamma M))."""
+
     def __init__(self, **overrides: Any) -> None:
         cls = type(self)
         for method in ("drift", "diffusion"):
@@ -206,6 +214,9 @@ class SDE:
         signs = tuple((name, _sign(v)) for name, v in values.items())
         self._symbols = {name: _symbol(name, sign) for name, sign in signs}
         self._cache_key = (cls, signs, self._declaration_data())
+        if cls.components is not None:  # k components: sdekit._vector declares, checks and compiles
+            _vector.declare(self, _SYMBOLIC_CACHE)
+            return
         sym = self._symbolic()
         self.f: sp.Expr = sym["f"]
         self.g: sp.Expr = sym["g"]
@@ -258,6 +269,11 @@ class SDE:
     def drift(self, x: sp.Symbol, t: sp.Symbol) -> sp.Expr:
         """Drift f(x, t) as a sympy expression (override in subclasses)."""
         raise NotImplementedError
+
+    def initial_covariance(self) -> Any:
+        """k-component SDEs: the k x k covariance of the initial law of the non-data components (mean 0), with
+        parameter values; None (default): zero. CLD: ``diag(0, gamma M)``."""
+        return None
 
     def diffusion(self, x: sp.Symbol, t: sp.Symbol) -> sp.Expr:
         """Diffusion g(x, t) as a sympy expression (override in subclasses)."""
@@ -371,7 +387,10 @@ class SDE:
     def _affine(self) -> derive.AffineParts:
         cached = self._shared()
         if "affine" not in cached:
-            cached["affine"] = derive.affine_parts(self.f, self.g)
+            cached["affine"] = (
+                derive.affine_parts(self.f, self.g) if self.components is None
+                else _components.affine_parts(self.f, self.g, self.state_symbols)
+            )  # fmt: skip
         return cached["affine"]
 
     @property
@@ -383,6 +402,8 @@ class SDE:
     def noise_type(self) -> str:
         """``"additive"`` when g does not depend on x, else ``"diagonal"`` (decided once per class and signs)."""
         cached = self._shared()
+        if "noise_type" not in cached and self.components is not None:
+            cached["noise_type"] = _components.noise_type(self.g, self.state_symbols)
         if "noise_type" not in cached:
             cached["noise_type"] = "diagonal" if derive.depends_on_x(self.g) else "additive"
         return cached["noise_type"]
@@ -394,12 +415,18 @@ class SDE:
 
     @functools.cached_property
     def drift_fn(self) -> CompiledExpr:
-        """Compiled f: ``drift_fn(x, t)`` returns a tensor of ``x.shape``; t scalar or (batch,)."""
+        """Compiled f: ``drift_fn(x, t)`` returns a tensor of ``x.shape``; t scalar or (batch,). (k components:
+        a :class:`~sdekit._compile_vector.CompiledVector`, X of shape (batch, k, *event_shape).)"""
+        if self.components is not None:
+            return _vector.drift_fn(self)
         return compile_expr(self.subs(self.f), X_SYM, T_SYM)
 
     @functools.cached_property
     def diffusion_fn(self) -> CompiledExpr:
-        """Compiled g: ``diffusion_fn(x, t)`` returns a tensor of ``x.shape``; t scalar or (batch,)."""
+        """Compiled g: ``diffusion_fn(x, t)`` returns a tensor of ``x.shape``; t scalar or (batch,). (k components:
+        a :class:`~sdekit._compile_vector.CompiledMatrix`: G of shape (batch, k, m, *event_shape), ``.matvec``.)"""
+        if self.components is not None:
+            return _vector.diffusion_fn(self)
         return compile_expr(self.subs(self.g), X_SYM, T_SYM)
 
     @functools.cached_property
@@ -416,6 +443,8 @@ class SDE:
         :class:`~sdekit.errors.NotAffineError` for a non-affine SDE.
         """
         self._require_affine("affine coefficients")
+        if self.components is not None:
+            raise SdekitError(f"{self!r} has k components: affine_coefficients are scalar; use sde.marginal")
         parts = self._affine
         reverse_scale, flow_scale = derive.score_scales(self.f, self.g)
         exprs = [self.subs(e) for e in (parts.a, parts.b, self.g, self.g**2, reverse_scale, flow_scale)]
@@ -452,6 +481,9 @@ class SDE:
         quadrature otherwise. Raises :class:`~sdekit.errors.NotAffineError` for a
         non-affine SDE.
         """
+        if self.components is not None:  # k components: VectorGaussianMarginal (alpha, offset, cov k x k)
+            self._require_affine("Gaussian marginal")
+            return _vector.marginal(self)
         return GaussianMarginal(self, self._marginal_exprs())
 
     @property
@@ -478,10 +510,12 @@ class SDE:
         ``score`` is a callable ``score(x, t)`` (t of shape (batch,)) or a sympy
         expression in x and t (then ``.f`` and ``.g`` of the result are symbolic too).
         """
-        return ReverseSDE(self, score)
+        return ReverseSDE(self, score) if self.components is None else _vector.VectorReverseSDE(self, score)
 
     def probability_flow(self, score: Any) -> ProbabilityFlowODE:
         r"""The probability-flow ODE :math:`dx/dt = f - \tfrac12 \partial_x(g^2) - \tfrac12 g^2 s`."""
+        if self.components is not None:
+            return _vector.VectorProbabilityFlowODE(self, score)
         return ProbabilityFlowODE(self, score)
 
     def sympify(self, expr: sp.Expr | str) -> sp.Expr:
@@ -490,6 +524,7 @@ class SDE:
         :data:`sdekit.t` and the SDE's parameter symbols (which carry sign assumptions, so a plain
         ``Symbol("x")`` is a different symbol to sympy and would be treated as a constant)."""
         names: dict[str, sp.Symbol] = {"x": X_SYM, "t": T_SYM, **self._symbols}
+        names.update({s.name: s for s in getattr(self, "state_symbols", ())})
         if isinstance(expr, str):
             try:
                 return sp.sympify(expr, locals=names)
@@ -505,11 +540,15 @@ class SDE:
         ``p`` is a sympy expression (or a string) in x, t and parameter names, read by :meth:`sympify`;
         the residual is zero iff p solves the forward equation. Not simplified.
         """
+        if self.components is not None:  # sum_i d_i(f_i p) - 1/2 sum_ij d_i d_j (D_ij p), D = G G^T
+            return _components.fokker_planck(self.sympify(p), self.f, self.g, self.state_symbols)
         return derive.fokker_planck(self.sympify(p), self.f, self.g)
 
     # ----------------------------------------------------------------- display
     def latex(self) -> str:
         """LaTeX of the declared SDE and of what is derived from it."""
+        if self.components is not None:
+            return _vector.latex(self)
         L = sp.latex
         lines = [rf"dx = \left({L(self.f)}\right) dt + \left({L(self.g)}\right) dW_t,\quad t\in[0, {L(self.T)}]"]
         if self.is_affine:

@@ -251,3 +251,36 @@ class DiscreteVPSDE(SDE):
     def __repr__(self) -> str:
         ab = self._log_alpha_bar._alpha_bar
         return f"DiscreteVPSDE(N={ab.size}, alpha_bar=[{ab[0]:.6g} ... {ab[-1]:.6g}], T={self.T:g})"
+
+
+class CLDSDE(SDE):
+    r"""Critically-damped Langevin diffusion (Dockhorn, Vahdat & Kreis, ICLR 2022): every pixel x gets a velocity v.
+
+    .. math::
+        d\begin{pmatrix}x\\ v\end{pmatrix} = \begin{pmatrix}\beta M^{-1} v\\ -\beta x - \Gamma\beta M^{-1} v
+        \end{pmatrix}dt + \begin{pmatrix}0 & 0\\ 0 & \sqrt{2\Gamma\beta}\end{pmatrix} dW_t,\qquad t\in[0, 1],
+
+    with :math:`\beta = 4`, :math:`M = 1/4`, :math:`\Gamma = 1` (critical damping :math:`\Gamma^2 = 4M`: the drift
+    matrix has the double eigenvalue :math:`-\beta\Gamma/(2M) = -8`), the paper's values. The equilibrium is
+    :math:`N(0, 1) \otimes N(0, M)`. Data live in x (``data_components = ("x",)``); the initial velocity is drawn
+    from :math:`N(0, \gamma M)` (parameter ``gamma``, 0.04 in the paper; :meth:`initial_covariance`), which
+    ``marginal.cov(t, given="data")`` and the prior account for. Tensors have shape ``(batch, 2, *event_shape)``
+    (``[:, 0]`` is x, ``[:, 1]`` is v). Everything else (marginal, prior, reverse SDE, PF-ODE) is derived.
+    """
+
+    components = ("x", "v")
+    data_components = ("x",)
+    beta = 4
+    M = sp.Rational(1, 4)
+    Gamma = 1
+    gamma = sp.Rational(1, 25)
+
+    def drift(self, x, v, t):
+        return (self.beta / self.M * v, -self.beta * x - self.Gamma * self.beta / self.M * v)
+
+    def diffusion(self, x, v, t):
+        return sp.Matrix([[0, 0], [0, sp.sqrt(2 * self.Gamma * self.beta)]])
+
+    def initial_covariance(self):
+        """:math:`\\mathrm{diag}(0, \\gamma M)`: x from the data, :math:`v_0 \\sim N(0, \\gamma M)`."""
+        return sp.diag(0, sp.sympify(self.gamma) * sp.sympify(self.M))
