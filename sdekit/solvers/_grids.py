@@ -418,7 +418,7 @@ def resolve_grid(sde: SDE, requested: Any, default: str, solver: str) -> str:
         raise SolverError(f"{solver}: unknown grid {requested!r}; choose one of {', '.join(GRIDS)}")
     if requested not in MARGINAL_FREE and not _scalar_marginal(sde):
         raise SolverError(
-            f"{solver}: grid={requested!r} needs the scalar Gaussian marginal of an affine SDE; {sde!r} has none "
+            f"{solver}: grid={requested!r} needs the Gaussian marginal of a scalar affine SDE; {sde!r} is not one "
             f"(use grid='uniform' or 'quadratic')"
         )
     return requested
