@@ -13,7 +13,6 @@ from ._checks import (
     check_count,
     check_model_output,
     check_positive,
-    check_scalar_sde,
 )
 from ._likelihood_rhs import per_sample_norm
 from ._model_errors import GuardedModel
@@ -68,7 +67,11 @@ def check_data(model: Any, sde: Any, x: Any) -> None:
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE instance, got {type(sde).__name__}")
-    check_scalar_sde(sde, "sdekit.logp")
+    if sde.components is not None and (x.ndim < 2 or x.shape[1] != len(sde.components)):
+        raise ValueError(
+            f"{sde!r} has components {sde.components}: x must be the full state (batch, {len(sde.components)}, "
+            f"*event_shape), got {tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+        )
     check_batch(x, finite=True)
 
 
@@ -154,7 +157,9 @@ def check_normalize(sde: SDE, normalize: Any) -> bool:
     """Whether to integrate in the normalized coordinates (default: for affine SDEs)."""
     if normalize is not None and not isinstance(normalize, bool):
         raise TypeError(f"normalize must be True, False or None (automatic), got {normalize!r}")
-    normalized = normalize is not False and sde.is_affine
+    normalized = normalize is not False and sde.is_affine and sde.components is None
+    if normalize is True and sde.components is not None:
+        raise ValueError("normalize=True needs a scalar marginal; a k-component SDE integrates in x (normalize=None)")
     if normalize is True and not normalized:
         raise NotAffineError(
             f"normalize=True integrates in w = (x - m(t)) / c(t), which needs an affine {type(sde).__name__} "

@@ -30,13 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._checks import check_compute_dtype, check_float_dtype, check_generator, check_positive, check_scalar_sde
+from ._checks import check_compute_dtype, check_float_dtype, check_generator, check_positive, check_sde
 from ._chunks import check_chunk_size, chunk_source
 from ._distributed import plan_chunks
 from ._model_errors import CheckedModel
 from ._random import RandomSource
 from ._run import RunInfo, check_steps, lookup_solver
 from ._sample_path import check_path_times, segment_steps, segments
+from ._sample_vector import check_components, vector_tweedie
 from .errors import SolverDivergedError, SolverError
 from .parameterization import model_parameterization, score_fn
 from .solvers import SamplingProblem, Solver, SolveStats
@@ -341,7 +342,7 @@ def _check_inputs(
     """Every argument of :func:`sample` checked once, up front: the solver and the frozen configuration."""
     if not callable(model):
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
-    sde = check_scalar_sde(sde, "sdekit.sample")
+    sde = check_sde(sde)
     shape = _check_shape(shape)
     steps = check_steps(steps, " (adaptive / solver default)")
     if solver is None:
@@ -351,6 +352,8 @@ def _check_inputs(
         solver, options = choice.solver, {**choice.options, **options}
     name, impl, opts = _check_solver(solver, sde, options, corrector, snr)
     parameterization = model_parameterization(model, parameterization)
+    if sde.components is not None:
+        check_components(sde, impl, name, parameterization, shape)
     if parameterization != "score" and not sde.is_affine:
         raise SolverError(
             f"the {parameterization!r} parameterization needs the Gaussian marginal of an affine SDE; "
@@ -554,7 +557,9 @@ def _integrate(
 
 def _finish(cfg: _Config, sde: SDE, score: _CountingScore, x: torch.Tensor, stats: SolveStats) -> torch.Tensor:
     """Tweedie's denoising step at eps (``denoise=True``); the samples, checked finite."""
-    if cfg.denoise:
+    if cfg.denoise and sde.components is not None:
+        x = vector_tweedie(sde, score, x, cfg.eps)
+    elif cfg.denoise:
         t_eps = torch.full((x.shape[0],), cfg.eps, dtype=x.dtype, device=x.device)
         k = sde.marginal.at(t_eps, x)
         x = (x - k.offset + k.sigma**2 * score(x, t_eps)) / k.alpha

@@ -308,8 +308,15 @@ class GaussianMixture:
 
         .. math:: p_t = \sum_k w_k\,N(\alpha(t)\mu_k + m(t),\ \alpha(t)^2 C_k + \sigma(t)^2 I).
 
-        Raises :class:`~sdekit.errors.NotAffineError` if ``sde`` has no Gaussian marginal.
+        Raises :class:`~sdekit.errors.NotAffineError` if ``sde`` has no Gaussian marginal. For a k-component SDE
+        (``sde.components``) the mixture is the law of the data component and the result is the exact law of the
+        full state, :class:`sdekit._vector_analytic.VectorDiffusedGaussianMixture`.
         """
+        if getattr(sde, "components", None) is not None:
+            # lazy: the k-component oracle module imports this one
+            from ._vector_analytic import VectorDiffusedGaussianMixture
+
+            return VectorDiffusedGaussianMixture(self, sde)  # type: ignore[return-value]
         return DiffusedGaussianMixture(self, sde)
 
     def __repr__(self) -> str:

@@ -64,6 +64,7 @@ from ._checks import (
     check_model_output,
     check_scalar_sde,
 )
+from ._hsm import hsm
 from ._traces import PROBES, draw_probes, drift_and_exact_trace, hutchinson_trace
 from .parameterization import marginal_coefficients, model_parameterization, to_score
 
@@ -71,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
 
 __all__ = [
+    "hsm",
     "WEIGHTINGS",
     "TIME_SAMPLINGS",
     "sample_times",

@@ -52,6 +52,6 @@ def default_sampler(sde: SDE, steps: int | None) -> Choice:
     """The sampler for ``sdekit.sample(model, sde, shape, steps=steps)`` without ``solver=`` (module docstring)."""
     if steps is None:
         return ADAPTIVE
-    if not sde.is_affine:
+    if not sde.is_affine or sde.components is not None:  # the few-step samplers need a scalar marginal
         return Choice("srk")
     return next(choice for bound, choice in FEW_STEP_RULE if steps <= bound)

@@ -398,6 +398,12 @@ def _explicit_part(times: torch.Tensor, t_start: float, t_end: float, n: int, so
     return times[i : j + 1].clone()
 
 
+def _scalar_marginal(sde: SDE) -> bool:
+    """Whether ``sde`` has the scalar marginal (alpha, sigma, log-SNR) the non-uniform grids are defined by: affine
+    and not a k-component SDE (whose k x k marginal has no single log-SNR)."""
+    return sde.is_affine and sde.components is None
+
+
 def resolve_grid(sde: SDE, requested: Any, default: str, solver: str) -> str:
     """The grid kind to use: ``requested`` (validated) or the solver's ``default``; ``"explicit"`` for times.
 
@@ -407,12 +413,12 @@ def resolve_grid(sde: SDE, requested: Any, default: str, solver: str) -> str:
     if explicit_times(requested) is not None:
         return "explicit"
     if requested is None:
-        return default if (default in MARGINAL_FREE or sde.is_affine) else "uniform"
+        return default if (default in MARGINAL_FREE or _scalar_marginal(sde)) else "uniform"
     if requested not in GRIDS:
         raise SolverError(f"{solver}: unknown grid {requested!r}; choose one of {', '.join(GRIDS)}")
-    if requested not in MARGINAL_FREE and not sde.is_affine:
+    if requested not in MARGINAL_FREE and not _scalar_marginal(sde):
         raise SolverError(
-            f"{solver}: grid={requested!r} needs the Gaussian marginal of an affine SDE; {sde!r} is not affine "
+            f"{solver}: grid={requested!r} needs the Gaussian marginal of a scalar affine SDE; {sde!r} is not one "
             f"(use grid='uniform' or 'quadratic')"
         )
     return requested

@@ -215,7 +215,9 @@ class Reverse(TimeMap):
             b = self.coefficients.b(t)
             return out.sub_(b) if b != 0 else out
         out = -self._reverse.drift(x, t_batch)
-        if self.correct:
+        if self.correct and self.sde.components is not None:  # c_i = 1/2 sum_jl G_lj d_l G_ij (G as forward)
+            out = out - self.sde.diffusion_fn.correction(x, t)
+        elif self.correct:
             out = out - 0.25 * self.sde.dg2_dx_fn(x, t_batch)
         return out.reshape(y.shape)
 
