@@ -305,14 +305,9 @@ def _solve_chunks(
     for a, b in rows:
         xc = x[a:b]
         rhs = _build_rhs(config, checked, sde, xc, chunk_source(streams, a, b))
-        try:
+        with checked.blame():
             run = _integrate(config, rhs, xc)
             out.put(a, b, _assemble(config, rhs, run, xc, nfe + run.evaluations))
-        except SolverDivergedError as err:
-            blame = checked.verdict(err)
-            if blame is None:
-                raise
-            raise blame from err
         nfe += run.evaluations
         normalized = rhs.normalized
     result, prior_lp, delta, z = out.result()

@@ -38,7 +38,7 @@ from ._random import RandomSource
 from ._run import RunInfo, check_steps, lookup_solver
 from ._sample_path import check_path_times, segment_steps, segments
 from ._sample_vector import check_components, vector_tweedie
-from .errors import SolverDivergedError, SolverError
+from .errors import SolverError
 from .parameterization import model_parameterization, score_fn
 from .solvers import SamplingProblem, Solver, SolveStats
 from .solvers._base import ensure_finite
@@ -270,13 +270,8 @@ def sample(
     with torch.no_grad():
         checked = CheckedModel(model)
         score = _CountingScore(score_fn(checked, sde, cfg.parameterization))
-        try:
+        with checked.blame():
             x, path, stats, chunks, nfe = _run_chunks(impl, cfg, sde, score, distributed, gather)
-        except SolverDivergedError as err:
-            blame = checked.verdict(err)
-            if blame is None:
-                raise
-            raise blame from err
     info = RunInfo.of(stats, nfe, cfg.name, started, chunks)
     out = (x,) + ((path,) if cfg.path_times is not None else ()) + ((info,) if return_info else ())
     return out[0] if len(out) == 1 else out

@@ -132,3 +132,29 @@ def test_float32_and_float64_run_everywhere(dtype: torch.dtype) -> None:
     assert sdekit.sample(lambda x, t: -x, sde, (8, 2), solver="euler", steps=5, dtype=dtype).dtype == dtype
     assert sdekit.simulate(sde, x, [0.0, 1.0], steps=5).dtype == dtype
     assert sdekit.logp(lambda x, t: -x, sde, x, solver="rk4", steps=4).dtype == dtype
+
+
+def test_the_records_stay_bounded_and_still_name_the_first_bad_call() -> None:
+    """A long run's finiteness records are folded on the device every ``FOLD`` calls (bounded memory); the first bad
+    call is still the one named, across fold boundaries, and a later bad call does not replace it."""
+    from sdekit._model_errors import CheckedModel
+
+    bad_calls = {2500, 4000}  # 1-based call numbers, in the third and fourth fold chunks
+
+    class Model:
+        calls = 0
+
+        def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return torch.full_like(x, float("nan")) if self.calls in bad_calls else -x
+
+    checked = CheckedModel(Model())
+    x = torch.ones(4, 2)
+    for i in range(5000):
+        checked(x, torch.full((4,), i / 5000))
+        assert len(checked._records) < CheckedModel.FOLD
+    assert checked.first_nonfinite_call() == (2500, pytest.approx(2499 / 5000))
+    clean = CheckedModel(lambda x, t: -x)
+    for i in range(3000):
+        clean(x, torch.full((4,), 0.5))
+    assert clean.first_nonfinite_call() is None

@@ -87,29 +87,40 @@ def check_components(cls: str, components: Any, params: Sequence[str]) -> tuple[
     return names
 
 
-def _entry(cls: str, method: str, value: Any, known: dict[str, sp.Symbol]) -> sp.Expr:
-    """One entry of a declared drift or diffusion as a finite sympy expression in the known symbols."""
+def declared_expression(value: Any, known: dict[str, sp.Symbol], *, returned: str, named: str, allowed: str) -> sp.Expr:
+    """``value`` (what a declared ``drift``/``diffusion`` returned) as a finite scalar sympy expression in the
+    ``known`` symbols (user symbols with a known name but other assumptions are renamed to them), else
+    :class:`~sdekit.errors.SDEDeclarationError`. ``returned``/``named`` start the messages (``"VP.drift returned"``,
+    ``"VP.drift ="``), ``allowed`` says which names may appear (``"x, t and the declared parameters (beta)"``)."""
     try:
         expr = sp.sympify(value, strict=True)
     except (sp.SympifyError, TypeError) as err:
         raise SDEDeclarationError(
-            f"{cls}.{method} has an entry {value!r} of type {type(value).__name__}, which is not a sympy expression; "
-            f"build it from the components, t, self.<parameters> and sympy functions"
+            f"{returned} {value!r} of type {type(value).__name__}, which is not a sympy expression; build it from "
+            f"{allowed.split(' and ')[0]}, self.<parameters> and sympy functions"
         ) from err
     if not isinstance(expr, sp.Expr):
-        raise SDEDeclarationError(f"{cls}.{method} has an entry {value!r} that is not a scalar sympy expression")
+        raise SDEDeclarationError(f"{returned} {value!r}, not a scalar sympy expression")
     rename = {s: known[s.name] for s in expr.free_symbols if s.name in known and s != known[s.name]}
     expr = expr.xreplace(rename)
     unknown = expr.free_symbols - set(known.values())
     if unknown:
         names = ", ".join(sorted(str(u) for u in unknown))
         raise SDEDeclarationError(
-            f"{cls}.{method} entry {expr} uses unknown symbol(s) {names}; only the components, t and the declared "
-            f"parameters may appear: declare {names} as a class attribute with a numeric default"
+            f"{named} {expr} uses unknown symbol(s) {names}; only {allowed} may appear: declare {names} as a class "
+            f"attribute with a numeric default"
         )
     if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
-        raise SDEDeclarationError(f"{cls}.{method} entry {expr} is not finite")
+        raise SDEDeclarationError(f"{named} {expr} is not finite")
     return expr
+
+
+def _entry(cls: str, method: str, value: Any, known: dict[str, sp.Symbol]) -> sp.Expr:
+    """One entry of a declared drift or diffusion as a finite sympy expression in the known symbols."""
+    return declared_expression(
+        value, known, returned=f"{cls}.{method} has an entry", named=f"{cls}.{method} entry",
+        allowed="the components, t and the declared parameters",
+    )  # fmt: skip
 
 
 def evaluate(

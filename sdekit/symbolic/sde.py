@@ -337,36 +337,11 @@ class SDE:
                 f"{cls}.{method}(x, t) raised {type(err).__name__}: {err}. It receives sympy symbols and must "
                 f"return a sympy expression (use sympy functions such as sympy.exp, not math or torch)"
             ) from err
-        try:
-            expr = sp.sympify(result, strict=True)
-        except (sp.SympifyError, TypeError) as err:
-            raise SDEDeclarationError(
-                f"{cls}.{method} returned {result!r} of type {type(result).__name__}, which is not a sympy "
-                f"expression; build it from x, t, self.<parameters> and sympy functions"
-            ) from err
-        if not isinstance(expr, sp.Expr):
-            raise SDEDeclarationError(f"{cls}.{method} returned {result!r}, not a scalar sympy expression")
-        # Accept symbols made by the user with the right names but other assumptions.
-        rename = {}
-        for symbol in expr.free_symbols:
-            if symbol.name == "x" and symbol != X_SYM:
-                rename[symbol] = X_SYM
-            elif symbol.name == "t" and symbol != T_SYM:
-                rename[symbol] = T_SYM
-            elif symbol.name in self._symbols and symbol != self._symbols[symbol.name]:
-                rename[symbol] = self._symbols[symbol.name]
-        expr = expr.xreplace(rename)
-        unknown = expr.free_symbols - {X_SYM, T_SYM} - set(self._symbols.values())
-        if unknown:
-            names = ", ".join(sorted(str(u) for u in unknown))
-            raise SDEDeclarationError(
-                f"{cls}.{method} = {expr} uses unknown symbol(s) {names}; only x, t and the declared "
-                f"parameters ({', '.join(self._symbols) or 'none'}) may appear: declare {names} as a class "
-                f"attribute with a numeric default"
-            )
-        if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
-            raise SDEDeclarationError(f"{cls}.{method} = {expr} is not finite")
-        return expr
+        known = {"x": X_SYM, "t": T_SYM} | self._symbols
+        return _components.declared_expression(
+            result, known, returned=f"{cls}.{method} returned", named=f"{cls}.{method} =",
+            allowed=f"x, t and the declared parameters ({', '.join(self._symbols) or 'none'})",
+        )  # fmt: skip
 
     # ----------------------------------------------------------------- basic derived
     @property
