@@ -247,6 +247,14 @@ def _tidy(e: sp.Expr) -> sp.Expr:
     return sp.factor_terms(sp.powsimp(sp.expand(e), combine="exp"))
 
 
+def _real(e: sp.Expr) -> sp.Expr:
+    """A real entry of a matrix exponential written without ``I``, ``re``, ``im`` (complex eigenvalues give them;
+    torch compiles only the real form)."""
+    if not e.has(sp.I, sp.re, sp.im):
+        return e
+    return sp.trigsimp(sp.powsimp(sp.expand(sp.expand_complex(e)), combine="exp"))
+
+
 def _closed_form(A: sp.Matrix, b: sp.Matrix, D: sp.Matrix) -> tuple[sp.Matrix, sp.Matrix, sp.Matrix] | None:
     factor = _scalar_factor(A)
     if factor is None:
@@ -256,7 +264,7 @@ def _closed_form(A: sp.Matrix, b: sp.Matrix, D: sp.Matrix) -> tuple[sp.Matrix, s
     if C is None:
         return None
     u = sp.Dummy("u", real=True)
-    E = (A0 * u).exp()  # exp(A0 u) with u = C(t); the inverse is exp(-A0 u)
+    E = (A0 * u).exp().applyfunc(_real)  # exp(A0 u) with u = C(t); the inverse is exp(-A0 u)
     Phi = E.subs(u, C).applyfunc(_tidy)
     Phi_inv = E.subs(u, -C).applyfunc(_tidy)
 
@@ -270,21 +278,58 @@ def _closed_form(A: sp.Matrix, b: sp.Matrix, D: sp.Matrix) -> tuple[sp.Matrix, s
             out.append(value)
         return sp.Matrix(M.rows, M.cols, out)
 
-    mbar = integrate(Phi_inv * b)
-    Sbar = integrate(Phi_inv * D * Phi_inv.T)
-    if mbar is None or Sbar is None:
-        return None
-    offset = (Phi * mbar).applyfunc(_tidy)
-    cov = (Phi * Sbar * Phi.T).applyfunc(_tidy)
+    algebraic = _algebraic_moments(A0, (b / c).applyfunc(sp.simplify), (D / c).applyfunc(sp.simplify), Phi)
+    if algebraic is not None:
+        offset, cov = algebraic
+    else:
+        mbar = integrate(Phi_inv * b)
+        Sbar = integrate(Phi_inv * D * Phi_inv.T)
+        if mbar is None or Sbar is None:
+            return None
+        offset, cov = Phi * mbar, Phi * Sbar * Phi.T
+    offset = offset.applyfunc(_tidy)
+    cov = cov.applyfunc(_tidy)
     return Phi, offset, (cov + cov.T).applyfunc(lambda e: _tidy(e / 2))
+
+
+def _algebraic_moments(
+    A0: sp.Matrix, b0: sp.Matrix, D0: sp.Matrix, Phi: sp.Matrix
+) -> tuple[sp.Matrix, sp.Matrix] | None:
+    r"""Offset and covariance without quadrature when :math:`b = c(t) b_0`, :math:`D = c(t) D_0` with constant
+    :math:`A_0, b_0, D_0` (in the time :math:`u = \int c`, the moment ODEs have constant coefficients):
+
+    .. math:: m = (\Phi - I)A_0^{-1} b_0,\qquad \Sigma = X - \Phi X \Phi^\top,\quad A_0 X + X A_0^\top + D_0 = 0,
+
+    which solve :math:`m' = A_0 m + b_0`, :math:`\Sigma' = A_0\Sigma + \Sigma A_0^\top + D_0` with zero initial
+    values (differentiate). Needs :math:`A_0` invertible when :math:`b_0 \ne 0` and the Lyapunov equation uniquely
+    solvable (no two eigenvalues of :math:`A_0` summing to 0); else None (the caller integrates). Fast where the
+    integrals are slow: complex eigenvalues (oscillating exponentials)."""
+    if any(e.has(t) for e in (*b0, *D0)):
+        return None
+    k = A0.rows
+    if b0.is_zero_matrix:
+        offset = sp.zeros(k, 1)
+    elif A0.det() == 0:
+        return None
+    else:
+        offset = (Phi - sp.eye(k)) * A0.solve(b0)
+    X = sp.Matrix(k, k, lambda i, j: sp.Symbol(f"_lyap_{min(i, j)}_{max(i, j)}"))  # symmetric unknowns
+    unknowns = sorted(X.free_symbols, key=str)
+    solution = sp.solve(list(A0 * X + X * A0.T + D0), unknowns, dict=True)
+    if len(solution) != 1 or set(solution[0]) != set(unknowns):
+        return None
+    X = X.subs(solution[0])
+    return offset, X - Phi * X * Phi.T
 
 
 def derive_marginal(A: sp.Matrix, b: sp.Matrix, G: sp.Matrix) -> VectorMarginalExprs:
     """Solve the moment ODEs of ``f = A X + b``, ``G`` (numbers inserted): closed form where possible.
 
-    Each entry's integral is bounded in time by :func:`~sdekit.symbolic._integrate.definite_integral` (10 s per
-    attempt); complex eigenvalues of A (oscillating exponentials) make the derivation slow (measured ~2 min for a 2 x 2
-    A with eigenvalues -1 +- i sqrt(2)), real ones (CLD) take seconds; results are cached on disk."""
+    With :math:`A = c(t)A_0`, :math:`b = c(t)b_0`, :math:`D = c(t)D_0` (CLD, damped oscillators, any constant
+    coefficients) the moments are algebraic (:func:`_algebraic_moments`: a matrix exponential and a linear
+    Lyapunov solve, ~1 s even with complex eigenvalues); otherwise each entry's integral is bounded in time by
+    :func:`~sdekit.symbolic._integrate.definite_integral` (10 s per attempt) and the moment ODEs are integrated
+    numerically when sympy gives up. Results are cached on disk."""
     D = (G * G.T).applyfunc(sp.expand)
     try:
         closed = _closed_form(A, b, D)
