@@ -306,27 +306,30 @@ def duffing_fp(cells: int, dt: float):
     return FokkerPlanck2D(Duffing(), DUFFING_DOMAIN, (cells, cells)).solve(mean, std, 1.0, dt)
 
 
-def duffing_monte_carlo(n: int, seed: int) -> np.ndarray:
-    """``sdekit.simulate`` of the Duffing oscillator to T = 1 (srk, 100 steps), n paths: array (n, 2)."""
+def duffing_monte_carlo(n: int, seed: int, sde=None) -> np.ndarray:
+    """``sdekit.simulate`` of the Duffing oscillator (or ``sde``) to T = 1 (srk, 100 steps), n paths: array (n, 2)."""
     import sdekit
 
     from .component_problems import Duffing
 
+    sde = Duffing() if sde is None else sde
     (m1, m2), (s1, s2) = DUFFING_START
     gen = torch.Generator().manual_seed(seed)
     x0 = torch.stack(
         [m1 + s1 * torch.randn(n, generator=gen, dtype=F64), m2 + s2 * torch.randn(n, generator=gen, dtype=F64)], 1
     )
-    out = sdekit.simulate(Duffing(), x0, [0.0, 1.0], solver="srk", steps=100, generator=gen)
+    out = sdekit.simulate(sde, x0, [0.0, 1.0], solver="srk", steps=100, generator=gen)
     return out[-1].numpy()
 
 
-def duffing_comparison(n: int, cells: int, dt: float, seed: int) -> dict[str, object]:
-    """Moments and marginal-CDF statistics of the Monte-Carlo sample against the FP solution (module docstring)."""
+def duffing_comparison(n: int, cells: int, dt: float, seed: int, simulated=None) -> dict[str, object]:
+    """Moments and marginal-CDF statistics of the Monte-Carlo sample against the FP solution (module docstring).
+
+    ``simulated``: the SDE to simulate instead of the Duffing oscillator itself (tests: a wrong one must fail)."""
     from .fokker_planck_2d import MOMENT_NAMES
 
     coarse, fine = duffing_fp(cells, dt), duffing_fp(2 * cells, dt / 2)
-    X = duffing_monte_carlo(n, seed)
+    X = duffing_monte_carlo(n, seed, simulated)
     x, v = X[:, 0], X[:, 1]
     q = np.stack([x, v, x**2, v**2, x * v])
     se = q.std(1, ddof=1) / math.sqrt(n)
