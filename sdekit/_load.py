@@ -7,6 +7,8 @@ Every command that takes an SDE (``sdekit demo``, ``sdekit derive``, ``sdekit va
 * a short name of the zoo: ``vp``, ``subvp``, ``ve``, ``cosine``, ``edm``, ``ou``, ``bm`` (:data:`SHORT_NAMES`);
 * a zoo class name: ``VPSDE``, ``SubVPSDE``, ``VESDE``, ``CosineVPSDE``, ``EDMSDE``, ``OrnsteinUhlenbeck``,
   ``BrownianMotion`` (case does not matter for these two forms);
+* the k-component SDEs of the zoo: ``cld`` / ``CLDSDE`` (:data:`COMPONENT_NAMES`; not in ``zoo.__all__``, whose
+  scalar SDEs the commands loop over);
 * ``module:Name``: an :class:`sdekit.SDE` subclass (instantiated with its defaults) or an instance in an
   importable module (the current directory is importable).
 
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SHORT_NAMES",
+    "COMPONENT_NAMES",
     "SDESpecError",
     "ModelSpecError",
     "resolve_sde",
@@ -55,6 +58,9 @@ SHORT_NAMES: dict[str, str] = {
     "bm": "BrownianMotion",
 }
 """Short name -> class of :mod:`sdekit.symbolic.zoo` (one entry per class of ``zoo.__all__``)."""
+
+COMPONENT_NAMES: dict[str, str] = {"cld": "CLDSDE"}
+"""Short name -> k-component SDE class of :mod:`sdekit.symbolic.zoo` (resolved like :data:`SHORT_NAMES`)."""
 
 
 class SDESpecError(ValueError):
@@ -81,7 +87,8 @@ def sde_help() -> str:
 
 def _vocabulary() -> dict[str, str]:
     """Lower-cased short and class names -> class name."""
-    return {**SHORT_NAMES, **{cls.lower(): cls for cls in SHORT_NAMES.values()}}
+    names = {**SHORT_NAMES, **COMPONENT_NAMES}
+    return {**names, **{cls.lower(): cls for cls in names.values()}}
 
 
 def _is_module(name: str) -> bool:

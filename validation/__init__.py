@@ -14,6 +14,8 @@ CHECK_MODULES = [
     "validation.fp_transport_checks",
     "validation.analytic_checks",
     "validation.order_checks",
+    "validation.component_checks",
+    "validation.component_orders",
 ]
 
 __all__ = ["CHECK_MODULES", "GROUPS", "CheckResult", "Context", "guarded", "register", "registered"]

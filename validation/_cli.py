@@ -27,6 +27,7 @@ EPILOG = """examples:
   python -m validation --quick                     # under 3 minutes; what CI runs
   python -m validation --out validation-report     # full run: every solver, more samples, more levels
   python -m validation --quick --sde vp --only symbolic
+  python -m validation --quick --sde CLDSDE           # a k-component SDE: the checks of component_checks
   python -m validation --quick --sde mymodule:MySDE
 """
 
@@ -75,7 +76,7 @@ def _groups() -> tuple[str, ...]:
 def _zoo() -> list:
     from sdekit.symbolic import zoo
 
-    return [getattr(zoo, name)() for name in zoo.__all__]
+    return [getattr(zoo, name)() for name in zoo.__all__] + [zoo.CLDSDE()]
 
 
 def _user_sdes(specs: list[str]) -> list:
@@ -128,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
 
     sdes = user or _zoo()
     torch.set_num_threads(1)  # small batched problems: threads buy little, and CI machines are shared
-    ctx = Context(sdes=sdes, quick=bool(args.quick), out=out, seed=int(args.seed), user_sde=bool(user))
+    scalar = [s for s in sdes if s.components is None]
+    vector = [s for s in sdes if s.components is not None]  # k components: validation.component_checks
+    ctx = Context(scalar, vector, quick=bool(args.quick), out=out, seed=int(args.seed), user_sde=bool(user))
     ctx.out.mkdir(parents=True, exist_ok=True)
     import_failures = load_check_modules()
     mode = "quick" if ctx.quick else "full"

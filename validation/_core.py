@@ -103,7 +103,9 @@ class Context:
     """What a check may use.
 
     Attributes:
-        sdes: the SDE instances to check (the zoo by default, or the user's ``--sde module:Class``).
+        sdes: the scalar SDE instances to check (the zoo by default, or the user's ``--sde module:Class``).
+        component_sdes: the k-component SDEs to check (``sdekit.CLDSDE`` by default, or the user's); only the
+            checks of ``validation.component_checks`` look at them, so every other check sees scalar SDEs only.
         quick: True under ``--quick`` (fewer samples, fewer levels; the whole run under 3 minutes).
         out: output directory for the report and PNGs (created by the runner).
         seed: base seed; checks derive their generators from it.
@@ -112,6 +114,7 @@ class Context:
     """
 
     sdes: list
+    component_sdes: list = dataclasses.field(default_factory=list)
     quick: bool = True
     out: Path = Path("validation-report")
     seed: int = 0
