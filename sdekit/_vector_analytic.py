@@ -114,6 +114,28 @@ class VectorDiffusedGaussianMixture:
         x0 = self.data.sample(n, generator, dtype=dtype, device=device)
         return self.marginal.sample(self.marginal.lift(x0), t, generator=generator, given="data")
 
+    def at(self, t: float | torch.Tensor) -> GaussianMixture:
+        r"""The exact law of the full state :math:`X_t` at one time t as a :class:`~sdekit.analytic.GaussianMixture`
+        on the event shape ``(k, *event_shape)``: means :math:`a\otimes\mu_j + m\otimes 1`, covariances
+        :math:`aa^\top\otimes C_j + S\otimes I` (one (k d) x (k d) eigendecomposition per component, so for small d),
+        same weights. ``at(sde.T)`` is the exact :math:`p_T` (``prior=`` of :func:`sdekit.logp`), and
+        ``sdekit.testing.assert_samples_match(X, oracle.at(t))`` compares full-state samples with it."""
+        # lazy: sdekit.analytic imports this module inside GaussianMixture.diffuse
+        from .analytic import GaussianMixture
+
+        tt = torch.as_tensor(t, dtype=torch.float64)
+        if tt.numel() != 1:
+            raise ValueError(f"at(t) needs a single time, got a tensor of shape {tuple(tt.shape)}")
+        a, m, S = (v[0] for v in self._coefficients(float(tt), torch.empty(0, dtype=torch.float64)))
+        d = self.data
+        mu, lam, basis, logw = d._params(torch.float64, torch.device("cpu"))
+        cov = torch.diag_embed(lam) if basis is None else basis @ torch.diag_embed(lam) @ basis.transpose(-1, -2)
+        eye = torch.eye(self.dim, dtype=torch.float64)
+        full = torch.stack([torch.kron(torch.outer(a, a), c) + torch.kron(S, eye) for c in cov])
+        w, V = torch.linalg.eigh(full)
+        means = (a[None, :, None] * mu[:, None, :] + m[None, :, None]).reshape(mu.shape[0], -1)
+        return GaussianMixture._from_parts(means, w, V, logw, (self.k, *self.event_shape))
+
     def component(self, t: float, name: str) -> GaussianMixture:
         r"""The exact law of one component of :math:`X_t` at one time t as a :class:`~sdekit.analytic.GaussianMixture`
         on the event shape: means :math:`a_c\mu_j + m_c`, eigenvalues :math:`a_c^2\lambda_j + S_{cc}`, same bases."""

@@ -63,9 +63,11 @@ from ._checks import (
     check_generator,
     check_model_output,
     check_scalar_sde,
+    check_sde,
 )
 from ._hsm import hsm
 from ._traces import PROBES, draw_probes, drift_and_exact_trace, hutchinson_trace
+from ._vector_dsm import GIVEN, vector_dsm
 from .parameterization import marginal_coefficients, model_parameterization, to_score
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,8 +99,9 @@ _T_SLACK = 1e-6  # relative tolerance of the [eps, T] check of dsm(t=...): eps o
 
 
 # --------------------------------------------------------------------------- checks
-def _check_sde(sde: Any) -> SDE:
-    check_scalar_sde(sde, "sdekit.losses")
+def _check_sde(sde: Any, components: bool = False) -> SDE:
+    """An affine SDE; k-component ones only where ``components`` (dsm, uniform time sampling)."""
+    sde = check_sde(sde) if components else check_scalar_sde(sde, "sdekit.losses")
     sde.marginal  # noqa: B018 - raises NotAffineError (with the reason) for a non-affine SDE
     return sde
 
@@ -225,9 +228,14 @@ def sample_times(
     Returns:
         ``(t, w)``, both of shape (n,).
     """
-    sde = _check_sde(sde)
+    sde = _check_sde(sde, components=True)
     eps = _check_eps(sde, eps)
     check_choice("kind", kind, TIME_SAMPLINGS)
+    if kind == "likelihood" and sde.components is not None:
+        raise ValueError(
+            f"time sampling 'likelihood' needs a scalar SDE's log-SNR; {sde!r} has components {sde.components}: "
+            f"use kind='uniform'"
+        )
     check_count("n", n)
     check_generator(generator)
     if device is None:
@@ -245,6 +253,24 @@ def sample_times(
 
 
 # --------------------------------------------------------------------------- denoising score matching
+def _fixed_times(sde: SDE, t: Any, eps: float, batch: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dsm(t=...)``: the times (batch,) in float64, checked to lie in [eps, T], and unit weights."""
+    tt = torch.as_tensor(t, dtype=_F64, device=device)
+    if tt.numel() == 1:
+        tt = tt.reshape(()).expand(batch)
+    if tt.shape != (batch,):
+        raise ValueError(f"t must be a number or have shape (batch,) = ({batch},), got {tuple(tt.shape)}")
+    T = float(sde.T)
+    inside = (tt >= eps * (1 - _T_SLACK)) & (tt <= T * (1 + _T_SLACK))  # slack: eps or T rounded to float32
+    if not bool(inside.all()):
+        bad = tt[~inside]
+        raise ValueError(
+            f"t must lie in [eps, T] = [{eps:g}, {T:g}] (the kernel is degenerate at 0 and the SDE ends at T), "
+            f"got {float(bad[0]):g}; pass times inside that range, or lower eps= to reach smaller times"
+        )
+    return tt, torch.ones_like(tt)
+
+
 def _weight_over_sigma2(sde: SDE, weighting: str, t: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
     r""":math:`\lambda(t)/\sigma(t)^2` in float64, shape of t."""
     if weighting == "sigma2":
@@ -267,6 +293,7 @@ def dsm(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     reduction: str = "mean",
+    given: str = "state",
 ) -> torch.Tensor:
     r"""Denoising score matching on the SDE's derived Gaussian kernel, for any parameterization.
 
@@ -300,6 +327,18 @@ def dsm(
         generator: random generator for the times (drawn first) and the noise.
         reduction: ``"mean"`` over the batch (default), ``"sum"`` or ``"none"`` (shape (batch,)).
             Per-sample values are summed over event dimensions.
+        given: k-component SDEs only (ignored for scalar ones, whose components are all data): condition the
+            kernel on the whole initial state (``"state"``, default; the non-data components of :math:`X_0` are
+            drawn from their initial law) or on the data components alone (``"data"``: they are marginalised, the
+            kernel of :func:`hsm`).
+
+    k-component affine SDEs (e.g. :class:`sdekit.CLDSDE`; :mod:`sdekit._vector_dsm`): ``x0`` is the data of the
+    data components (``(batch, *event_shape)`` for one), the model returns the full score
+    ``(batch, k, *event_shape)`` (``parameterization="score"`` only), ``noise`` is shaped like the full state,
+    the target is :math:`-\Sigma^{-1}(X_t - \Phi X_0 - m) = -L^{-\top}z` on all components, and the weightings are
+    matrices: ``"none"`` :math:`I`, ``"sigma2"`` :math:`\Sigma = LL^\top` (per sample
+    :math:`\tfrac12\|L^\top s_\theta + z\|^2`), ``"likelihood"`` :math:`GG^\top`. Time sampling is
+    ``"uniform"`` only.
 
     Returns:
         The loss (0-d, or (batch,) for ``reduction="none"``), differentiable w.r.t. the model.
@@ -311,32 +350,28 @@ def dsm(
     """
     if not callable(model):
         raise TypeError(f"model must be a callable model(x, t), got {type(model).__name__}")
-    sde = _check_sde(sde)
+    sde = _check_sde(sde, components=True)
     x0 = check_batch(x0, "x0")
     parameterization = model_parameterization(model, parameterization)
     check_choice("weighting", weighting, WEIGHTINGS)
     check_choice("time_sampling", time_sampling, TIME_SAMPLINGS)
     check_choice("reduction", reduction, _REDUCTIONS)
+    check_choice("given", given, GIVEN)
     eps = _check_eps(sde, eps)
     check_generator(generator)
+    if sde.components is not None and parameterization != "score":
+        raise ValueError(
+            f"dsm on a k-component SDE ({sde!r}) takes a full-score model (parameterization='score'), not "
+            f"{parameterization!r}; for an eps-type objective use weighting='sigma2' (||L^T s + z||^2)"
+        )
     batch = x0.shape[0]
     if t is None:
         tt, w = sample_times(batch, sde, eps, time_sampling, generator=generator, device=x0.device)
     else:
-        tt = torch.as_tensor(t, dtype=_F64, device=x0.device)
-        if tt.numel() == 1:
-            tt = tt.reshape(()).expand(batch)
-        if tt.shape != (batch,):
-            raise ValueError(f"t must be a number or have shape (batch,) = ({batch},), got {tuple(tt.shape)}")
-        T = float(sde.T)
-        inside = (tt >= eps * (1 - _T_SLACK)) & (tt <= T * (1 + _T_SLACK))  # slack: eps or T rounded to float32
-        if not bool(inside.all()):
-            bad = tt[~inside]
-            raise ValueError(
-                f"t must lie in [eps, T] = [{eps:g}, {T:g}] (the kernel is degenerate at 0 and the SDE ends at T), "
-                f"got {float(bad[0]):g}; pass times inside that range, or lower eps= to reach smaller times"
-            )
-        w = torch.ones_like(tt)
+        tt, w = _fixed_times(sde, t, eps, batch, x0.device)
+    if sde.components is not None:
+        per = vector_dsm(model, sde, x0, tt, w, weighting=weighting, given=given, noise=noise, generator=generator)
+        return _reduce(per, reduction)
     if noise is None:
         z = _random.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     else:

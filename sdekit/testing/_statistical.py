@@ -11,6 +11,7 @@ import torch
 
 from .._likelihood import DEFAULT_LIKELIHOOD_EPS, logp
 from .._stats import mixture_projected_cdf, random_directions
+from .._vector_analytic import VectorDiffusedGaussianMixture
 from ..analytic import DiffusedGaussianMixture, GaussianMixture
 from ..symbolic.sde import SDE
 from ._strategies import describe
@@ -60,7 +61,7 @@ def _directions(d: int, directions: torch.Tensor | None, n_random: int, seed: in
 
 def _as_samples(samples: Any, name: str) -> torch.Tensor:
     """``samples`` (n, *event_shape) as a float64 CPU tensor (n, d); TypeError naming ``name`` otherwise."""
-    if isinstance(samples, (GaussianMixture, DiffusedGaussianMixture)):
+    if isinstance(samples, (GaussianMixture, DiffusedGaussianMixture, VectorDiffusedGaussianMixture)):
         raise TypeError(
             f"assert_samples_match: {name} must be samples of shape (n, *event_shape), not a "
             f"{type(samples).__name__}" + (" (only b may be the exact law, e.g. oracle.at(t))" if name == "a" else "")
@@ -110,6 +111,10 @@ def assert_samples_match(
     (:math:`z = 0.1\sqrt{n/2} = 4.5` against a critical 3.5) and 1.0 against the exact law (:math:`z = 6.3`).
     Compare with the exact law when you have it (``b=`` an oracle's ``.at(t)``), as ``docs/testing.md`` advises.
 
+    k-component SDEs: samples of the full state ``(n, k, *event_shape)`` are flattened alike (the k d coordinate
+    axes when k d <= 8); the exact law is the k-component oracle's ``.at(t)``, a mixture on ``(k, *event_shape)``
+    (for one component, e.g. x, pass ``a[:, 0]`` and ``oracle.component(t, "x")``).
+
     Raises:
         AssertionError: with every component statistic when the family p-value is <= alpha.
         TypeError: if ``a`` is not samples, or ``b`` is neither samples nor a ``GaussianMixture`` (for a
@@ -127,7 +132,7 @@ def assert_samples_match(
         if math.prod(b.event_shape) != d:
             raise ValueError(f"a has event dimension {d} but the mixture b has event shape {b.event_shape}")
     else:
-        if isinstance(b, DiffusedGaussianMixture):
+        if isinstance(b, (DiffusedGaussianMixture, VectorDiffusedGaussianMixture)):
             raise TypeError(
                 "assert_samples_match: b is a DiffusedGaussianMixture (a law for every t); pass its law at the time "
                 "of the samples a, oracle.at(t) (a GaussianMixture), or samples of shape (n, *event_shape)"
@@ -196,7 +201,8 @@ def assert_logp_matches(
             tensor of values, or a
             :class:`~sdekit.analytic.DiffusedGaussianMixture` (then its ``log_prob(x, eps)`` is used and, unless
             you pass ``prior=``, its exact :math:`p_T` is the prior, so only the ODE solve is tested).
-        x: points of shape (batch, \*event_shape).
+        x: points of shape (batch, \*event_shape); for a k-component SDE full states (batch, k, \*event_shape),
+            with the k-component oracle (``gm.diffuse(sdekit.CLDSDE())``) as ``exact_log_prob`` (joint density).
         tol: allowed absolute error in nats. The default 1e-3 suits ``sdekit.logp``'s defaults
             (dopri5, rtol = atol = 1e-5) with the exact prior; with ``sde.prior`` instead of :math:`p_T` expect
             up to ~1e-2 (``docs/likelihood.md``).
@@ -211,7 +217,7 @@ def assert_logp_matches(
     """
 
     eps = logp_kwargs.get("eps") or DEFAULT_LIKELIHOOD_EPS
-    if isinstance(exact_log_prob, DiffusedGaussianMixture):
+    if isinstance(exact_log_prob, (DiffusedGaussianMixture, VectorDiffusedGaussianMixture)):
         logp_kwargs.setdefault("prior", exact_log_prob.at(sde.T))
         exact = exact_log_prob.log_prob(x, eps)
     elif callable(exact_log_prob):

@@ -61,8 +61,27 @@ def _coefficients() -> st.SearchStrategy[sp.Rational]:
     return st.one_of(st.sampled_from(_NICE), st.integers(1, 40).map(lambda k: sp.Rational(k, 10)))
 
 
+def affine_sdes(components: int = 1) -> st.SearchStrategy[SDE]:
+    r"""Random affine SDEs: scalar ones (``components=1``, :func:`_scalar_affine_sdes`) or 2-component ones
+    (``components=2``): :math:`f = c(t)(A_0 X + b_0)`, :math:`G = \sqrt{c(t)}\,G_0` with
+    :math:`c \in \{1, 1 + c_1 t\}`, :math:`A_0` a companion matrix
+    :math:`\begin{pmatrix}0 & 1\\ -\lambda_1\lambda_2 & -(\lambda_1 + \lambda_2)\end{pmatrix}` (CLD-like, noise
+    only in v) or upper triangular :math:`\begin{pmatrix}-\lambda_1 & c\\ 0 & -\lambda_2\end{pmatrix}`, real
+    distinct :math:`\lambda_i \in \{1/2, 1, 2, 3\}`, state-free :math:`G_0` (possibly singular, or 2 x 1),
+    :math:`b_0 \in \{0, (0, g_2)\}`, and either every component data or ``data_components = ("x",)`` with
+    :math:`v_0 \sim N(0, c_0)`. Only draws whose kernel covariance :math:`\Sigma(T/2)` is positive definite are kept
+    (the noise reaches both components). They print as a :func:`component_sde` call. Each new draw costs a sympy
+    derivation of ~1-3 s (cached on disk), so use a small ``max_examples``.
+    """
+    if components == 1:
+        return _scalar_affine_sdes()
+    if components != 2:
+        raise ValueError(f"affine_sdes draws scalar (components=1) or 2-component SDEs, not components={components!r}")
+    return _component_sdes().filter(_component_ok)
+
+
 @st.composite
-def affine_sdes(draw: st.DrawFn) -> SDE:
+def _scalar_affine_sdes(draw: st.DrawFn) -> SDE:
     r"""Random affine SDEs :math:`f = a(t)x + b(t)`, :math:`g = g(t) > 0` whose marginals sympy derives in closed form.
 
     Families (all coefficients exact positive rationals, so symbolic checks decide exactly):
@@ -89,6 +108,89 @@ def affine_sdes(draw: st.DrawFn) -> SDE:
     return _declare(-rate * xx / 2, sp.sqrt(c2 * rate))
 
 
+# ====================================================================== k-component SDEs
+_COMPONENT_SDES: dict[str, SDE] = {}
+
+
+def component_sde(
+    drift: tuple[str, ...],
+    diffusion: str,
+    *,
+    components: tuple[str, ...] = ("x", "v"),
+    data_components: tuple[str, ...] | None = None,
+    initial_covariance: str | None = None,
+    T: float = 1.0,
+) -> SDE:
+    """A k-component SDE declared by strings (drift: k expressions in the components and ``t``; diffusion and
+    initial covariance: sympy matrix text such as ``"Matrix([[0, 0], [0, 1]])"``); its repr is this call, so a drawn
+    example of :func:`affine_sdes` (``components=2``) can be pasted back. Instances are cached per declaration."""
+    args = f"drift={tuple(drift)!r}, diffusion={diffusion!r}"
+    if components != ("x", "v"):
+        args += f", components={tuple(components)!r}"
+    if data_components is not None:
+        args += f", data_components={tuple(data_components)!r}"
+    if initial_covariance is not None:
+        args += f", initial_covariance={initial_covariance!r}"
+    if T != 1.0:
+        args += f", T={T!r}"
+    call = f"component_sde({args})"
+    if call not in _COMPONENT_SDES:
+        local = {n: sp.Symbol(n, real=True) for n in components} | {"t": T_SYM, "Matrix": sp.Matrix}
+        f = tuple(sp.sympify(e, locals=local) for e in drift)
+        G = sp.sympify(diffusion, locals=local)
+        C0 = None if initial_covariance is None else sp.sympify(initial_covariance, locals=local)
+        attrs: dict[str, Any] = {
+            "components": tuple(components),
+            "data_components": None if data_components is None else tuple(data_components),
+            "T": T,
+            "drift": lambda self, *args: f,
+            "diffusion": lambda self, *args: G,
+            "initial_covariance": lambda self: C0,
+            "__repr__": lambda self: call,
+        }
+        _COMPONENT_SDES[call] = type("DrawnComponentSDE", (SDE,), attrs)()
+    return _COMPONENT_SDES[call]
+
+
+_RATES = [sp.Rational(1, 2), sp.Integer(1), sp.Integer(2), sp.Integer(3)]
+
+
+@st.composite
+def _component_sdes(draw: st.DrawFn) -> SDE:
+    r"""2-component affine SDEs :math:`f = c(t)(A_0 X + b_0)`, :math:`G = \sqrt{c(t)}\,G_0` with real, *distinct*
+    eigenvalues :math:`-\lambda_1 \ne -\lambda_2` of :math:`A_0` (repeated ones, as CLD's, take sympy 10-30 s)."""
+    l1, l2 = draw(st.lists(st.sampled_from(_RATES), min_size=2, max_size=2, unique=True))
+    g1, g2 = draw(_coefficients()), draw(_coefficients())
+    family = draw(st.sampled_from(["companion", "triangular"]))
+    if family == "companion":  # CLD-like: noise only in v, v drives x
+        A0 = sp.Matrix([[0, 1], [-l1 * l2, -(l1 + l2)]])
+        G0 = sp.Matrix([[0, 0], [0, g1]])
+    else:
+        c = draw(st.sampled_from([sp.Integer(1), sp.Rational(1, 2), sp.Integer(-1)]))
+        A0 = sp.Matrix([[-l1, c], [0, -l2]])
+        G0 = draw(
+            st.sampled_from(
+                [sp.Matrix([[0, 0], [0, g1]]), sp.diag(g1, g2), sp.Matrix([[g1, 0], [g2, g1]]), sp.Matrix([g1, g2])]
+            )
+        )
+    rate = draw(st.sampled_from([sp.S.One, 1 + draw(_coefficients()) * T_SYM]))
+    b0 = draw(st.sampled_from([sp.zeros(2, 1), sp.Matrix([0, g2])]))
+    x, v = sp.Symbol("x", real=True), sp.Symbol("v", real=True)
+    f = rate * (A0 * sp.Matrix([x, v]) + b0)
+    G = (sp.sqrt(rate) * G0) if rate != 1 else G0
+    data = draw(st.sampled_from([None, ("x",)]))
+    C0 = None if data is None else str(sp.diag(0, draw(st.sampled_from([sp.Rational(1, 25), sp.Integer(1)]))))
+    return component_sde(tuple(str(e) for e in f), str(G), data_components=data, initial_covariance=C0)
+
+
+def _component_ok(sde: SDE) -> bool:
+    """The kernel covariance given the state is positive definite at T/2 (the noise reaches every component)."""
+    try:
+        return bool(torch.linalg.cholesky_ex(sde.marginal.cov(0.5 * sde.T))[1] == 0)
+    except Exception:
+        return False
+
+
 @st.composite
 def _nonaffine_sdes(draw: st.DrawFn) -> SDE:
     tt, xx = T_SYM, X_SYM
@@ -104,7 +206,7 @@ def _nonaffine_sdes(draw: st.DrawFn) -> SDE:
     return _declare(-rate * xx + bump, g_time * g_space)
 
 
-def sdes(affine: bool | None = None) -> st.SearchStrategy[SDE]:
+def sdes(affine: bool | None = None, components: int = 1) -> st.SearchStrategy[SDE]:
     r"""Random SDEs with smooth drifts and strictly positive diffusions from a small expression grammar.
 
     The drift is a dissipative linear part plus an optional smooth perturbation,
@@ -116,7 +218,13 @@ def sdes(affine: bool | None = None) -> st.SearchStrategy[SDE]:
     Args:
         affine: ``True`` only :func:`affine_sdes`; ``False`` only the general grammar (which may still
             draw an affine SDE, e.g. :math:`h = 0, v = 1`); ``None`` (default) either.
+        components: 1 (scalar SDEs), or 2: 2-component SDEs, affine only (``affine_sdes(components=2)``; there is
+            no non-affine 2-component grammar yet).
     """
+    if components != 1:
+        if affine is False:
+            raise ValueError("sdes(components=2) draws affine SDEs only; there is no non-affine k-component grammar")
+        return affine_sdes(components)
     if affine is True:
         return affine_sdes()
     if affine is False:

@@ -193,10 +193,11 @@ def test_fokker_planck_operator_on_a_known_solution():
 
 
 def test_k_component_sdes_are_refused_where_not_supported_yet():
-    """sample and logp take k-component SDEs now (tests/test_cld_*); dsm and the native samplers do not yet."""
+    """sample, logp and dsm take k-component SDEs now (tests/test_cld_*, tests/test_dsm_components.py);
+    likelihood_bound and the native samplers do not yet."""
     sde = sdekit.CLDSDE()
     with pytest.raises(ValueError, match="k-component"):
-        sdekit.losses.dsm(lambda x, t: x, sde, torch.zeros(4, 2, 1))
+        sdekit.losses.likelihood_bound(lambda x, t: x, sde, torch.zeros(4, 2, 1))
     with pytest.raises((ValueError, sdekit.errors.SolverError)):
         sdekit.sample(lambda x, t: x, sde, shape=(4, 2, 1), solver="exp2", steps=4)
 
