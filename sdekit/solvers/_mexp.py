@@ -163,7 +163,8 @@ def mexp_coefficients(
     gen = tau[..., None, None] * pcs.omega  # d/du of Q and of each Z~_j: gen @ (.) - tau L^{-1} f l_j
     force = -(tau[..., None, None, None] * basis[..., None, None] * pcs.g.unsqueeze(2))  # (n, 2N+1, 3, k, d)
     force = force.permute(0, 1, 3, 2, 4).reshape(n, 2 * N + 1, k, 3 * d)
-    Y = torch.cat([torch.eye(k, dtype=torch.float64).expand(n, k, k), torch.zeros(n, k, 3 * d, dtype=torch.float64)], -1)
+    eye = torch.eye(k, dtype=torch.float64).expand(n, k, k)
+    Y = torch.cat([eye, torch.zeros(n, k, 3 * d, dtype=torch.float64)], -1)
     zero = torch.zeros(n, k, k, dtype=torch.float64)
 
     def rhs(Y: torch.Tensor, s: int) -> torch.Tensor:
@@ -223,7 +224,7 @@ class MatrixExponential(GridSolver[MatrixExponentialState]):
     noise_types = ("additive",)
     requires_affine = True
     weak_order = 3.0
-    default_steps = 20
+    default_steps = 30
     grid = "logsnr"
     steps_are_nfe = True
     description = (
