@@ -12,8 +12,12 @@ and a smooth remainder:
 
 .. math:: Y' = B(t)\,Y - f(t)\,\hat x_0,\qquad B = A + \tfrac12 D S^{-1},\qquad f = \tfrac12 D S^{-1} a .
 
-(Exponentiating :math:`A` alone, as DEIS does with :math:`\varepsilon = -L^\top s`, leaves CLD's stiff velocity
-relaxation :math:`\tfrac12 D S^{-1}` to the explicit part: measured in ``docs/cld.md``, it needs ~10x the steps.)
+(Exponentiating :math:`A` alone, as tAB-DEIS does with :math:`\varepsilon = -L^\top s`, leaves CLD's stiff
+velocity relaxation :math:`\tfrac12 DS^{-1}`, rate ~1/t near 0 and 16 at equilibrium, to the explicit part:
+measured in ``docs/cld.md``, it blows up below ~40 NFE. The covariance given the data, not the whole initial state,
+makes the remainder the data's posterior mean, d numbers per position that the noise-carrying part :math:`Ds` of
+the score determines; given the whole state it would be the posterior mean of all k components, which
+:math:`Ds` does not determine when D is singular, as for CLD.)
 Variation of constants from :math:`t_i` to :math:`t_{i+1}` with the transition :math:`R(t, \tau)` of B is exact,
 and :math:`\hat x_0(\tau)` is replaced by the polynomial in t through its last p values (Lagrange basis
 :math:`\ell_j`), which gives the update
