@@ -183,6 +183,8 @@ class VectorGaussianMarginal:
         self.closed = exprs.closed
         self.alpha_expr, self.offset_expr, self.cov_expr = exprs.alpha, exprs.offset, exprs.cov
         self.data_index = data_index
+        self._coefficient_exprs = (exprs.A, exprs.b, exprs.D)
+        self._coefficient_fns: tuple[Any, Any, Any] | None = None
         self.initial_cov = torch.tensor(np.array(initial_cov.evalf(), dtype=float), dtype=torch.float64)
         self._table: _MomentTable | None = None
         if self.closed:
@@ -223,6 +225,24 @@ class VectorGaussianMarginal:
             C0 = self.initial_cov.to(dtype=alpha.dtype, device=alpha.device)
             cov = cov + alpha @ C0 @ alpha.transpose(-1, -2)
         return cov
+
+    def _coefficients(self, t: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._coefficient_fns is None:  # compiled on first use: only the exponential integrator asks
+            self._coefficient_fns = tuple(_matrix_fn(M) for M in self._coefficient_exprs)  # type: ignore[assignment]
+        A, b, D = (fn(self._t(t)) for fn in self._coefficient_fns)  # type: ignore[union-attr]
+        return A, b[..., 0], D
+
+    def drift_matrix(self, t: Any) -> torch.Tensor:
+        r""":math:`A(t)` of the drift :math:`f = A(t) X + b(t)`, shape ``(*t.shape, k, k)``."""
+        return self._coefficients(t)[0]
+
+    def drift_offset(self, t: Any) -> torch.Tensor:
+        r""":math:`b(t)` of the drift :math:`f = A(t) X + b(t)`, shape ``(*t.shape, k)``."""
+        return self._coefficients(t)[1]
+
+    def diffusion_matrix(self, t: Any) -> torch.Tensor:
+        r""":math:`D(t) = G(t) G(t)^\top`, shape ``(*t.shape, k, k)``."""
+        return self._coefficients(t)[2]
 
     # -- kernels
     def _coeffs(self, t: Any, like: torch.Tensor, given: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

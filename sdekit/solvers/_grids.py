@@ -5,7 +5,11 @@ with exact endpoints. Kinds:
 
 * ``"uniform"``: uniform in t.
 * ``"logsnr"``: uniform in the half log-SNR :math:`\lambda(t) = \log\alpha(t) - \log\sigma(t)`
-  (DPM-Solver's grid; geometric noise levels for VE/EDM). Affine SDEs.
+  (DPM-Solver's grid; geometric noise levels for VE/EDM). Affine SDEs, k-component ones too, with the
+  generalized log-SNR :math:`\lambda(t) = \tfrac1k\big(\log|\det\Phi(t)| - \tfrac12\log\det S(t)\big)`
+  (:math:`S` = ``marginal.cov(t, given="data")``; :func:`log_snr`), which is :math:`\lambda` for k = 1. Its rate
+  :math:`-\lambda' = \mathrm{tr}(S^{-1}D)/2k` (from :math:`S' = AS + SA^\top + D`) is the rate at which the
+  PF-ODE's score term relaxes the state, so the grid is geometric in t where that term is stiff (CLD near 0).
 * ``"edm"``: Karras et al. (2022)'s :math:`\rho`-schedule on the noise-to-signal ratio
   :math:`r(t) = \sigma(t)/\alpha(t) = e^{-\lambda(t)}`:
   :math:`r_i = \big(r_{\max}^{1/\rho} + \tfrac in (r_{\min}^{1/\rho} - r_{\max}^{1/\rho})\big)^\rho`,
@@ -149,6 +153,8 @@ GRIDS: tuple[str, ...] = ("uniform", "quadratic", "logsnr", "edm", "arctan", "op
 
 MARGINAL_FREE: tuple[str, ...] = ("uniform", "quadratic")
 """Grid kinds defined in t alone (any SDE, affine or not); the others need the Gaussian marginal."""
+COMPONENT_GRIDS: tuple[str, ...] = (*MARGINAL_FREE, "logsnr")
+"""Grid kinds of an affine k-component SDE (the generalized log-SNR, :func:`log_snr`)."""
 
 OPTIMIZED_FLOOR = 1e-6
 r"""Floor of the ``"optimized"`` grid's error density, relative to its peak (before the power
@@ -282,9 +288,14 @@ OPTIMIZED_MESH = 4096
 """Base number of mesh intervals of the ``"optimized"`` grid's quadrature (plus 8 per step)."""
 
 
-def log_snr(marginal: GaussianMarginal, t: torch.Tensor) -> torch.Tensor:
-    r"""Half log-SNR :math:`\lambda(t) = \log\alpha(t) - \log\sigma(t)`: :meth:`GaussianMarginal.log_snr`."""
-    return marginal.log_snr(t)
+def log_snr(marginal: Any, t: torch.Tensor) -> torch.Tensor:
+    r"""Half log-SNR :math:`\lambda(t) = \log\alpha(t) - \log\sigma(t)`: :meth:`GaussianMarginal.log_snr`; for the
+    k x k marginal of a k-component SDE the generalized
+    :math:`\tfrac1k\big(\log|\det\Phi(t)| - \tfrac12\log\det S(t)\big)` (module docstring)."""
+    if hasattr(marginal, "log_snr"):
+        return marginal.log_snr(t)
+    _, logdet_phi = torch.linalg.slogdet(marginal.alpha(t))
+    return (logdet_phi - 0.5 * torch.logdet(marginal.cov(t, given="data"))) / marginal.k
 
 
 def t_of_log_snr(
@@ -413,15 +424,25 @@ def resolve_grid(sde: SDE, requested: Any, default: str, solver: str) -> str:
     if explicit_times(requested) is not None:
         return "explicit"
     if requested is None:
-        return default if (default in MARGINAL_FREE or _scalar_marginal(sde)) else "uniform"
+        return default if _has_grid(sde, default) else "uniform"
     if requested not in GRIDS:
         raise SolverError(f"{solver}: unknown grid {requested!r}; choose one of {', '.join(GRIDS)}")
-    if requested not in MARGINAL_FREE and not _scalar_marginal(sde):
+    if not _has_grid(sde, requested):
+        which = "an affine SDE" if requested in COMPONENT_GRIDS else "a scalar affine SDE"
+        choices = "'uniform', 'quadratic' or 'logsnr'" if sde.is_affine else "'uniform' or 'quadratic'"
         raise SolverError(
-            f"{solver}: grid={requested!r} needs the Gaussian marginal of a scalar affine SDE; {sde!r} is not one "
-            f"(use grid='uniform' or 'quadratic')"
+            f"{solver}: grid={requested!r} needs the Gaussian marginal of {which}; {sde!r} is not one "
+            f"(use grid={choices})"
         )
     return requested
+
+
+def _has_grid(sde: SDE, kind: str) -> bool:
+    """Whether the grid ``kind`` is defined for ``sde`` (every kind for a scalar affine SDE; uniform, quadratic and
+    the generalized log-SNR for an affine k-component one; uniform and quadratic otherwise)."""
+    if kind in MARGINAL_FREE or _scalar_marginal(sde):
+        return True
+    return kind in COMPONENT_GRIDS and sde.is_affine
 
 
 def grid_order(solver: Any, sde: SDE | None = None) -> int:
