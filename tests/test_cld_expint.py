@@ -194,3 +194,16 @@ def test_scalar_only_samplers_still_refuse_and_name_mexp() -> None:
     with pytest.raises(SolverError, match=r"written for scalar SDEs.*'mexp'"):
         sdekit.sample(_mixture().diffuse(sde), sde, (8, 2, 2), solver="exp2", steps=10)
     assert math.isfinite(float(sdekit.sample(_mixture().diffuse(sde), sde, (8, 2, 2), solver="mexp", steps=5).sum()))
+
+
+def test_default_sampler_with_steps_on_cld_is_mexp() -> None:
+    """sample(steps=k) without solver= on an affine k-component SDE runs mexp with k model evaluations (the rule in
+    sdekit/solvers/_defaults.py); the same bits as naming it."""
+    sde = sdekit.CLDSDE()
+    oracle = _mixture().diffuse(sde)
+    x, info = sdekit.sample(oracle, sde, (8, 2, 2), steps=12, dtype=DT, return_info=True,
+                            generator=torch.Generator().manual_seed(4))  # fmt: skip
+    assert (info.solver, info.nfe) == ("mexp", 12)
+    named = sdekit.sample(oracle, sde, (8, 2, 2), solver="mexp", steps=12, dtype=DT,
+                          generator=torch.Generator().manual_seed(4))  # fmt: skip
+    assert torch.equal(x, named)

@@ -155,6 +155,6 @@ def test_the_records_stay_bounded_and_still_name_the_first_bad_call() -> None:
         assert len(checked._records) < CheckedModel.FOLD
     assert checked.first_nonfinite_call() == (2500, pytest.approx(2499 / 5000))
     clean = CheckedModel(lambda x, t: -x)
-    for i in range(3000):
+    for _ in range(3000):
         clean(x, torch.full((4,), 0.5))
     assert clean.first_nonfinite_call() is None

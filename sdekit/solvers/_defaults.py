@@ -6,6 +6,8 @@ r"""The sampler :func:`sdekit.sample` runs when no ``solver=`` is named (the rul
   model evaluations in ``benchmarks/few_step.py`` (exact mixture score, VP, VE and a user SDE; the table and
   the rule's derivation are in ``docs/benchmarks.md``). These samplers count ``steps`` as model evaluations
   (:attr:`~sdekit.solvers.Solver.steps_are_nfe`), so ``info.nfe == k``.
+* ``steps=k`` on an affine k-component SDE (CLD): ``"mexp"`` (order 3, generalized log-SNR grid), k model
+  evaluations; indistinguishable from the exact law at 25-30 on CLD, where ``srk`` needs 100 (docs/cld.md).
 * ``steps=k`` on a non-affine SDE: ``"srk"`` with k fixed steps (the exponential-family samplers need the
   Gaussian marginal).
 """
@@ -52,6 +54,8 @@ def default_sampler(sde: SDE, steps: int | None) -> Choice:
     """The sampler for ``sdekit.sample(model, sde, shape, steps=steps)`` without ``solver=`` (module docstring)."""
     if steps is None:
         return ADAPTIVE
-    if not sde.is_affine or sde.components is not None:  # the few-step samplers need a scalar marginal
+    if not sde.is_affine:  # the exponential-family samplers need the Gaussian marginal
         return Choice("srk")
+    if sde.components is not None:  # the scalar few-step samplers need a scalar marginal
+        return Choice("mexp")
     return next(choice for bound, choice in FEW_STEP_RULE if steps <= bound)
