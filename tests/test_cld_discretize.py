@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import sympy as sp
 import torch
+from scipy.linalg import expm
+from test_cld_marginal import TimeVarying  # no closed form (A is not c(t) A0): the numeric moment-ODE table
 
 import sdekit
 
@@ -35,18 +38,6 @@ class Offset(sdekit.SDE):
 
     def initial_covariance(self):
         return sp.diag(0, sp.Rational(1, 3))
-
-
-class TimeVarying(sdekit.SDE):
-    """No closed form (A is not c(t) A0): the numeric moment-ODE table."""
-
-    components = ("x", "y")
-
-    def drift(self, x, y, t):
-        return (-x + t * y, -2 * y + sp.sin(3 * t) * x + 1)
-
-    def diffusion(self, x, y, t):
-        return sp.Matrix([[1, 0], [sp.Rational(1, 2), 1 + t]])
 
 
 class OU1(sdekit.SDE):
@@ -94,6 +85,23 @@ def test_composed_transitions_reproduce_the_marginal(cld, name):
         assert bool((torch.linalg.eigvalsh(d.cov) > -1e-12).all())  # Q_i is a covariance
     if name == "offset":
         assert float(d.shift.abs().max()) > 0.05  # the offset is exercised
+
+
+def test_cld_transitions_equal_van_loans_matrix_exponential(cld):
+    # independent numbers: for constant A, Phi_i = expm(A h) and Q_i = int_0^h e^{As} D e^{A^T s} ds, both from one
+    # scipy expm of [[-A, D], [0, A^T]] h (Van Loan 1978); Q_xx ~ 6.7e-7 at h = 1e-3 is a difference of O(1)
+    # covariances, so the tolerance is absolute float64 round-off (1e-13)
+    beta, M, Gam = (float(getattr(cld, p)) for p in ("beta", "M", "Gamma"))
+    A = np.array([[0.0, beta / M], [-beta, -Gam * beta / M]])
+    D = np.diag([0.0, 2 * Gam * beta])
+    d = cld.discretize(1000)
+    for i in (0, 17, 500, 999):
+        h = float(d.times[i + 1] - d.times[i])
+        F = expm(np.block([[-A, D], [np.zeros((2, 2)), A.T]]) * h)
+        Phi = F[2:, 2:].T
+        np.testing.assert_allclose(d.scale[i].numpy(), Phi, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(d.cov[i].numpy(), Phi @ F[:2, 2:], rtol=0, atol=1e-13)
+    assert float(d.cov[-1, 0, 0]) == pytest.approx(2 * Gam * beta * (beta / M) ** 2 / 3 * 1e-9, rel=0.02)  # h^3 law
 
 
 def _brute_force_posterior(m, t_s, t_t, x_next, x0, given):
