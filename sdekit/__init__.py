@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the same names for type checkers and the API docs; imported
     from ._run import RunInfo
     from ._sample import SampleInfo, sample
     from ._simulate import SimulateInfo, simulate
+    from ._vector_discrete import VectorDiscretization
     from .compile import compile_expr, compile_time_fn
     from .symbolic import t, x
     from .symbolic.sde import SDE
@@ -59,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "GaussianKernel": "._marginal",
     "GaussianMarginal": "._marginal",
     "GaussianPrior": "._marginal",
+    "VectorDiscretization": "._vector_discrete",
     "RunInfo": "._run",
     "SampleInfo": "._sample",
     "sample": "._sample",
@@ -115,6 +117,7 @@ __all__ = [
     "GaussianKernel",
     "GaussianPrior",
     "Discretization",
+    "VectorDiscretization",
     "ReverseSDE",
     "ProbabilityFlowODE",
     "logp",

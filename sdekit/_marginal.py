@@ -146,6 +146,21 @@ class Discretization:
         return self.scale.shape[0]
 
 
+def discretization_grid(n: int, times: Any, T: float, dtype: torch.dtype, device: Any) -> torch.Tensor:
+    """The n + 1 grid times of ``discretize``: ``times`` checked (strictly increasing in [0, T]), or uniform."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"discretize(n) needs a positive integer number of steps, got {n!r}")
+    if times is None:
+        return torch.linspace(0.0, T, int(n) + 1, dtype=dtype, device=device)
+    times = torch.as_tensor(times, dtype=torch.float64).detach()
+    if times.ndim != 1 or times.numel() != n + 1:
+        raise ValueError(f"times must hold n + 1 = {n + 1} times (1-D), got shape {tuple(times.shape)}")
+    lo, hi = float(times.min()), float(times.max())
+    if not bool((times[1:] > times[:-1]).all()) or lo < 0 or hi > T * (1 + 1e-6):
+        raise ValueError(f"times must increase strictly within [0, T] = [0, {T:g}], got {times.tolist()}")
+    return times.to(dtype=dtype, device=device)
+
+
 class _QuadratureTable:
     r"""Numeric :math:`\log\alpha`, :math:`\bar m = \int b/\alpha` and :math:`\bar I = \int g^2/\alpha^2`
     on a uniform grid with cubic Hermite interpolation using exact derivatives."""
@@ -363,17 +378,6 @@ class GaussianMarginal:
 
         ``times``, when given, must be n + 1 strictly increasing times in [0, T] (a tensor or a sequence).
         """
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"discretize(n) needs a positive integer number of steps, got {n!r}")
-        if times is None:
-            times = torch.linspace(0.0, self.T, int(n) + 1, dtype=dtype, device=device)
-        else:
-            times = torch.as_tensor(times, dtype=torch.float64).detach()
-            if times.ndim != 1 or times.numel() != n + 1:
-                raise ValueError(f"times must hold n + 1 = {n + 1} times (1-D), got shape {tuple(times.shape)}")
-            lo, hi = float(times.min()), float(times.max())
-            if not bool((times[1:] > times[:-1]).all()) or lo < 0 or hi > self.T * (1 + 1e-6):
-                raise ValueError(f"times must increase strictly within [0, T] = [0, {self.T:g}], got {times.tolist()}")
-        times = times.to(dtype=dtype, device=device)
+        times = discretization_grid(n, times, self.T, dtype, device)
         k = self.transition(times[:-1], times[1:])
         return Discretization(times=times, scale=k.alpha, shift=k.offset, noise=k.sigma)

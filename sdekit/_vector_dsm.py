@@ -24,6 +24,34 @@ positions, with the weighting matrix
   on the cross-entropy of the *joint* law of the full state at :math:`\epsilon`; only the components that
   :math:`D` reaches (CLD: the velocity) enter, which are exactly the score entries the reverse SDE uses.
 
+Likelihood bound (:func:`sdekit.losses.likelihood_bound`). For the joint law :math:`p_t` of the full state
+(:math:`X_0`: data in the data components, the others from :math:`N(0, C_0)`), d event positions, the model's
+reverse SDE :math:`dX = [f - Ds_\theta]dt + G\,d\bar W` from :math:`X_T \sim \pi` with time-:math:`\epsilon`
+law :math:`q_\epsilon`: Girsanov (the two reverse drifts differ by :math:`D(s_\theta - \nabla\log p_t)`, in the
+range of G, so a singular D is fine), the entropy identity :math:`\tfrac{d}{dt}H(p_t) = E[\nabla\cdot f] +
+\tfrac12 E\|\nabla\log p_t\|_D^2` (Fokker–Planck with state-free D, integrated by parts) and Vincent's identity
+with the kernel given the whole initial state give
+
+.. math:: E_{p_\epsilon}[-\log q_\epsilon] \le E\Big[-\log\pi(X_T) + \frac12\int_\epsilon^T
+          \big(\|s_\theta - \nabla\log p(X_t\mid X_0)\|_D^2 - \|\nabla\log p(X_t\mid X_0)\|_D^2
+          - 2\nabla\cdot f\big)dt\Big],
+
+with equality for :math:`s_\theta = \nabla\log p_t` and :math:`\pi = p_T` (then :math:`q_\epsilon =
+p_\epsilon` and the right side is the entropy :math:`H(p_\epsilon)`). The first integral is
+``dsm(weighting="likelihood", given="state")``; the others are exact constants:
+:math:`E\|\nabla\log p(X_t\mid X_0)\|_D^2 = d\,\operatorname{tr}(\Sigma^{-1}D)` and
+:math:`\nabla\cdot f = d\operatorname{tr}A`, and from :math:`\Sigma' = A\Sigma + \Sigma A^\top + D`,
+:math:`(\log\det\Sigma)' = 2\operatorname{tr}A + \operatorname{tr}(\Sigma^{-1}D)` and
+:math:`(\log\det\Phi)' = \operatorname{tr}A` (Liouville). So with the generalised log-SNR
+:math:`\lambda(t) = 2\log|\det\Phi| - \log\det\Sigma` (k = 1: :math:`\log(\alpha^2/\sigma^2)`),
+:math:`\operatorname{tr}(\Sigma^{-1}D) = -\lambda'` plays the part of :math:`g^2/\sigma^2` (the importance
+density of ``time_sampling="likelihood"``) and the constant terms sum to
+:math:`-\tfrac d2[\lambda(\epsilon) - \lambda(T)] - d[\log|\det\Phi(T)| - \log|\det\Phi(\epsilon)|]
+= -\tfrac d2\log\frac{\det\Sigma(T)}{\det\Sigma(\epsilon)}`, the scalar formula with :math:`\alpha \to
+|\det\Phi|`, :math:`\mathrm{SNR} \to e^\lambda`. The bound is on the joint law of all components; for CLD the
+data alone satisfy :math:`E[-\log q^x_\epsilon(x)] \le \text{bound} - E_x H(p_\epsilon(v \mid x))`, which tends
+to the bound minus :math:`\tfrac d2\log(2\pi e\gamma M)` as :math:`\epsilon \to 0`.
+
 All three weightings have bounded per-sample variance only for ``"sigma2"``: the target :math:`-L^{-\top}z` is of
 size :math:`\Sigma^{-1/2}`, and CLD's :math:`\Sigma_{xx}` vanishes like :math:`t^3` (noise reaches x only through
 v), so ``"none"`` is dominated by small times.
@@ -44,7 +72,7 @@ from .errors import SdekitError
 if TYPE_CHECKING:  # pragma: no cover
     from .symbolic.sde import SDE
 
-__all__ = ["GIVEN", "vector_dsm"]
+__all__ = ["GIVEN", "draw_at_T", "log_det_alpha", "log_det_snr", "trace_density", "vector_dsm"]
 
 GIVEN: tuple[str, ...] = ("state", "data")
 """What the DSM kernel of a k-component SDE is conditioned on: the whole initial state, or its data components."""
@@ -137,3 +165,33 @@ def vector_dsm(
         if weighting == "likelihood":  # G^T (s - target) has the squared norm (s - target)^T D (s - target)
             e = _apply(psd_sqrt(_diffusion_matrix(sde, t64, k)).transpose(-1, -2).to(X0.dtype), e)
     return 0.5 * w.to(X0.dtype) * _event_sum(e * e)
+
+
+def log_det_alpha(sde: SDE, t: torch.Tensor) -> torch.Tensor:
+    r""":math:`\log|\det\Phi(t)|` (float64, shape of t): :math:`\log\alpha` of a scalar SDE."""
+    return torch.linalg.slogdet(sde.marginal.alpha(t.to(torch.float64)))[1]
+
+
+def log_det_snr(sde: SDE, t: torch.Tensor) -> torch.Tensor:
+    r"""The generalised log-SNR :math:`\lambda = 2\log|\det\Phi| - \log\det\Sigma` of the kernel given the whole
+    initial state (float64, shape of t; module docstring); decreasing,
+    :math:`-\lambda' = \operatorname{tr}(\Sigma^{-1}D)`."""
+    t = t.to(torch.float64)
+    return 2 * log_det_alpha(sde, t) - torch.linalg.slogdet(sde.marginal.cov(t))[1]
+
+
+def trace_density(sde: SDE, t: torch.Tensor) -> torch.Tensor:
+    r""":math:`\operatorname{tr}(\Sigma(t)^{-1}D(t)) = -\lambda'(t)` (float64, shape of t), the k-component
+    :math:`g^2/\sigma^2`."""
+    t = t.to(torch.float64)
+    flat = t.reshape(-1)
+    L = _cholesky(sde.marginal.cov(flat), flat, "state")
+    D = _diffusion_matrix(sde, flat, sde.marginal.k)
+    return torch.cholesky_solve(D, L).diagonal(dim1=-2, dim2=-1).sum(-1).reshape(t.shape)
+
+
+def draw_at_T(sde: SDE, x0: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, int]:
+    r"""A draw of :math:`X_T` given the data ``x0`` (the non-data components marginalised over their initial law)
+    and the number d of event positions."""
+    X0 = lift_data(sde, x0)
+    return sde.marginal.sample(X0, sde.T, generator=generator, given="data"), X0[0, 0].numel()

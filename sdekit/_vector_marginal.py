@@ -33,6 +33,7 @@ from .errors import SdekitError
 from .symbolic._symbols import t as T_SYM
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ._vector_discrete import VectorDiscretization
     from .symbolic._components import VectorMarginalExprs
     from .symbolic.sde import SDE
 
@@ -313,9 +314,17 @@ class VectorGaussianMarginal:
         quad = (r.T * cov.inv() * r)[0, 0]
         return sp.exp(-quad / 2) / sp.sqrt((2 * sp.pi) ** self.k * cov.det())
 
-    def discretize(self, n: int, **kwargs: Any) -> Any:
-        """Not available for k-component SDEs yet (the scalar :class:`~sdekit.Discretization` has scalar scales)."""
-        raise SdekitError("discretize() is implemented for scalar SDEs only; use marginal.alpha/offset/cov")
+    def discretize(
+        self, n: int, *, times: torch.Tensor | None = None, dtype: torch.dtype = torch.float64, device: Any = None
+    ) -> VectorDiscretization:
+        r"""Exact transitions :math:`X_{i+1} = \Phi_i X_i + m_i + N(0, Q_i)` between consecutive ``times`` (default:
+        n uniform steps on [0, T]) with the Gaussian posterior :math:`q(X_i \mid X_{i+1}, X_0)` of ancestral
+        sampling: a :class:`~sdekit._vector_discrete.VectorDiscretization` (formulas in
+        :mod:`sdekit._vector_discrete`). ``times``, when given, must be n + 1 strictly increasing times in [0, T]."""
+        # lazy: _vector_discrete imports this module
+        from ._vector_discrete import discretize
+
+        return discretize(self, n, times=times, dtype=dtype, device=device)
 
 
 def _given(given: str) -> str:

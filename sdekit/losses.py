@@ -67,7 +67,7 @@ from ._checks import (
 )
 from ._hsm import hsm
 from ._traces import PROBES, draw_probes, drift_and_exact_trace, hutchinson_trace
-from ._vector_dsm import GIVEN, vector_dsm
+from ._vector_dsm import GIVEN, draw_at_T, log_det_alpha, log_det_snr, trace_density, vector_dsm
 from .parameterization import marginal_coefficients, model_parameterization, to_score
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -100,7 +100,7 @@ _T_SLACK = 1e-6  # relative tolerance of the [eps, T] check of dsm(t=...): eps o
 
 # --------------------------------------------------------------------------- checks
 def _check_sde(sde: Any, components: bool = False) -> SDE:
-    """An affine SDE; k-component ones only where ``components`` (dsm, uniform time sampling)."""
+    """An affine SDE; k-component ones only where ``components`` (dsm, sample_times, likelihood_bound)."""
     sde = check_sde(sde) if components else check_scalar_sde(sde, "sdekit.losses")
     sde.marginal  # noqa: B018 - raises NotAffineError (with the reason) for a non-affine SDE
     return sde
@@ -125,12 +125,16 @@ def _event_sum(v: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- time sampling
 def _log_snr(sde: SDE, t: torch.Tensor) -> torch.Tensor:
     r""":math:`\log\mathrm{SNR}(t) = \log(\alpha^2/\sigma^2) = 2\lambda(t)` in float64, with :math:`\lambda` =
-    :meth:`GaussianMarginal.log_snr <sdekit._marginal.GaussianMarginal.log_snr>` (sdekit's one convention)."""
-    return 2 * sde.marginal.log_snr(t.to(_F64))
+    :meth:`GaussianMarginal.log_snr <sdekit._marginal.GaussianMarginal.log_snr>` (sdekit's one convention);
+    k-component SDEs: :math:`2\log|\det\Phi| - \log\det\Sigma` (:mod:`sdekit._vector_dsm`)."""
+    return 2 * sde.marginal.log_snr(t.to(_F64)) if sde.components is None else log_det_snr(sde, t)
 
 
 def likelihood_time_density(sde: SDE, t: torch.Tensor) -> torch.Tensor:
-    r"""Unnormalised importance density :math:`g(t)^2 / \sigma(t)^2 = -\tfrac{d}{dt}\log\mathrm{SNR}(t)` (float64)."""
+    r"""Unnormalised importance density :math:`g(t)^2 / \sigma(t)^2 = -\tfrac{d}{dt}\log\mathrm{SNR}(t)` (float64);
+    :math:`\operatorname{tr}(\Sigma^{-1}GG^\top)` for k-component SDEs."""
+    if sde.components is not None:
+        return trace_density(sde, t)
     t = t.to(_F64)
     g = sde.diffusion_fn(torch.zeros_like(t), t)
     return g * g / sde.marginal.sigma2(t)
@@ -210,7 +214,8 @@ def sample_times(
     ``(w * h(t)).mean()`` estimates the integral.
 
     * ``kind="uniform"``: :math:`q = 1/(T - \epsilon)`, :math:`w = T - \epsilon`.
-    * ``kind="likelihood"``: :math:`q(t) = g(t)^2 / (\sigma(t)^2 Z)` with
+    * ``kind="likelihood"`` (k-component SDEs: :math:`\operatorname{tr}(\Sigma^{-1}GG^\top)` for
+      :math:`g^2/\sigma^2`, :mod:`sdekit._vector_dsm`): :math:`q(t) = g(t)^2 / (\sigma(t)^2 Z)` with
       :math:`Z = \log\mathrm{SNR}(\epsilon) - \log\mathrm{SNR}(T)`, :math:`w = Z\sigma^2/g^2`. Drawn by
       inverting the exact CDF :math:`(\log\mathrm{SNR}(\epsilon) - \log\mathrm{SNR}(t))/Z` (grid + Newton,
       tabulated once per SDE instance and eps). This is the proposal that makes the
@@ -231,11 +236,6 @@ def sample_times(
     sde = _check_sde(sde, components=True)
     eps = _check_eps(sde, eps)
     check_choice("kind", kind, TIME_SAMPLINGS)
-    if kind == "likelihood" and sde.components is not None:
-        raise ValueError(
-            f"time sampling 'likelihood' needs a scalar SDE's log-SNR; {sde!r} has components {sde.components}: "
-            f"use kind='uniform'"
-        )
     check_count("n", n)
     check_generator(generator)
     if device is None:
@@ -337,8 +337,8 @@ def dsm(
     ``(batch, k, *event_shape)`` (``parameterization="score"`` only), ``noise`` is shaped like the full state,
     the target is :math:`-\Sigma^{-1}(X_t - \Phi X_0 - m) = -L^{-\top}z` on all components, and the weightings are
     matrices: ``"none"`` :math:`I`, ``"sigma2"`` :math:`\Sigma = LL^\top` (per sample
-    :math:`\tfrac12\|L^\top s_\theta + z\|^2`), ``"likelihood"`` :math:`GG^\top`. Time sampling is
-    ``"uniform"`` only.
+    :math:`\tfrac12\|L^\top s_\theta + z\|^2`), ``"likelihood"`` :math:`GG^\top`; ``time_sampling="likelihood"``
+    draws t from :math:`q \propto \operatorname{tr}(\Sigma^{-1}GG^\top)` (:func:`sample_times`).
 
     Returns:
         The loss (0-d, or (batch,) for ``reduction="none"``), differentiable w.r.t. the model.
@@ -440,10 +440,16 @@ def likelihood_bound(
         time_sampling: ``"likelihood"`` (default, importance sampling) or ``"uniform"``.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per data point, shape (batch,)).
 
+    k-component affine SDEs (e.g. CLD; derivation in :mod:`sdekit._vector_dsm`): the bound is on the cross-entropy
+    of the *joint* law of the full state at :math:`\epsilon` (data in the data components, the others from their
+    initial law, drawn once per data point), with the DSM term ``given="state"``, :math:`\|\cdot\|_D^2`,
+    :math:`D = GG^\top`, and the constant :math:`-\tfrac d2\log(\det\Sigma(T)/\det\Sigma(\epsilon))`;
+    ``prior`` takes full states ``(batch, k, *event_shape)`` (an oracle's ``.at(sde.T)``).
+
     Returns:
         The bound in nats (one draw of t, z and :math:`x_T` per data point).
     """
-    sde = _check_sde(sde)
+    sde = _check_sde(sde, components=True)
     x0 = check_batch(x0, "x0")
     eps = _check_eps(sde, eps)
     check_choice("reduction", reduction, _REDUCTIONS)
@@ -462,13 +468,14 @@ def likelihood_bound(
         generator=generator,
         reduction="none",
     )
-    kernel_T = sde.marginal.at(sde.T, x0)
-    xT = kernel_T.sample(x0, generator)
+    if sde.components is None:
+        xT, d = sde.marginal.at(sde.T, x0).sample(x0, generator), x0[0].numel()
+    else:
+        xT, d = draw_at_T(sde, x0, generator)
     prior_nll = -prior.log_prob(xT)
-    d = x0[0].numel()
     ends = torch.tensor([eps, float(sde.T)], dtype=_F64)
     lsnr = _log_snr(sde, ends)
-    log_alpha = sde.marginal.log_alpha(ends)
+    log_alpha = sde.marginal.log_alpha(ends) if sde.components is None else log_det_alpha(sde, ends)
     const = -0.5 * d * float(lsnr[0] - lsnr[1]) - d * float(log_alpha[1] - log_alpha[0])
     return _reduce(prior_nll.to(x0.dtype) + score_term + const, reduction)
 

@@ -143,8 +143,6 @@ def test_refusals() -> None:
     x0 = gm.sample(4, torch.Generator().manual_seed(0), dtype=DT)
     with pytest.raises(ValueError, match="parameterization='score'"):
         dsm(oracle, sde, x0, parameterization="eps")
-    with pytest.raises(ValueError, match="kind='uniform'"):
-        dsm(oracle, sde, x0, time_sampling="likelihood")
     with pytest.raises(ValueError, match="given"):
         dsm(oracle, sde, x0, given="velocity")
     with pytest.raises(ValueError, match=r"noise must be a tensor shaped like the full state \(4, 2, 2\)"):
@@ -173,9 +171,3 @@ def test_implicit_and_sliced_score_matching_take_full_states() -> None:
     sliced = sdekit.losses.ssm(lambda x: oracle(x, t), X, generator=torch.Generator().manual_seed(1),
                                reduction="none").detach() + half  # fmt: skip
     assert abs(float(sliced.mean())) < 5 * float(sliced.std()) / n**0.5
-
-
-def test_likelihood_bound_refuses_k_component_sdes() -> None:
-    gm, sde, oracle = _setup()
-    with pytest.raises(ValueError, match="k-component"):
-        sdekit.losses.likelihood_bound(oracle, sde, gm.sample(4, torch.Generator().manual_seed(0), dtype=DT))

@@ -32,6 +32,7 @@ from ._symbols import x as X_SYM
 
 if TYPE_CHECKING:  # pragma: no cover
     from .._marginal import Discretization, GaussianPrior
+    from .._vector_discrete import VectorDiscretization
 
 __all__ = ["SDE"]
 
@@ -470,10 +471,11 @@ class SDE:
         """
         return self.marginal.prior
 
-    def discretize(self, n: int, **kwargs: Any) -> Discretization:
+    def discretize(self, n: int, **kwargs: Any) -> Discretization | VectorDiscretization:
         """Exact per-step Gaussian transitions of this continuous SDE on a grid of ``n`` steps (see
         :meth:`GaussianMarginal.discretize`); for VP/VE these are not DDPM's beta table or SMLD's noise levels
-        (:class:`~sdekit.Discretization` gives the measured differences)."""
+        (:class:`~sdekit.Discretization` gives the measured differences). k-component SDEs return a
+        :class:`~sdekit.VectorDiscretization` (k x k transitions and the ancestral posterior)."""
         return self.marginal.discretize(n, **kwargs)
 
     # ----------------------------------------------------------------- reverse time

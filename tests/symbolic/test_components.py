@@ -193,11 +193,9 @@ def test_fokker_planck_operator_on_a_known_solution():
 
 
 def test_k_component_sdes_are_refused_where_not_supported_yet():
-    """sample, logp and dsm take k-component SDEs now (tests/test_cld_*, tests/test_dsm_components.py);
-    likelihood_bound and the native samplers do not yet."""
+    """sample, logp, dsm, likelihood_bound and discretize take k-component SDEs now (tests/test_cld_*,
+    tests/test_dsm_components.py); the native samplers do not yet."""
     sde = sdekit.CLDSDE()
-    with pytest.raises(ValueError, match="k-component"):
-        sdekit.losses.likelihood_bound(lambda x, t: x, sde, torch.zeros(4, 2, 1))
     with pytest.raises((ValueError, sdekit.errors.SolverError)):
         sdekit.sample(lambda x, t: x, sde, shape=(4, 2, 1), solver="exp2", steps=4)
 
