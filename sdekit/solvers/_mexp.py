@@ -228,7 +228,7 @@ class MatrixExponential(GridSolver[MatrixExponentialState]):
     noise_types = ("additive",)
     requires_affine = True
     weak_order = 3.0
-    default_steps = 30
+    default_steps = 40
     grid = "logsnr"
     steps_are_nfe = True
     description = (
