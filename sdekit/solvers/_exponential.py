@@ -55,7 +55,8 @@ noise are comparable, coarser towards both ends, where :math:`\hat x_0` hardly c
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -63,6 +64,9 @@ from ..errors import SolverError
 from ._native import GridSolver, StepContext, log_snr, t_of_log_snr
 from ._option import Option
 from ._registry import register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..symbolic.sde import SDE
 
 __all__ = [
     "Exp1",
@@ -195,6 +199,10 @@ class ExponentialIntegrator(GridSolver[ExpState]):
             True, "in runs of fewer than 15 steps, the last two steps drop to orders 2 and 1 (DPM-Solver's rule)"
         )
     }
+
+    def grid_order(self, options: Mapping[str, Any], sde: SDE | None = None) -> int:
+        """The ``"optimized"`` grid's order: :attr:`order`, the degree + 1 of the interpolant each step integrates."""
+        return self.order
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> ExpState:
         marginal = ctx.problem.sde.marginal

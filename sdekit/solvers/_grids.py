@@ -424,27 +424,26 @@ def resolve_grid(sde: SDE, requested: Any, default: str, solver: str) -> str:
     return requested
 
 
-def grid_order(solver: Any, sde: SDE | None = None) -> int:
-    """The order p the ``"optimized"`` grid is shaped for: ``solver.order`` (the exponential integrators), else its
-    weak order (for additive noise when ``sde`` has it), rounded, at least 1."""
-    order = getattr(solver, "order", None)
-    if order is None:
-        additive = sde is not None and sde.noise_type == "additive"
-        order = (solver.weak_order_additive if additive else None) or solver.weak_order or 1
-    return max(1, round(float(order)))
+def grid_order(solver: Solver, sde: SDE | None = None, options: Mapping[str, Any] | None = None) -> int:
+    """The order p the ``"optimized"`` grid is shaped for: :meth:`Solver.grid_order` of ``solver`` with the run's
+    ``options`` (None: the solver's defaults), i.e. the order the run actually has (``unipc``: its ``order`` option,
+    plus one with the corrector; the exponential integrators: their ``order``; else the weak order)."""
+    if options is None:
+        options = solver.accepted_options()
+    return solver.grid_order(options, sde)
 
 
 def solver_time_grid(
     sde: SDE, t_start: float, t_end: float, n: int, solver: Solver, options: Mapping[str, Any]
 ) -> torch.Tensor:
     """:func:`time_grid` of a solver's run: kind from ``options["grid"]`` or ``solver.grid``
-    (:func:`resolve_grid`), ``rho`` and ``data_std`` from ``options``, ``order`` from :func:`grid_order`; explicit
+    (:func:`resolve_grid`), ``rho`` and ``data_std`` from ``options``, ``order`` from :func:`grid_order` (options-aware); explicit
     times in ``options["grid"]``: their points from ``t_start`` to ``t_end`` (n + 1 of them, else SolverError)."""
     explicit = explicit_times(options.get("grid"))
     if explicit is not None:
         return _explicit_part(explicit, t_start, t_end, n, solver.name)
     kind = resolve_grid(sde, options.get("grid"), solver.grid, solver.name)
     return time_grid(
-        sde, t_start, t_end, n, kind, rho=options.get("rho", 7.0), order=grid_order(solver, sde),
+        sde, t_start, t_end, n, kind, rho=options.get("rho", 7.0), order=grid_order(solver, sde, options),
         data_std=options.get("data_std", 1.0), max_step=solver.grid_max_step,
     )  # fmt: skip

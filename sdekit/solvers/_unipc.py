@@ -60,7 +60,8 @@ so a step is a handful of tensor multiply-adds with Python floats (no host synch
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -68,6 +69,9 @@ from ._exponential import exp_moments, grid_log_snr, weighted_sum
 from ._native import GridSolver, StepContext
 from ._option import Option
 from ._registry import register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..symbolic.sde import SDE
 
 __all__ = ["UniPC", "UniPCCoefficients", "UniPCState", "unipc_orders", "unipc_rhos", "unipc_weights"]
 
@@ -192,6 +196,11 @@ class UniPC(GridSolver[UniPCState]):
             "the last steps drop to order 1 in runs of fewer than 15 steps; 'always': in every run (the reference)",
         ),
     }
+
+    def grid_order(self, options: Mapping[str, Any], sde: SDE | None = None) -> int:
+        """The ``"optimized"`` grid's order: the run's ``order`` option p, plus one with the UniC corrector (UniPC-p
+        then converges at order p + 1)."""
+        return int(options["order"]) + (1 if options["corrector"] is True else 0)
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> UniPCState:
         order, variant, corrector, lof = opts["order"], opts["variant"], opts["corrector"], opts["lower_order_final"]
