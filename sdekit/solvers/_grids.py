@@ -33,7 +33,8 @@ with exact endpoints. Kinds:
   :math:`t \ge 0` and no marginal, so it works for any SDE, like ``"uniform"``.
 * ``"optimized"``: equidistributes a global error bound of an order-p sampler computed from the SDE's Gaussian
   marginal on Gaussian data :math:`N(\mu, c^2 I)` (options ``data_std`` = c, default 1, the scale the standard
-  SDEs assume; p = the solver's ``order`` or weak order, :func:`grid_order`), in the spirit of "Align Your
+  SDEs assume; p = the order the run has, :func:`grid_order`: ``unipc``'s ``order`` option plus one with its
+  corrector, the exponential integrators' ``order``, else the weak order), in the spirit of "Align Your
   Steps" (Sabour et al. 2024) but computed, not learned. Affine SDEs. Derivation:
 
   1. *Denoiser path.* With :math:`y = x - m(t)`, :math:`y_t = \alpha x_0 + \sigma\varepsilon`, the marginal of
@@ -437,8 +438,9 @@ def solver_time_grid(
     sde: SDE, t_start: float, t_end: float, n: int, solver: Solver, options: Mapping[str, Any]
 ) -> torch.Tensor:
     """:func:`time_grid` of a solver's run: kind from ``options["grid"]`` or ``solver.grid``
-    (:func:`resolve_grid`), ``rho`` and ``data_std`` from ``options``, ``order`` from :func:`grid_order` (options-aware); explicit
-    times in ``options["grid"]``: their points from ``t_start`` to ``t_end`` (n + 1 of them, else SolverError)."""
+    (:func:`resolve_grid`), ``rho`` and ``data_std`` from ``options``, ``order`` from :func:`grid_order` (with the
+    run's options); explicit times in ``options["grid"]``: their points from ``t_start`` to ``t_end`` (n + 1 of
+    them, else SolverError)."""
     explicit = explicit_times(options.get("grid"))
     if explicit is not None:
         return _explicit_part(explicit, t_start, t_end, n, solver.name)
