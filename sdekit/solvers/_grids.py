@@ -98,6 +98,18 @@ with exact endpoints. Kinds:
   :math:`\lambda`, ratio 2.26 at 50 steps), which the cap (item 6) fixed (1.03). Measured results:
   ``docs/sampling.md``, "Time grids".
 
+  Tried at 15 NFE (issue #18 follow-up; same mixture, n = 200,000, x_T seeds 1 / 2; the best before was ``dpm3``
+  on this grid, VP 1.20 / 1.23, VE 1.34 / 1.24): the grid's order p for UniPC-2 (bh2) 2 / 3 / 4 / 5 gave VP
+  2.34 / 2.35, 1.37 / 1.22, 1.22 / 1.09, 1.27 / 1.21 and VE (p = 2-5) 3.35 / 3.31, 1.64 / 1.46, 1.40 / 1.24,
+  1.50 / 1.39; ``data_std`` = the benchmark data's principal standard deviations (1.78, 1.23; its first two
+  moments) made UniPC-2 worse (VP 1.91 / 1.82, VE 2.55 / 2.37), as did scales spread below 1 (``data_std`` =
+  5 scales from 1 to 0.3 or 0.1: VP 1.37 / 1.27, 1.50 / 1.35). An "Align Your Steps"-style grid minimising the
+  closed-form KL between the sampler's output law and the exact :math:`p_\epsilon` for Gaussian data (the
+  samplers are linear maps of :math:`x_T` there; L-BFGS on the step lengths) drives that KL from ~5e-5 to
+  1e-17 by cancelling errors between steps, and measured worse (VP: UniPC-2 1.87 / 1.73, ``exp3`` 3.19 / 3.31,
+  UniPC-3 1.67 / 1.51, ``dpm++3m`` 2.20 / 2.05; VE: UniPC-2 2.23 / 2.12, ``exp3`` 3.06 / 3.09), so it was not
+  kept.
+
 **Explicit times.** ``grid=`` also takes the grid itself: a strictly decreasing 1-D sequence or tensor of times
 (e.g. a diffusers scheduler's timesteps mapped to sdekit time). :func:`sdekit.sample` then runs from its first
 time to its last on exactly these points (``steps`` and ``eps`` follow from it); :func:`explicit_times` reads it,
