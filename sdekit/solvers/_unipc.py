@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ._exponential import exp_moments, grid_log_snr, weighted_sum
+from ._exponential import exp_moments, grid_log_snr, saturation_orders, weighted_sum
 from ._native import GridSolver, StepContext
 from ._option import Option
 from ._registry import register
@@ -192,8 +192,10 @@ class UniPC(GridSolver[UniPCState]):
         ),
         "lower_order_final": Option.choice(
             True,
-            (True, False, "always"),
-            "the last steps drop to order 1 in runs of fewer than 15 steps; 'always': in every run (the reference)",
+            (True, False, "always", "auto"),
+            "the last steps drop to order 1 in runs of fewer than 15 steps; 'always': in every run (the reference); "
+            "'auto': order 1 at the steps where, for Gaussian data of scale data_std, the constant beats every higher "
+            "order (the low-noise end, where the denoiser saturates)",
         ),
     }
 
@@ -209,7 +211,9 @@ class UniPC(GridSolver[UniPCState]):
         times = ctx.times
         lam = grid_log_snr(ctx, self.name)
         alpha, sigma, m = marginal.alpha(times), marginal.sigma(times), marginal.offset(times)
-        orders = unipc_orders(times.shape[0] - 1, int(order), lof if lof == "always" else bool(lof))
+        orders = unipc_orders(times.shape[0] - 1, int(order), lof if lof in ("always", "auto") else bool(lof))
+        if lof == "auto":  # order 1 where the Gaussian proxy's denoiser saturates (saturation_orders)
+            orders = saturation_orders(lam, orders, opts["data_std"])
         predict, correct = unipc_weights(lam, alpha, orders, variant, corrector)
         coef = UniPCCoefficients(
             (sigma[1:] / sigma[:-1]).tolist(),
