@@ -138,7 +138,10 @@ CANDIDATES: tuple[str, ...] = (
 )  # fmt: skip
 """Solver names run when registered (besides every registered ``steps_are_nfe`` probability-flow sampler)."""
 OPTION_VARIANTS: dict[str, tuple[dict[str, Any], ...]] = {
-    "unipc": tuple({"order": p, "variant": v} for p in (1, 2, 3) for v in ("bh1", "bh2")),
+    "unipc": (
+        *({"order": p, "variant": v} for p in (1, 2, 3) for v in ("bh1", "bh2")),
+        {"order": 2, "variant": "bh2", "lower_order_final": "auto"},  # the default rule's at 10-19 NFE
+    ),
 }
 """Option sets a solver runs with (one method each); a solver not listed runs once with its defaults."""
 
