@@ -109,3 +109,18 @@ def test_unipc_auto_runs_the_rules_orders(sde_cls) -> None:
     state = unipc.prepare(StepContext(problem, times), opts)
     assert state.coef.orders == saturation_orders(log_snr(sde.marginal, times), [1] + [2] * 14)
     assert state.coef.orders[-3:] == [1, 1, 1] and state.coef.orders[1:8] == [2] * 7
+
+
+@pytest.mark.parametrize("name", ["vp", "ve"])
+def test_auto_keeps_the_convergence_order(name: str) -> None:
+    """The rule drops a step to order 1 only where the constant beats the polynomial, which needs steps of order 1/2
+    in lambda; as the steps shrink no step is lowered and UniPC-2 with UniC keeps its order 3 (1-D Gaussian data,
+    32-256 steps on the arctan grid, slope within 0.3 of 3 as in tests/solvers/test_unipc.py)."""
+    from _gaussflow import pf_error, slope  # lazy: test helpers shared with test_unipc.py
+
+    sde = {"vp": sdekit.VPSDE, "ve": sdekit.VESDE}[name]()
+    steps = (32, 64, 128, 256)
+    errs = [pf_error(sde, "unipc", n, order=2, grid="arctan", lower_order_final="auto") for n in steps]
+    assert abs(slope(steps, errs) - 3) < 0.3, errs
+    lam = log_snr(sde.marginal, time_grid(sde, float(sde.T), float(sde.default_eps), 256, "arctan"))
+    assert saturation_orders(lam, [1] + [2] * 255) == [1] + [2] * 255
