@@ -57,7 +57,8 @@ in the comparison as what users run, but is not a reference.
 
 Writes ``benchmarks/results/few_step.md``, ``.png`` and ``.json``. Run ``python -m benchmarks few_step
 [--quick]`` or ``python -m benchmarks.few_step [--quick] [--jobs 2] [--sde VPSDE ...]``; ``--render JSON``
-rewrites the report and plot from a saved run.
+rewrites the report and plot from a saved run; ``--check 'LABEL@GRID' ... [--nfes 12 15]`` runs only those
+(method, grid) pairs as the final stage does (:func:`check`) and prints their rows.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ from sdekit.solvers._grids import time_grid
 __all__ = [
     "CountingModel", "EpsModel", "Peer", "VPView", "vp_betas", "vp_view", "make_scheduler", "run_peer", "PEERS",
     "PEER_GRIDS", "TIMESTEPS", "DOUBLED_D2", "Cell", "Row", "OrderRow", "best_grids", "first_pass", "Method",
-    "Config", "run", "measure_orders", "main", "report", "write_results", "load_json",
+    "Config", "run", "check", "measure_orders", "main", "report", "write_results", "load_json",
 ]  # fmt: skip
 
 NFES: tuple[int, ...] = (4, 5, 6, 8, 10, 12, 15, 20, 25, 30)
@@ -137,7 +138,10 @@ CANDIDATES: tuple[str, ...] = (
 )  # fmt: skip
 """Solver names run when registered (besides every registered ``steps_are_nfe`` probability-flow sampler)."""
 OPTION_VARIANTS: dict[str, tuple[dict[str, Any], ...]] = {
-    "unipc": tuple({"order": p, "variant": v} for p in (1, 2, 3) for v in ("bh1", "bh2")),
+    "unipc": (
+        *({"order": p, "variant": v} for p in (1, 2, 3) for v in ("bh1", "bh2")),
+        {"order": 2, "variant": "bh2", "lower_order_final": "auto"},  # the default rule's at 10-19 NFE
+    ),
 }
 """Option sets a solver runs with (one method each); a solver not listed runs once with its defaults."""
 
@@ -411,6 +415,31 @@ def run(
     return sweep + execute(final_jobs(sweep, cfg), cfg.jobs, cfg.threads, log)
 
 
+def check(
+    pairs: Sequence[tuple[str, str]],
+    sde_names: Sequence[str],
+    nfes: Sequence[int] = NFES,
+    n: int = N_FINAL,
+    seeds: Sequence[int] = FINAL_SEEDS,
+    log: Callable[[str], None] | None = print,
+    workers: int = 1,
+) -> list[Row]:
+    """Targeted final-stage runs (``--check``): each (method label, grid) of ``pairs`` on each SDE at n samples with
+    each x_T seed, exactly as the final stage runs them (``workers`` processes); a label that is not a method raises
+    ``ValueError``."""
+    methods = {m.label: m for m in sdekit_methods(None) + (peer_methods() if diffusers_or_none() else [])}
+    unknown = sorted({label for label, _ in pairs} - set(methods))
+    if unknown:
+        raise ValueError(f"unknown method label(s) {unknown}; choose from {sorted(methods)}")
+    jobs = [
+        Job(sde, methods[label], grid, seed, n, tuple(nfes), "final")
+        for sde in sde_names
+        for label, grid in pairs
+        for seed in seeds
+    ]
+    return execute(jobs, workers, 1, log)
+
+
 # ------------------------------------------------------------------------------------------------- orders
 
 
@@ -539,9 +568,18 @@ def cli(argv: Sequence[str] | None = None) -> None:
         "--peer-grids", nargs="+", metavar="GRID", help=f"grids of the peers (default {PEER_GRIDS}; 'all': every grid)"
     )
     parser.add_argument("--render", type=Path, metavar="JSON", help="rewrite the report and plot of a saved run")
+    parser.add_argument(
+        "--check", nargs="+", metavar="LABEL@GRID", help="only these methods on these grids, final stage (n = 200,000, "
+        "seeds 1 and 2), e.g. 'unipc-3 bh2@optimized' 'DPM-Solver++(3M)@uniform'",
+    )  # fmt: skip
+    parser.add_argument("--nfes", nargs="+", type=int, help=f"with --check: these NFE (default {NFES})")
     args = parser.parse_args(argv)
     if args.render:
         render(args.render)
+    elif args.check:
+        torch.set_num_threads(args.threads)
+        pairs = [tuple(item.rsplit("@", 1)) for item in args.check]
+        check(pairs, args.sde or list(make_sdes()), tuple(args.nfes or NFES), workers=args.jobs)  # type: ignore[arg-type]
     else:
         main(threads=args.threads, quick=args.quick, sde_names=args.sde, jobs=args.jobs, peer_grids=args.peer_grids)
 

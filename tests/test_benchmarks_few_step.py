@@ -213,3 +213,18 @@ def test_main_quick_path_writes_report_plot_and_json(tmp_path, monkeypatch, caps
     (stem.with_suffix(".md")).unlink()
     fs.cli(["--render", str(stem.with_suffix(".json"))])
     assert stem.with_suffix(".md").read_text() == text
+
+
+def test_check_runs_the_named_pairs_as_the_final_stage(capsys):
+    """``--check``: only the named (method, grid) pairs, at the given n, seeds and NFE (measured NFE = target)."""
+    pairs = [("exp2", "optimized"), ("unipc-3 bh2", "arctan")]
+    rows = fs.check(pairs, ["VESDE"], (6,), n=2_000, seeds=(1, 2), log=None)
+    assert [(r.method, r.grid, r.seed, r.stage) for r in rows] == [
+        ("exp2", "optimized", 1, "final"), ("exp2", "optimized", 2, "final"),
+        ("unipc-3 bh2", "arctan", 1, "final"), ("unipc-3 bh2", "arctan", 2, "final"),
+    ]  # fmt: skip
+    assert all(r.n == 2_000 and r.cells[0].nfe == 6 and r.cells[0].ratio is not None for r in rows)
+    with pytest.raises(ValueError, match="unknown method"):
+        fs.check([("no-such", "uniform")], ["VESDE"], (6,), n=100, log=None)
+    fs.cli(["--check", "exp2@optimized", "--sde", "VESDE", "--nfes", "5", "--jobs", "1"])
+    assert "exp2" in capsys.readouterr().out

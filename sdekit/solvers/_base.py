@@ -201,6 +201,15 @@ class Solver(abc.ABC):
         default: one evaluation per interval after :attr:`startup_nfe`). ``options`` are the run's solver options."""
         return nfe - self.startup_nfe
 
+    def grid_order(self, options: Mapping[str, Any], sde: SDE | None = None) -> int:
+        """The order p the ``"optimized"`` grid is shaped for in a run with these ``options``
+        (:mod:`sdekit.solvers._grids`): by default the declared weak order (:attr:`weak_order_additive` when ``sde``
+        has additive noise and it is declared), rounded, at least 1. Solvers whose order is an option (``unipc``) or
+        a class attribute ``order`` (the exponential integrators) override this with the order they actually run."""
+        additive = sde is not None and sde.noise_type == "additive"
+        order = (self.weak_order_additive if additive else None) or self.weak_order or 1
+        return max(1, round(float(order)))
+
     def check(self, sde: SDE) -> None:
         """Raise :class:`~sdekit.errors.SolverError` if this solver cannot handle ``sde``."""
         if sde.noise_type not in self.noise_types:

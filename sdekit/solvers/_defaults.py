@@ -38,7 +38,13 @@ ADAPTIVE = Choice("srk")
 
 FEW_STEP_RULE: tuple[tuple[int, Choice], ...] = (
     (6, Choice("exp2", MappingProxyType({"grid": "optimized"}))),
-    (19, Choice("unipc", MappingProxyType({"order": 2, "variant": "bh2", "grid": "optimized"}))),
+    (9, Choice("unipc", MappingProxyType({"order": 2, "variant": "bh2", "grid": "optimized"}))),
+    (
+        19,
+        Choice(
+            "unipc", MappingProxyType({"order": 2, "variant": "bh2", "grid": "optimized", "lower_order_final": "auto"})
+        ),
+    ),
     (10**9, Choice("unipc", MappingProxyType({"order": 3, "variant": "bh2", "grid": "arctan"}))),
 )
 """``(up to k model evaluations, choice)`` rows, ascending: the first row whose bound is >= ``steps`` applies.
@@ -47,7 +53,11 @@ Measured by ``benchmarks/few_step.py`` (sweep at n = 1e5 over every few-step sam
 VP, VE and a user SDE; the row with the smallest *worst* sliced-KS ratio over the three SDEs at each NFE):
 ``exp2`` on the ``"optimized"`` grid at 4-6 NFE (worst ratio 2.31 at 6, against 2.96 for DPM-Solver++(2M) on the same
 grid), UniPC-2 (bh2) on ``"optimized"`` at 8-15 (2.00, 1.93, 1.45, 1.14 at 8, 10, 12, 15), UniPC-3 (bh2) on
-``"arctan"`` from 20 (0.46 at 20, 0.44 at 25). Full tables: ``docs/benchmarks.md``."""
+``"arctan"`` from 20 (0.46 at 20, 0.44 at 25). Then (issue #18 follow-up, n = 200,000, seeds 1 / 2, final-stage
+runs) UniPC-2 with ``lower_order_final="auto"`` (order 1 where the Gaussian proxy's denoiser saturates) at 10-19:
+worst over VP, VE and the user SDE 2.41 at 10 (the same sampler with ``True``: 2.81), 1.32 at 12, 0.74 at 15
+(indistinguishable; before: 1.2-1.3); at 8 ``"auto"`` was worse (4.03 against 2.62), so 7-9 keep ``True`` (9 not
+measured). Full tables: ``docs/benchmarks.md``."""
 
 
 def default_sampler(sde: SDE, steps: int | None) -> Choice:

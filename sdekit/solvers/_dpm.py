@@ -72,7 +72,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -80,6 +80,9 @@ from ..errors import SolverError
 from ._exponential import ExponentialIntegrator, exp_moments, grid_log_snr
 from ._native import GridSolver, StepContext, t_of_log_snr
 from ._registry import register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..symbolic.sde import SDE
 
 __all__ = [
     "DPMSolverPlusPlus2M",
@@ -227,6 +230,10 @@ class SinglestepDPMSolver(GridSolver[SinglestepState]):
     requires_affine = True
     grid = "optimized"  # measured best across VP, VE and a user SDE (docs/benchmarks.md)
     steps_are_nfe = True
+
+    def grid_order(self, options: Mapping[str, Any], sde: SDE | None = None) -> int:
+        """The ``"optimized"`` grid's order: :attr:`order` (DPM-Solver-k)."""
+        return self.order
 
     def intervals(self, nfe: int, options: Mapping[str, Any]) -> int:
         """Steps of the reference's plan for ``nfe`` evaluations (:func:`singlestep_orders`)."""

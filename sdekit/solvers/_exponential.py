@@ -55,14 +55,19 @@ noise are comparable, coarser towards both ends, where :math:`\hat x_0` hardly c
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from ..errors import SolverError
+from ._grids import _scales
 from ._native import GridSolver, StepContext, log_snr, t_of_log_snr
 from ._option import Option
 from ._registry import register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..symbolic.sde import SDE
 
 __all__ = [
     "Exp1",
@@ -75,6 +80,8 @@ __all__ = [
     "exp_moments",
     "grid_log_snr",
     "lagrange_weights",
+    "proxy_local_errors",
+    "saturation_orders",
     "weighted_sum",
 ]
 
@@ -142,6 +149,68 @@ def lagrange_weights(h: torch.Tensor, nodes: list[torch.Tensor]) -> list[torch.T
     raise ValueError(f"lagrange_weights supports 1-3 nodes, got {len(nodes)}")
 
 
+PROXY_QUADRATURE = 64
+"""Simpson intervals per step of :func:`proxy_local_errors`' quadrature of the exact step integral."""
+
+
+def proxy_local_errors(lam: torch.Tensor, max_order: int, data_std: float | tuple[float, ...] = 1.0) -> torch.Tensor:
+    r"""Local errors, for Gaussian data, of the order-q interpolating step at every step of the log-SNR grid ``lam``:
+    a float64 tensor (n, ``max_order``), entry (i, q - 1) for q = 1 .. ``max_order`` (inf where step i has fewer
+    than q - 1 earlier points).
+
+    For data :math:`N(\mu, c^2 I)` the denoiser along the probability-flow trajectory is
+    :math:`\hat x_0 = \mu + c\,g(\lambda + \log c)\,z`, :math:`g(u) = (1 + e^{-2u})^{-1/2}` (:mod:`._grids`). Step i
+    (:math:`h = \lambda_{i+1} - \lambda_i`) replaces :math:`\int_0^h e^{	au-h}\hat x_0(\lambda_i + 	au)\,d	au` by
+    the integral of the polynomial through :math:`\hat x_0` at :math:`\lambda_i, \lambda_{i-1}, \dots` (q points,
+    :func:`lagrange_weights`); the entry is the absolute difference per unit :math:`c\,z`, the exact integral by
+    Simpson's rule (:data:`PROXY_QUADRATURE` intervals), summed over the scales of ``data_std`` (a number or the
+    standard deviations along the data's principal axes).
+    """
+    lam = lam.to(torch.float64)
+    n = lam.shape[0] - 1
+    h = lam[1:] - lam[:-1]
+    m = PROXY_QUADRATURE
+    frac = torch.linspace(0.0, 1.0, m + 1, dtype=torch.float64)
+    tau = h[:, None] * frac[None, :]  # (n, m + 1)
+    simpson = torch.ones(m + 1, dtype=torch.float64)
+    simpson[1:-1] = torch.where(torch.arange(1, m) % 2 == 1, 4.0, 2.0)
+    out = torch.zeros(n, max_order, dtype=torch.float64)
+    idx = torch.arange(n)
+    for c in _scales(data_std):
+        shift = torch.log(torch.tensor(c, dtype=torch.float64))
+
+        def den(x: torch.Tensor, shift: torch.Tensor = shift) -> torch.Tensor:
+            return torch.rsqrt(1 + torch.exp(-2 * (x + shift)))
+
+        exact = (simpson * torch.exp(tau - h[:, None]) * den(lam[:-1, None] + tau)).sum(1) * h / (3 * m)
+        for q in range(1, max_order + 1):
+            back = [lam[(idx - k).clamp_min(0)] - lam[:-1] for k in range(q)]  # nodes 0, -h_0, ...
+            back = [torch.where(idx >= k, b, -(k + 1) * h) for k, b in enumerate(back)]  # placeholders, masked below
+            weights = lagrange_weights(h, back)
+            approx = sum(w * den(lam[:-1] + b) for w, b in zip(weights, back))
+            out[:, q - 1] += (exact - approx).abs()
+    ok = idx[:, None] >= torch.arange(max_order)[None, :]
+    return torch.where(ok, out, torch.full_like(out, torch.inf))
+
+
+def saturation_orders(lam: torch.Tensor, orders: list[int], data_std: float | tuple[float, ...] = 1.0) -> list[int]:
+    r"""``orders`` with order 1 at every step where, for Gaussian data of scale ``data_std``, the constant (order-1)
+    model of :math:`\hat x_0` has a smaller local error than every higher order the step could use
+    (:func:`proxy_local_errors`).
+
+    Why: at low noise (:math:`u = \lambda + \log c \gg 0`) the Gaussian denoiser saturates,
+    :math:`g(u) pprox 1 - 	frac12 e^{-2u}`: every derivative decays like :math:`e^{-2\lambda}`, so over a step that
+    is long against 1/2 in :math:`\lambda` a polynomial extrapolated from earlier (larger-derivative) points
+    overshoots, while the constant is off by the remaining decay only. On the ``"optimized"`` grid this drops the
+    last 3-4 steps of a 12-20 step run to order 1.
+    """
+    top = max(orders)
+    if top <= 1:
+        return list(orders)
+    err = proxy_local_errors(lam, top, data_std)
+    return [1 if p > 1 and bool(err[i, 0] < err[i, 1:p].min()) else p for i, p in enumerate(orders)]
+
+
 @dataclasses.dataclass(frozen=True)
 class ExpCoefficients:
     r"""Per grid point / step floats: :math:`\sigma_{i+1}/\sigma_i`, :math:`\alpha_i`, :math:`\sigma_i^2`, :math:`m_i`,
@@ -195,6 +264,10 @@ class ExponentialIntegrator(GridSolver[ExpState]):
             True, "in runs of fewer than 15 steps, the last two steps drop to orders 2 and 1 (DPM-Solver's rule)"
         )
     }
+
+    def grid_order(self, options: Mapping[str, Any], sde: SDE | None = None) -> int:
+        """The ``"optimized"`` grid's order: :attr:`order`, the degree + 1 of the interpolant each step integrates."""
+        return self.order
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> ExpState:
         marginal = ctx.problem.sde.marginal

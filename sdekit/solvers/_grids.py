@@ -37,7 +37,8 @@ with exact endpoints. Kinds:
   :math:`t \ge 0` and no marginal, so it works for any SDE, like ``"uniform"``.
 * ``"optimized"``: equidistributes a global error bound of an order-p sampler computed from the SDE's Gaussian
   marginal on Gaussian data :math:`N(\mu, c^2 I)` (options ``data_std`` = c, default 1, the scale the standard
-  SDEs assume; p = the solver's ``order`` or weak order, :func:`grid_order`), in the spirit of "Align Your
+  SDEs assume; p = the order the run has, :func:`grid_order`: ``unipc``'s ``order`` option plus one with its
+  corrector, the exponential integrators' ``order``, else the weak order), in the spirit of "Align Your
   Steps" (Sabour et al. 2024) but computed, not learned. Affine SDEs. Derivation:
 
   1. *Denoiser path.* With :math:`y = x - m(t)`, :math:`y_t = \alpha x_0 + \sigma\varepsilon`, the marginal of
@@ -100,6 +101,18 @@ with exact endpoints. Kinds:
   was the best kind on VP, VE, EDM and cosine VP but failed on sub-VP (one final step of 5.6 in
   :math:`\lambda`, ratio 2.26 at 50 steps), which the cap (item 6) fixed (1.03). Measured results:
   ``docs/sampling.md``, "Time grids".
+
+  Tried at 15 NFE (issue #18 follow-up; same mixture, n = 200,000, x_T seeds 1 / 2; the best before was ``dpm3``
+  on this grid, VP 1.20 / 1.23, VE 1.34 / 1.24): the grid's order p for UniPC-2 (bh2) 2 / 3 / 4 / 5 gave VP
+  2.34 / 2.35, 1.37 / 1.22, 1.22 / 1.09, 1.27 / 1.21 and VE (p = 2-5) 3.35 / 3.31, 1.64 / 1.46, 1.40 / 1.24,
+  1.50 / 1.39; ``data_std`` = the benchmark data's principal standard deviations (1.78, 1.23; its first two
+  moments) made UniPC-2 worse (VP 1.91 / 1.82, VE 2.55 / 2.37), as did scales spread below 1 (``data_std`` =
+  5 scales from 1 to 0.3 or 0.1: VP 1.37 / 1.27, 1.50 / 1.35). An "Align Your Steps"-style grid minimising the
+  closed-form KL between the sampler's output law and the exact :math:`p_\epsilon` for Gaussian data (the
+  samplers are linear maps of :math:`x_T` there; L-BFGS on the step lengths) drives that KL from ~5e-5 to
+  1e-17 by cancelling errors between steps, and measured worse (VP: UniPC-2 1.87 / 1.73, ``exp3`` 3.19 / 3.31,
+  UniPC-3 1.67 / 1.51, ``dpm++3m`` 2.20 / 2.05; VE: UniPC-2 2.23 / 2.12, ``exp3`` 3.06 / 3.09), so it was not
+  kept.
 
 **Explicit times.** ``grid=`` also takes the grid itself: a strictly decreasing 1-D sequence or tensor of times
 (e.g. a diffusers scheduler's timesteps mapped to sdekit time). :func:`sdekit.sample` then runs from its first
@@ -445,27 +458,27 @@ def _has_grid(sde: SDE, kind: str) -> bool:
     return kind in COMPONENT_GRIDS and sde.is_affine
 
 
-def grid_order(solver: Any, sde: SDE | None = None) -> int:
-    """The order p the ``"optimized"`` grid is shaped for: ``solver.order`` (the exponential integrators), else its
-    weak order (for additive noise when ``sde`` has it), rounded, at least 1."""
-    order = getattr(solver, "order", None)
-    if order is None:
-        additive = sde is not None and sde.noise_type == "additive"
-        order = (solver.weak_order_additive if additive else None) or solver.weak_order or 1
-    return max(1, round(float(order)))
+def grid_order(solver: Solver, sde: SDE | None = None, options: Mapping[str, Any] | None = None) -> int:
+    """The order p the ``"optimized"`` grid is shaped for: :meth:`Solver.grid_order` of ``solver`` with the run's
+    ``options`` (None: the solver's defaults), i.e. the order the run actually has (``unipc``: its ``order`` option,
+    plus one with the corrector; the exponential integrators: their ``order``; else the weak order)."""
+    if options is None:
+        options = solver.accepted_options()
+    return solver.grid_order(options, sde)
 
 
 def solver_time_grid(
     sde: SDE, t_start: float, t_end: float, n: int, solver: Solver, options: Mapping[str, Any]
 ) -> torch.Tensor:
     """:func:`time_grid` of a solver's run: kind from ``options["grid"]`` or ``solver.grid``
-    (:func:`resolve_grid`), ``rho`` and ``data_std`` from ``options``, ``order`` from :func:`grid_order`; explicit
-    times in ``options["grid"]``: their points from ``t_start`` to ``t_end`` (n + 1 of them, else SolverError)."""
+    (:func:`resolve_grid`), ``rho`` and ``data_std`` from ``options``, ``order`` from :func:`grid_order` (with the
+    run's options); explicit times in ``options["grid"]``: their points from ``t_start`` to ``t_end`` (n + 1 of
+    them, else SolverError)."""
     explicit = explicit_times(options.get("grid"))
     if explicit is not None:
         return _explicit_part(explicit, t_start, t_end, n, solver.name)
     kind = resolve_grid(sde, options.get("grid"), solver.grid, solver.name)
     return time_grid(
-        sde, t_start, t_end, n, kind, rho=options.get("rho", 7.0), order=grid_order(solver, sde),
+        sde, t_start, t_end, n, kind, rho=options.get("rho", 7.0), order=grid_order(solver, sde, options),
         data_std=options.get("data_std", 1.0), max_step=solver.grid_max_step,
     )  # fmt: skip

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -241,6 +242,10 @@ class MatrixExponential(GridSolver[MatrixExponentialState]):
             True, "in runs of fewer than 15 steps, the last two steps drop to orders 2 and 1 (DPM-Solver's rule)"
         ),
     }
+
+    def grid_order(self, options: Mapping[str, Any], sde: Any = None) -> int:
+        """The ``"optimized"`` grid's order (scalar SDEs): the run's ``order`` option."""
+        return int(options["order"])
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> MatrixExponentialState:
         times = ctx.times

@@ -60,14 +60,18 @@ so a step is a handful of tensor multiply-adds with Python floats (no host synch
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ._exponential import exp_moments, grid_log_snr, weighted_sum
+from ._exponential import exp_moments, grid_log_snr, saturation_orders, weighted_sum
 from ._native import GridSolver, StepContext
 from ._option import Option
 from ._registry import register
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..symbolic.sde import SDE
 
 __all__ = ["UniPC", "UniPCCoefficients", "UniPCState", "unipc_orders", "unipc_rhos", "unipc_weights"]
 
@@ -188,10 +192,17 @@ class UniPC(GridSolver[UniPCState]):
         ),
         "lower_order_final": Option.choice(
             True,
-            (True, False, "always"),
-            "the last steps drop to order 1 in runs of fewer than 15 steps; 'always': in every run (the reference)",
+            (True, False, "always", "auto"),
+            "the last steps drop to order 1 in runs of fewer than 15 steps; 'always': in every run (the reference); "
+            "'auto': order 1 at the steps where, for Gaussian data of scale data_std, the constant beats every higher "
+            "order (the low-noise end, where the denoiser saturates)",
         ),
     }
+
+    def grid_order(self, options: Mapping[str, Any], sde: SDE | None = None) -> int:
+        """The ``"optimized"`` grid's order: the run's ``order`` option p, plus one with the UniC corrector (UniPC-p
+        then converges at order p + 1)."""
+        return int(options["order"]) + (1 if options["corrector"] is True else 0)
 
     def prepare(self, ctx: StepContext, opts: dict[str, Any]) -> UniPCState:
         order, variant, corrector, lof = opts["order"], opts["variant"], opts["corrector"], opts["lower_order_final"]
@@ -200,7 +211,9 @@ class UniPC(GridSolver[UniPCState]):
         times = ctx.times
         lam = grid_log_snr(ctx, self.name)
         alpha, sigma, m = marginal.alpha(times), marginal.sigma(times), marginal.offset(times)
-        orders = unipc_orders(times.shape[0] - 1, int(order), lof if lof == "always" else bool(lof))
+        orders = unipc_orders(times.shape[0] - 1, int(order), lof if lof in ("always", "auto") else bool(lof))
+        if lof == "auto":  # order 1 where the Gaussian proxy's denoiser saturates (saturation_orders)
+            orders = saturation_orders(lam, orders, opts["data_std"])
         predict, correct = unipc_weights(lam, alpha, orders, variant, corrector)
         coef = UniPCCoefficients(
             (sigma[1:] / sigma[:-1]).tolist(),

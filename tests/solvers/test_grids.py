@@ -215,6 +215,21 @@ def test_grid_order_of_the_solvers() -> None:
     assert [grid_order(get(name), vp) for name in ("exp1", "exp2", "exp3")] == [1, 2, 3]
     assert grid_order(get("euler"), vp) == 1 and grid_order(get("srk"), vp) == 2 and grid_order(get("ode:rk4"), vp) == 4
     assert grid_order(get("ald"), vp) == 1  # no declared order
+    assert [grid_order(get(name), vp) for name in ("dpm2", "dpm3", "dpm++2m", "dpm++3m")] == [2, 3, 2, 3]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("corrector", [True, False])
+def test_grid_order_of_unipc_follows_its_options(order: int, corrector: bool) -> None:
+    """UniPC's order is an option: the ``"optimized"`` grid is shaped for the order the run has (p, plus one with
+    the UniC corrector), and a run's grid is exactly that order's ``time_grid``."""
+    vp, unipc = sdekit.VPSDE(), get("unipc")
+    expected = order + (1 if corrector else 0)
+    options = {**unipc.accepted_options(), "order": order, "corrector": corrector}
+    assert grid_order(unipc, vp, options) == expected
+    assert grid_order(unipc, vp) == 3  # the defaults: UniPC-2 with its corrector
+    times = solver_time_grid(vp, 1.0, 1e-3, 12, unipc, {**options, "grid": "optimized"})
+    assert torch.equal(times, time_grid(vp, 1.0, 1e-3, 12, "optimized", order=expected))
 
 
 def test_optimized_grid_runs_through_sample() -> None:
