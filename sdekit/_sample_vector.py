@@ -4,8 +4,9 @@ States have shape ``(batch, k, *event_shape)``; ``x_T`` is drawn from ``sde.prio
 marginal at T with the non-data components' initial law marginalised). The solvers that integrate the reverse SDE
 or the PF-ODE from ``sde.reverse(score)`` / ``sde.probability_flow(score)`` take them: the torchsde family (reverse
 SDE, fixed and adaptive; diagonal or additive G, and general G for ``euler``/``heun``/``midpoint``) and the
-torchdiffeq family (PF-ODE), and the matrix-exponential multistep integrator ``mexp``
-(:mod:`sdekit.solvers._mexp`). The other native fixed-grid samplers (exp*, dpm*, unipc, pc, ...) are written for a
+torchdiffeq family (PF-ODE), the matrix-exponential multistep integrator ``mexp``
+(:mod:`sdekit.solvers._mexp`) and the matrix ancestral sampler ``mancestral`` (:mod:`sdekit.solvers._mancestral`).
+The other native fixed-grid samplers (exp*, dpm*, unipc, pc, ...) are written for a
 scalar marginal and refuse. The model must return the full score (``parameterization="score"``).
 
 ``denoise=True`` is Tweedie's formula for the full state: whatever the law of :math:`X_0` (data in the data
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["check_components", "vector_tweedie"]
 
-_FAMILIES = ("TorchsdeSolver", "TorchdiffeqSolver", "MatrixExponential")
+_FAMILIES = ("TorchsdeSolver", "TorchdiffeqSolver", "MatrixExponential", "MatrixAncestral")
 
 
 def check_components(sde: SDE, impl: Solver, name: str, parameterization: str, shape: tuple[int, ...]) -> None:
@@ -47,8 +48,8 @@ def check_components(sde: SDE, impl: Solver, name: str, parameterization: str, s
     if not any(cls.__name__ in _FAMILIES for cls in type(impl).__mro__):
         raise SolverError(
             f"solver {name!r} is written for scalar SDEs; a k-component SDE ({sde!r}) samples with a torchsde solver "
-            f"(reverse SDE: 'euler', 'srk', 'heun', ...), a torchdiffeq one (PF-ODE: 'dopri5', 'rk4', ...) or the "
-            f"matrix-exponential PF-ODE integrator 'mexp'"
+            f"(reverse SDE: 'euler', 'srk', 'heun', ...), a torchdiffeq one (PF-ODE: 'dopri5', 'rk4', ...), or the "
+            f"native affine samplers 'mexp' (PF-ODE) and 'mancestral' (reverse SDE)"
         )
     if parameterization != "score":
         raise SolverError(

@@ -44,7 +44,7 @@ from .errors import SdekitError
 if TYPE_CHECKING:  # pragma: no cover
     from ._vector_marginal import VectorGaussianMarginal
 
-__all__ = ["VectorDiscretization", "discretize"]
+__all__ = ["VectorDiscretization", "discretize", "gaussian_posterior"]
 
 
 @dataclass(frozen=True)
@@ -117,14 +117,12 @@ class VectorDiscretization:
                 f"the kernel covariance (given={given!r}) at t = {float(self.times[i + 1]):g} is singular, so the "
                 f"posterior of step {i} is not defined; use a grid whose times after the first are > 0"
             )
-        K = torch.cholesky_solve(Phi_i @ S[0], L).transpose(-1, -2)  # S_i Phi_i^T S_{i+1}^{-1} (S symmetric)
-        B = alpha[0] - K @ alpha[1]
+        K, B, c, P = gaussian_posterior(Phi_i, alpha, offset, S[0], L)
         if _given(given) == "data":
             keep = torch.zeros(B.shape[-1], dtype=f64, device=B.device)
             keep[list(self.data_index)] = 1
             B = B * keep
-        P = S[0] - K @ Phi_i @ S[0]
-        return K, B, offset[0] - K @ offset[1], 0.5 * (P + P.T)
+        return K, B, c, P
 
     def posterior(
         self, x_next: torch.Tensor, x0: torch.Tensor, i: int, given: str = "state"
@@ -146,6 +144,22 @@ class VectorDiscretization:
         z = _random.randn(tuple(x_next.shape), generator=generator, dtype=x_next.dtype, device=x_next.device)
         L = psd_sqrt(P.to(torch.float64)).to(x_next.dtype)
         return mean + _apply(L.expand(x_next.shape[0], *L.shape), z)
+
+
+def gaussian_posterior(
+    F: torch.Tensor, alpha: torch.Tensor, offset: torch.Tensor, S_i: torch.Tensor, L_next: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""``(K, B, c, P)`` of :math:`q(X_i \mid X_{i+1}, X_0) = N(K X_{i+1} + B X_0 + c, P)` (module docstring),
+    batched over leading dimensions: ``F`` = :math:`\Phi_i` (..., k, k) the transition from :math:`t_i` to
+    :math:`t_{i+1}`, ``alpha`` (..., 2, k, k) and ``offset`` (..., 2, k) :math:`\Phi` and m at :math:`(t_i, t_{i+1})`,
+    ``S_i`` (..., k, k) the kernel covariance at :math:`t_i` and ``L_next`` a Cholesky factor of the one at
+    :math:`t_{i+1}` (the caller checks that it exists). :math:`K = S_i\Phi_i^\top S_{i+1}^{-1}`,
+    :math:`B = \Phi(t_i) - K\Phi(t_{i+1})`, :math:`c = m(t_i) - K m(t_{i+1})`, :math:`P = S_i - K\Phi_i S_i`."""
+    K = torch.cholesky_solve(F @ S_i, L_next).transpose(-1, -2)  # S_i F^T S_{i+1}^{-1} (S symmetric)
+    B = alpha[..., 0, :, :] - K @ alpha[..., 1, :, :]
+    c = offset[..., 0, :] - (K @ offset[..., 1, :, None])[..., 0]
+    P = S_i - K @ F @ S_i
+    return K, B, c, 0.5 * (P + P.transpose(-1, -2))
 
 
 def _check_state(x: torch.Tensor, k: int) -> None:
