@@ -297,8 +297,9 @@ def test_default_solver_follows_the_documented_rule(vp: sdekit.SDE) -> None:
         same = sdekit.sample(oracle, vp, (16, 1), solver=choice.solver, steps=k, generator=_gen(0), **choice.options)
         assert torch.equal(x, same)
     x = sdekit.sample(oracle, vp, (16, 1), steps=10, generator=_gen(0), grid="uniform")
-    uniform = sdekit.sample(oracle, vp, (16, 1), solver=default_sampler(vp, 10).solver, steps=10, generator=_gen(0),
-                            grid="uniform")  # fmt: skip
+    rule = default_sampler(vp, 10)
+    uniform = sdekit.sample(oracle, vp, (16, 1), solver=rule.solver, steps=10, generator=_gen(0),
+                            **{**rule.options, "grid": "uniform"})  # fmt: skip
     assert torch.equal(x, uniform)
     sde = sdekit.SDE.from_expressions("-x", "0.5*sqrt(1 + x**2)")
     x_T = torch.randn(8, 1, generator=_gen(0), dtype=F64)

@@ -37,8 +37,7 @@ ADAPTIVE = Choice("srk")
 """``steps=None``: adaptive SRK on the reverse SDE."""
 
 FEW_STEP_RULE: tuple[tuple[int, Choice], ...] = (
-    (6, Choice("exp2", MappingProxyType({"grid": "optimized"}))),
-    (9, Choice("unipc", MappingProxyType({"order": 2, "variant": "bh2", "grid": "optimized"}))),
+    (12, Choice("unipc", MappingProxyType({"order": 1, "variant": "bh1", "grid": "optimized"}))),
     (
         19,
         Choice(
@@ -49,15 +48,14 @@ FEW_STEP_RULE: tuple[tuple[int, Choice], ...] = (
 )
 """``(up to k model evaluations, choice)`` rows, ascending: the first row whose bound is >= ``steps`` applies.
 
-Measured by ``benchmarks/few_step.py`` (sweep at n = 1e5 over every few-step sampler and grid, exact mixture score,
-VP, VE and a user SDE; the row with the smallest *worst* sliced-KS ratio over the three SDEs at each NFE):
-``exp2`` on the ``"optimized"`` grid at 4-6 NFE (worst ratio 2.31 at 6, against 2.96 for DPM-Solver++(2M) on the same
-grid), UniPC-2 (bh2) on ``"optimized"`` at 8-15 (2.00, 1.93, 1.45, 1.14 at 8, 10, 12, 15), UniPC-3 (bh2) on
-``"arctan"`` from 20 (0.46 at 20, 0.44 at 25). Then (issue #18 follow-up, n = 200,000, seeds 1 / 2, final-stage
-runs) UniPC-2 with ``lower_order_final="auto"`` (order 1 where the Gaussian proxy's denoiser saturates) at 10-19:
-worst over VP, VE and the user SDE 2.41 at 10 (the same sampler with ``True``: 2.81), 1.32 at 12, 0.74 at 15
-(indistinguishable; before: 1.2-1.3); at 8 ``"auto"`` was worse (4.03 against 2.62), so 7-9 keep ``True`` (9 not
-measured). Full tables: ``docs/benchmarks.md``."""
+Measured by ``benchmarks/few_step.py`` (full run of 2026-12-05, 13:05-13:53 UTC: sweep at n = 1e5 over every
+few-step sampler, option variant and grid, exact mixture score, VP, VE and a user SDE; the row with the smallest
+*worst* sliced-KS ratio over the three SDEs at each NFE): UniPC-1 (bh1; with its corrector second order) on the
+``"optimized"`` grid (now shaped for order 2) at 4-12 NFE (worst ratio 6.62, 3.86, 2.64, 1.49, 1.03, 0.85 at 4, 5,
+6, 8, 10, 12; ``exp2`` on ``"optimized"`` was 2.31 at 6 and worse elsewhere, so one row), UniPC-2 (bh2) with
+``lower_order_final="auto"`` on ``"optimized"`` at 13-19 (0.54 at 15: indistinguishable at n = 2e5 on all three
+SDEs), UniPC-3 (bh2) on ``"arctan"`` from 20 (0.46 at 20, 0.44 at 25; UniPC-2 auto ties at 20). Full tables:
+``docs/benchmarks.md``."""
 
 
 def default_sampler(sde: SDE, steps: int | None) -> Choice:
