@@ -113,14 +113,6 @@ def _cholesky(cov: torch.Tensor, tt: torch.Tensor, given: str) -> torch.Tensor:
     return L
 
 
-def _diffusion_matrix(sde: SDE, tt: torch.Tensor, k: int) -> torch.Tensor:
-    r""":math:`D(t) = G G^\top` (batch, k, k) of a state-free G, float64."""
-    probe = torch.zeros(tt.shape[0], k, 1, dtype=torch.float64, device=tt.device)
-    G = sde.diffusion_fn(probe, tt)
-    G = torch.broadcast_to(G, (tt.shape[0], k, G.shape[2], 1))[..., 0]
-    return G @ G.transpose(-1, -2)
-
-
 def vector_dsm(
     model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     sde: SDE,
@@ -163,7 +155,7 @@ def vector_dsm(
         target = -torch.linalg.solve_triangular(L.transpose(-1, -2), flat, upper=True).reshape(z.shape)
         e = s - target
         if weighting == "likelihood":  # G^T (s - target) has the squared norm (s - target)^T D (s - target)
-            e = _apply(psd_sqrt(_diffusion_matrix(sde, t64, k)).transpose(-1, -2).to(X0.dtype), e)
+            e = _apply(psd_sqrt(marginal.diffusion_matrix(t64)).transpose(-1, -2).to(X0.dtype), e)
     return 0.5 * w.to(X0.dtype) * _event_sum(e * e)
 
 
@@ -186,7 +178,7 @@ def trace_density(sde: SDE, t: torch.Tensor) -> torch.Tensor:
     t = t.to(torch.float64)
     flat = t.reshape(-1)
     L = _cholesky(sde.marginal.cov(flat), flat, "state")
-    D = _diffusion_matrix(sde, flat, sde.marginal.k)
+    D = sde.marginal.diffusion_matrix(flat)
     return torch.cholesky_solve(D, L).diagonal(dim1=-2, dim2=-1).sum(-1).reshape(t.shape)
 
 

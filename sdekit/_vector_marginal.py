@@ -245,6 +245,14 @@ class VectorGaussianMarginal:
         r""":math:`D(t) = G(t) G(t)^\top`, shape ``(*t.shape, k, k)``."""
         return self._coefficients(t)[2]
 
+    def log_snr(self, t: Any) -> torch.Tensor:
+        r"""Generalized half log-SNR :math:`\lambda(t) = \tfrac1k\big(\log|\det\Phi(t)| - \tfrac12\log\det S(t)\big)`
+        with :math:`S` the kernel covariance given the data: :math:`\log(\alpha/\sigma)` for k = 1, decreasing, the
+        time variable of the ``"logsnr"`` grid of k-component SDEs (:mod:`sdekit.solvers._grids`)."""
+        t = self._t(t)
+        _, logdet_phi = torch.linalg.slogdet(self.alpha(t))
+        return (logdet_phi - 0.5 * torch.logdet(self.cov(t, given="data"))) / self.k
+
     # -- kernels
     def _coeffs(self, t: Any, like: torch.Tensor, given: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if like.ndim < 2 or like.shape[1] != self.k:

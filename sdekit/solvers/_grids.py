@@ -305,10 +305,7 @@ def log_snr(marginal: Any, t: torch.Tensor) -> torch.Tensor:
     r"""Half log-SNR :math:`\lambda(t) = \log\alpha(t) - \log\sigma(t)`: :meth:`GaussianMarginal.log_snr`; for the
     k x k marginal of a k-component SDE the generalized
     :math:`\tfrac1k\big(\log|\det\Phi(t)| - \tfrac12\log\det S(t)\big)` (module docstring)."""
-    if hasattr(marginal, "log_snr"):
-        return marginal.log_snr(t)
-    _, logdet_phi = torch.linalg.slogdet(marginal.alpha(t))
-    return (logdet_phi - 0.5 * torch.logdet(marginal.cov(t, given="data"))) / marginal.k
+    return marginal.log_snr(t)
 
 
 def t_of_log_snr(
